@@ -1,0 +1,85 @@
+"""Settings: defaults, overridden by environment variables, overridden by CLI options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_ENDPOINT = "https://s3.echo.stfc.ac.uk"
+DEFAULT_MAX_OBJECTS = 5000
+
+ENV_ENDPOINT = "ECHO_S3_ENDPOINT"
+ENV_CREDENTIALS = "ECHO_S3_CREDENTIALS"
+ENV_MAX_OBJECTS = "ECHO_S3_MAX_OBJECTS"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where to connect and how much to list.
+
+    Attributes
+    ----------
+    endpoint : str
+        S3 endpoint URL (ECHO by default).
+    credentials_path : Path or None
+        JSON key file ``{"access_key": ..., "secret_key": ...}``; ``None`` means the
+        environment or an AWS profile.
+    profile : str or None
+        AWS profile name (``~/.aws/credentials``).
+    max_objects : int
+        Stop listing after this many objects and say that more exist.
+    """
+
+    endpoint: str = DEFAULT_ENDPOINT
+    credentials_path: Path | None = None
+    profile: str | None = None
+    max_objects: int = DEFAULT_MAX_OBJECTS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``), then apply non-None overrides."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        if env.get(ENV_ENDPOINT):
+            values["endpoint"] = env[ENV_ENDPOINT]
+        if env.get(ENV_CREDENTIALS):
+            values["credentials_path"] = Path(env[ENV_CREDENTIALS]).expanduser()
+        if env.get("AWS_PROFILE"):
+            values["profile"] = env["AWS_PROFILE"]
+        if env.get(ENV_MAX_OBJECTS):
+            values["max_objects"] = _positive_int(env[ENV_MAX_OBJECTS], ENV_MAX_OBJECTS)
+        settings = cls(**values)
+        return settings.with_overrides(**overrides)
+
+    def with_overrides(self, **overrides) -> Settings:
+        """Return a copy with every override that is not ``None`` applied."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "credentials_path" in given:
+            given["credentials_path"] = Path(given["credentials_path"]).expanduser()
+        if "max_objects" in given:
+            given["max_objects"] = _positive_int(given["max_objects"], "max_objects")
+        if "endpoint" in given:
+            given["endpoint"] = normalize_endpoint(given["endpoint"])
+        return replace(self, **given)
+
+
+def normalize_endpoint(url: str) -> str:
+    """Check an endpoint URL and strip a trailing slash; raise :class:`ConfigError` if unusable."""
+    url = str(url).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise ConfigError(f"Endpoint must be an http:// or https:// URL, got {url!r}.")
+    return url
+
+
+def _positive_int(value, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}.") from None
+    if number < 1:
+        raise ConfigError(f"{name} must be at least 1, got {number}.")
+    return number
