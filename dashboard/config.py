@@ -45,7 +45,7 @@ class Settings:
         env = os.environ if env is None else env
         values: dict = {}
         if env.get(ENV_ENDPOINT):
-            values["endpoint"] = env[ENV_ENDPOINT]
+            values["endpoint"] = normalize_endpoint(env[ENV_ENDPOINT])
         if env.get(ENV_CREDENTIALS):
             values["credentials_path"] = Path(env[ENV_CREDENTIALS]).expanduser()
         if env.get("AWS_PROFILE"):

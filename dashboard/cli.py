@@ -1,0 +1,319 @@
+"""``echo-s3-viewer``: serve the dashboard, list, download, inspect and process from the shell.
+
+Every failure prints one line ``error: ...`` on stderr and exits 1 (usage errors exit 2);
+a traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Settings
+from .errors import EchoError
+
+log = logging.getLogger("dashboard")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--endpoint", help="S3 endpoint URL (env ECHO_S3_ENDPOINT; default ECHO)")
+    group.add_argument(
+        "--credentials", metavar="FILE",
+        help='JSON key file {"access_key": ..., "secret_key": ...} (env ECHO_S3_CREDENTIALS)',
+    )
+    group.add_argument("--profile", help="AWS profile name (env AWS_PROFILE)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common)
+    parser = argparse.ArgumentParser(
+        prog="echo-s3-viewer",
+        description="Browse, inspect, view and process HDF5 image stacks on S3 (STFC ECHO).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="start the dashboard in the browser")
+    p.add_argument("--demo", action="store_true",
+                   help="start the embedded demo S3 store and connect to it (no keys needed)")
+    p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 = any free port)")
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--show", action="store_true", help="open the page in a web browser")
+    p.add_argument("--allow-websocket-origin", action="append", metavar="HOST[:PORT]",
+                   help="extra websocket origin to accept (repeatable); none beyond localhost by default")
+    p.add_argument("--prefix", help="URL prefix when served behind a proxy (e.g. JupyterHub)")
+    p.add_argument("--max-objects", type=int, help="listing limit (env ECHO_S3_MAX_OBJECTS; default 5000)")
+
+    p = sub.add_parser("ls", parents=[common], help="list buckets, or objects under s3://BUCKET/PREFIX")
+    p.add_argument("url", nargs="?", default="s3://", help="s3://BUCKET[/PREFIX] (omit to list buckets)")
+    p.add_argument("--limit", type=int, help="stop after N objects (default 5000)")
+    p.add_argument("--all", action="store_true", help="all objects, not only HDF5 files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("download", parents=[common], help="download objects into a local folder")
+    p.add_argument("urls", nargs="+", metavar="s3://BUCKET/KEY", help="objects to fetch")
+    p.add_argument("--out", required=True, metavar="DIR", help="target folder")
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+
+    p = sub.add_parser("info", parents=[common], help="show an HDF5 file's tree and default stack")
+    p.add_argument("url", help="s3://BUCKET/KEY or a local path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("process", parents=[common], help="run the processing pipeline over frames")
+    p.add_argument("url", help="s3://BUCKET/KEY or a local path")
+    p.add_argument("--dataset", help="dataset path (default: the detected image stack)")
+    p.add_argument("--start", type=int, default=20, help="first frame (>= 20; default 20)")
+    p.add_argument("--end", type=int, help="last frame, inclusive (default: the last frame)")
+    p.add_argument("--step", type=int, default=1, help="every STEP-th frame (default 1)")
+    p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma in pixels (default 4.0)")
+    p.add_argument("--format", choices=("png", "tiff", "npy"), default="png", help="output format")
+    p.add_argument("--out", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="output folder")
+    p.add_argument("--scheduler", metavar="ADDRESS|local",
+                   help="run on a Dask cluster (env DASK_SCHEDULER_ADDRESS); 'local' starts one")
+    p.add_argument("--workers", type=int, help="threads (local) or workers (LocalCluster)")
+    p.add_argument("--resume", action="store_true", help="skip frames whose outputs are complete")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.debug:
+        logging.getLogger("dashboard").setLevel(logging.INFO)
+    handler = globals()[f"_cmd_{args.command}"]
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except EchoError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the last line of defence: one line, no secrets
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {_scrubbed(exc, args)} "
+              "(run again with --debug for details)", file=sys.stderr)
+        return 1
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _settings(args) -> Settings:
+    return Settings.from_env(
+        endpoint=args.endpoint,
+        credentials_path=args.credentials,
+        profile=args.profile,
+        max_objects=getattr(args, "max_objects", None) or getattr(args, "limit", None),
+    )
+
+
+def _connect(args):
+    from .storage.credentials import load_credentials
+    from .storage.s3 import S3
+
+    settings = _settings(args)
+    credentials = load_credentials(settings.credentials_path, profile=settings.profile)
+    # An endpoint given on the command line or in the environment beats the key file's.
+    endpoint = args.endpoint or _env_endpoint() or credentials.endpoint or settings.endpoint
+    return settings, S3(endpoint, credentials)
+
+
+def _env_endpoint():
+    import os
+
+    from .config import ENV_ENDPOINT
+
+    return os.environ.get(ENV_ENDPOINT) or None
+
+
+def _scrubbed(exc: BaseException, args) -> str:
+    text = str(exc)
+    try:
+        from .storage.credentials import load_credentials
+
+        settings = _settings(args)
+        text = load_credentials(settings.credentials_path, profile=settings.profile).scrub(text)
+    except Exception:
+        pass
+    return text
+
+
+def _human(n: int) -> str:
+    from .storage.listing import human_size
+
+    return human_size(n)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _cmd_serve(args) -> int:
+    from .app import serve
+
+    settings = _settings(args)
+    serve(
+        settings=settings,
+        demo=args.demo,
+        port=args.port,
+        address=args.address,
+        show=args.show,
+        allow_websocket_origin=args.allow_websocket_origin,
+        prefix=args.prefix,
+    )
+    return 0
+
+
+def _cmd_ls(args) -> int:
+    from .storage.listing import filter_objects
+    from .storage.s3 import parse_s3_url
+
+    settings, s3 = _connect(args)
+    if args.url.rstrip("/") in ("s3:", "s3:/", ""):
+        buckets = s3.list_buckets()
+        if args.json:
+            print(json.dumps(buckets))
+        else:
+            for name in buckets:
+                print(name)
+        return 0
+    bucket, prefix = parse_s3_url(args.url)
+    listing = s3.list_objects(bucket, prefix, limit=args.limit or settings.max_objects)
+    objects = filter_objects(listing.objects, hdf5_only=not args.all)
+    if args.json:
+        print(json.dumps([o.to_json() for o in objects], indent=1))
+    else:
+        for o in objects:
+            print(f"{_human(o.size):>10}  {o.last_modified.astimezone():%Y-%m-%d %H:%M}  {o.key}")
+        shown = "HDF5 objects" if not args.all else "objects"
+        print(f"{len(objects)} {shown}", file=sys.stderr)
+    if listing.truncated:
+        print(f"note: {listing.notice} (raise --limit to see more)", file=sys.stderr)
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from .storage.download import download_objects
+    from .storage.s3 import parse_s3_url
+
+    _, s3 = _connect(args)
+    by_bucket: dict[str, list[str]] = {}
+    for url in args.urls:
+        bucket, key = parse_s3_url(url)
+        by_bucket.setdefault(bucket, []).append(key)
+    failed = 0
+    printer = _LinePrinter()
+    for bucket, keys in by_bucket.items():
+        report = download_objects(
+            s3, bucket, keys, args.out, progress=printer.download, max_workers=args.workers
+        )
+        printer.done()
+        for result in report.results:
+            print(f"{result.status:>10}  {result.key}" + (f": {result.message}" if result.message else ""),
+                  file=sys.stderr)
+        failed += len(report.failed)
+    if failed:
+        raise EchoError(f"{failed} of {len(args.urls)} downloads failed (see above).")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .hdf5.tree import describe, format_tree
+
+    s3 = _connect(args)[1] if args.url.startswith("s3://") else None
+    description = describe(args.url, s3=s3)
+    if args.json:
+        print(json.dumps(description, indent=1, default=str))
+    else:
+        print(format_tree(description))
+    return 0
+
+
+def _cmd_process(args) -> int:
+    import os
+
+    from .processing.batch import plan_batch, run_batch
+
+    s3 = _connect(args)[1] if args.url.startswith("s3://") or args.out.startswith("s3://") else None
+    scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    plan = plan_batch(
+        args.url,
+        dataset=args.dataset,
+        start=args.start,
+        end=args.end,
+        step=args.step,
+        sigma=args.sigma,
+        fmt=args.format,
+        out=args.out,
+        s3=s3,
+        resume=args.resume,
+    )
+    printer = _LinePrinter()
+    cancel = threading.Event()
+    try:
+        result = run_batch(plan, progress=printer.batch, cancel=cancel, scheduler=scheduler,
+                           workers=args.workers)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    finally:
+        printer.done()
+    print(result.summary, file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+class _LinePrinter:
+    """Progress on stderr: an updating bar on a terminal, a plain line every ~10% otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last_bucket = -1
+        self._open = False
+
+    def _emit(self, fraction: float, text: str) -> None:
+        if self.tty:
+            width = 30
+            filled = int(width * fraction)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%} {text}\x1b[K")
+            self.stream.flush()
+            self._open = True
+            return
+        bucket = int(fraction * 10)
+        if bucket != self._last_bucket:
+            self._last_bucket = bucket
+            print(f"{fraction:6.1%} {text}", file=self.stream, flush=True)
+
+    def download(self, p) -> None:
+        fraction = p.bytes_done / p.bytes_total if p.bytes_total else 1.0
+        self._emit(fraction, f"{p.files_done}/{p.files_total} files, "
+                             f"{_human(p.bytes_done)} of {_human(p.bytes_total)}")
+
+    def batch(self, p) -> None:
+        fraction = p.done / p.total if p.total else 1.0
+        eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
+        self._emit(fraction, f"{p.done}/{p.total} frames, {p.frames_per_s:.1f} frames/s{eta}")
+
+    def done(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self._open = False
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
