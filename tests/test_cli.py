@@ -1,0 +1,120 @@
+"""The command line against the moto server: output, exit codes, one-line errors, no secrets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ACCESS_KEY, ROOT, SECRET_KEY
+from dashboard.cli import main
+
+
+@pytest.fixture
+def keyfile(tmp_path, moto_server):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+                                "endpoint": moto_server.endpoint}))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def filled(s3, bucket):
+    for key, body in [("raw/scan_001.h5", b"a" * 10), ("raw/scan_002.H5", b"b" * 30),
+                      ("raw/notes.txt", b"c"), ("proc/out.nxs", b"d" * 20)]:
+        s3.client.put_object(Bucket=bucket, Key=key, Body=body)
+    return bucket
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ls_json_lists_hdf5_objects(capsys, keyfile, filled):
+    code, out, err = run(capsys, "ls", f"s3://{filled}", "--json", "--credentials", keyfile)
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [o["key"] for o in listed] == ["proc/out.nxs", "raw/scan_001.h5", "raw/scan_002.H5"]
+    assert set(listed[0]) == {"key", "size", "last_modified", "etag"}
+    assert listed[1]["size"] == 10
+
+
+def test_ls_all_prefix_and_limit(capsys, keyfile, filled):
+    code, out, err = run(capsys, "ls", f"s3://{filled}/raw/", "--all", "--json", "--limit", "2",
+                         "--credentials", keyfile)
+    assert code == 0
+    assert [o["key"] for o in json.loads(out)] == ["raw/notes.txt", "raw/scan_001.h5"]
+    assert "first 2 objects shown; more exist" in err
+
+
+def test_ls_table_and_buckets(capsys, keyfile, filled):
+    code, out, _ = run(capsys, "ls", f"s3://{filled}", "--credentials", keyfile)
+    assert code == 0 and "raw/scan_001.h5" in out and "10 B" in out
+    code, out, _ = run(capsys, "ls", "--credentials", keyfile)
+    assert code == 0 and filled in out.split()
+
+
+def test_missing_bucket_is_one_line_exit_1(capsys, keyfile):
+    code, out, err = run(capsys, "ls", "s3://no-such-bucket-here", "--credentials", keyfile)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and "does not exist" in err
+    assert "Traceback" not in err
+
+
+def test_bad_credentials_file_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "keys.json"
+    bad.write_text('{"access_key": "AKIAX", "secret_key": ')
+    code, _, err = run(capsys, "ls", "s3://x", "--credentials", bad)
+    assert code == 1 and err.startswith("error: ") and "not valid JSON" in err
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["download", "s3://b/k"])  # --out missing
+    assert info.value.code == 2
+
+
+def test_debug_shows_the_traceback(keyfile):
+    with pytest.raises(Exception, match="does not exist"):
+        main(["ls", "s3://no-such-bucket-here", "--credentials", str(keyfile), "--debug"])
+
+
+def test_download_and_resume(capsys, keyfile, filled, tmp_path):
+    out_dir = tmp_path / "out"
+    urls = [f"s3://{filled}/raw/scan_001.h5", f"s3://{filled}/proc/out.nxs"]
+    code, _, err = run(capsys, "download", *urls, "--out", out_dir, "--credentials", keyfile)
+    assert code == 0, err
+    assert (out_dir / "raw" / "scan_001.h5").read_bytes() == b"a" * 10
+    assert (out_dir / "proc" / "out.nxs").read_bytes() == b"d" * 20
+    code, _, err = run(capsys, "download", *urls, "--out", out_dir, "--credentials", keyfile)
+    assert code == 0 and err.count("skipped") == 2
+
+
+def test_download_failure_exits_1_and_keeps_the_rest(capsys, keyfile, filled, tmp_path):
+    urls = [f"s3://{filled}/raw/scan_001.h5", f"s3://{filled}/raw/gone.h5"]
+    code, _, err = run(capsys, "download", *urls, "--out", tmp_path, "--credentials", keyfile)
+    assert code == 1
+    assert (tmp_path / "raw" / "scan_001.h5").exists() and not (tmp_path / "raw" / "gone.h5").exists()
+    assert err.rstrip().splitlines()[-1] == "error: 1 of 2 downloads failed (see above)."
+
+
+def test_no_secret_in_any_output(capsys, keyfile, filled, tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    for argv in (["ls", f"s3://{filled}", "--all"], ["ls", "s3://no-such-bucket-here"],
+                 ["download", f"s3://{filled}/raw/scan_001.h5", "--out", str(tmp_path)]):
+        _, out, err = run(capsys, *argv, "--credentials", keyfile)
+        for text in (out, err, caplog.text):
+            assert SECRET_KEY not in text and ACCESS_KEY not in text
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("echo-s3-viewer", path=str(ROOT / ".venv" / "bin")) or shutil.which("echo-s3-viewer")
+    command = [exe] if exe else [sys.executable, "-m", "dashboard"]
+    result = subprocess.run([*command, "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("echo-s3-viewer ")
