@@ -1,0 +1,541 @@
+"""Download selected objects into a local folder: parallel, verified, atomic, resumable.
+
+How one batch runs
+------------------
+1. Every key is mapped to a local path by :func:`safe_local_path` (``out_dir / key``). A key
+   that could land outside ``out_dir`` (absolute, ``..`` or ``.`` segments, empty segments,
+   backslashes, NUL, or a path through a symlink that leaves the folder) fails on its own with a
+   message; the rest of the batch goes on.
+2. The remaining keys are HEADed in parallel to learn sizes and ETags (the progress total).
+3. A file that already exists with the same size (and, for a single-part ETag, the same MD5)
+   is *skipped*, so running the same download again resumes where it stopped.
+4. Every other object is streamed with one GET (``If-Match`` its ETag, so an object replaced
+   meanwhile fails instead of mixing versions) into a hidden temporary file in the destination
+   folder (``.NAME.part-RANDOM``), hashing as it goes. Only when the byte count matches, and for
+   single-part ETags (32 hex digits) the MD5 matches, is the file renamed to its final name
+   (``os.replace``, atomic on one file system). Otherwise the temporary file is deleted.
+5. ``cancel`` (a :class:`threading.Event`) is checked between chunks: set it and the batch stops
+   within one chunk per worker, removes its temporary files and reports the rest as cancelled.
+   Ctrl+C (``KeyboardInterrupt``) in the calling thread does the same and is then re-raised.
+
+One streaming GET per file, a few files at a time, was chosen over s3transfer's ranged
+multi-part GETs: the MD5 is computed while the bytes stream (no second read of the file), the
+temporary-file/rename protocol stays in one place, and with several files in flight the
+connection is already kept busy.
+
+Examples
+--------
+>>> report = download_objects(s3, "bucket", ["raw/scan.h5"], "data/")     # doctest: +SKIP
+>>> report.summary()                                                      # doctest: +SKIP
+'1 downloaded (12.3 MB in 0.4 s).'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import EchoError
+from .listing import human_size
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CANCELLED",
+    "DOWNLOADED",
+    "FAILED",
+    "SKIPPED",
+    "DownloadProgress",
+    "DownloadReport",
+    "FileResult",
+    "UnsafeKeyError",
+    "download_objects",
+    "is_single_part_etag",
+    "safe_local_path",
+]
+
+DOWNLOADED = "downloaded"
+SKIPPED = "skipped"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+CHUNK_SIZE = 1 << 20  # 1 MiB per read: fine-grained progress and prompt cancel
+PART_MARKER = ".part-"  # temporary files are ".<name>.part-<random hex>"
+_SINGLE_PART_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+class UnsafeKeyError(EchoError):
+    """An object key would be written outside the download folder (or is not a file name)."""
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """A snapshot of a running download, given to the ``progress`` callback.
+
+    Attributes
+    ----------
+    key : str
+        The object whose bytes moved last ("" for the final summary snapshot).
+    file_bytes, file_total : int
+        Bytes of ``key`` written so far, and its size.
+    bytes_done, bytes_total : int
+        Bytes of the whole batch processed so far (written, skipped as already present, or
+        given up on because the file failed), and the sum of all sizes.
+    files_done, files_total : int
+        Files finished (downloaded, skipped or failed), and the number of keys in the batch.
+    """
+
+    key: str
+    file_bytes: int
+    file_total: int
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress in [0, 1] (by bytes, or by files when there are no bytes)."""
+        if self.bytes_total:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        return self.files_done / self.files_total if self.files_total else 1.0
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one key: ``status`` is downloaded, skipped, failed or cancelled."""
+
+    key: str
+    status: str
+    path: Path | None = None
+    size: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DownloadReport:
+    """Per-file results of :func:`download_objects`, in the order the keys were given."""
+
+    out_dir: Path
+    results: tuple[FileResult, ...]
+    cancelled: bool = False
+    seconds: float = 0.0
+
+    def _with(self, status: str) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def downloaded(self) -> list[FileResult]:
+        return self._with(DOWNLOADED)
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return self._with(SKIPPED)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self._with(FAILED)
+
+    @property
+    def not_started(self) -> list[FileResult]:
+        """Files left undone because the batch was cancelled."""
+        return self._with(CANCELLED)
+
+    @property
+    def ok(self) -> bool:
+        """True when every file is downloaded or skipped."""
+        return all(r.status in (DOWNLOADED, SKIPPED) for r in self.results)
+
+    @property
+    def bytes_downloaded(self) -> int:
+        return sum(r.size for r in self.downloaded)
+
+    def summary(self) -> str:
+        """One line, e.g. ``"3 downloaded, 1 skipped, 1 failed (4.2 MB in 1.3 s)."``."""
+        counts = [
+            f"{len(self._with(status))} {status}"
+            for status in (DOWNLOADED, SKIPPED, FAILED, CANCELLED)
+            if self._with(status) or status == DOWNLOADED
+        ]
+        return (
+            f"{', '.join(counts)} ({human_size(self.bytes_downloaded)} in {self.seconds:.1f} s)."
+        )
+
+
+def is_single_part_etag(etag: str) -> bool:
+    """True for an ETag that is the object's MD5 (32 hex digits, no ``-N`` part count)."""
+    return bool(_SINGLE_PART_ETAG.match(etag.strip('"')))
+
+
+def safe_local_path(out_dir: str | os.PathLike, key: str) -> Path:
+    """The local path for ``key`` under ``out_dir``, or :class:`UnsafeKeyError`.
+
+    The key's ``/``-separated segments become folders below ``out_dir``. Refused: empty keys,
+    absolute keys (``/abs.h5``), backslashes (``a\\b.h5``), NUL characters, empty segments
+    (``a//b.h5``, folder markers ending in ``/``), ``.`` and ``..`` segments, and any key
+    whose resolved path (following symlinks already present) leaves ``out_dir``.
+    """
+    reason = _unsafe_reason(key)
+    if reason is None:
+        root = Path(out_dir).expanduser()
+        path = root.joinpath(*key.split("/"))
+        try:
+            inside = path.resolve().is_relative_to(root.resolve())
+        except (OSError, RuntimeError, ValueError):  # symlink loops, odd names
+            inside = False
+        if inside:
+            return path
+        reason = "its path leads outside the download folder"
+    raise UnsafeKeyError(f"Refused to download {key!r}: {reason}.")
+
+
+def _unsafe_reason(key: str) -> str | None:
+    if not isinstance(key, str) or not key:
+        return "an empty key is not a file name"
+    if "\x00" in key:
+        return "it contains a NUL character"
+    if "\\" in key:
+        return "it contains a backslash, which could name another folder"
+    if key.startswith("/") or os.path.isabs(key):
+        return "it is an absolute path"
+    segments = key.split("/")
+    if "" in segments:
+        if key.endswith("/"):
+            return "it is a folder marker, not a file"
+        return "it contains an empty path segment ('//')"
+    if ".." in segments:
+        return "it contains a '..' segment, which could leave the download folder"
+    if "." in segments:
+        return "it contains a '.' segment"
+    if os.name == "nt" and any(":" in s for s in segments):  # pragma: no cover - Windows only
+        return "it contains ':', which Windows reads as a drive or stream"
+    return None
+
+
+def download_objects(
+    s3,
+    bucket: str,
+    keys: Iterable[str],
+    out_dir: str | os.PathLike,
+    *,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    max_workers: int = 4,
+    progress_interval: float = 0.1,
+) -> DownloadReport:
+    """Download ``keys`` of ``bucket`` into ``out_dir`` (``out_dir/KEY``), verified and atomic.
+
+    Parameters
+    ----------
+    s3 : dashboard.storage.s3.S3
+        The connection (its thread-safe boto3 client is shared by the workers).
+    bucket : str
+    keys : iterable of str
+        Object keys; duplicates are downloaded once.
+    out_dir : path
+        Created if missing. Each key's folders are recreated below it.
+    progress : callable, optional
+        Called with a :class:`DownloadProgress`, at most every ``progress_interval`` seconds
+        while bytes move, and once at the end with the final totals. Calls come from worker
+        threads but never overlap, and the counters in successive calls never decrease.
+    cancel : threading.Event, optional
+        Set it to stop: in-flight files are abandoned within one chunk (temporary files
+        removed, nothing left at a final name); unstarted ones are reported as cancelled.
+    max_workers : int
+        Files downloaded at the same time.
+    progress_interval : float
+        Minimum seconds between progress calls (0 reports every chunk).
+
+    Returns
+    -------
+    DownloadReport
+        One :class:`FileResult` per key, in input order. Failures carry a one-sentence
+        message (403, 404, changed on the server, size/MD5 mismatch, unsafe key, disk error);
+        this function does not raise for a failing file.
+    """
+    started = time.monotonic()
+    out_dir = Path(out_dir).expanduser()
+    keys = list(dict.fromkeys(keys))
+    results: dict[str, FileResult] = {}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EchoError(f"Cannot create the download folder {out_dir}: {_os_reason(exc)}.") from None
+
+    batch = _Batch(
+        s3=s3, bucket=bucket, files_total=len(keys), callback=progress,
+        interval=progress_interval, cancel=cancel,
+    )
+    paths: dict[str, Path] = {}
+    for key in keys:
+        try:
+            paths[key] = safe_local_path(out_dir, key)
+        except UnsafeKeyError as exc:
+            log.warning("%s", exc)
+            results[key] = FileResult(key, FAILED, message=str(exc))
+            batch.finish_file(0)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="s3-download")
+    try:
+        heads = dict(zip(paths, pool.map(batch.head, paths), strict=True))
+        for key, head in heads.items():
+            if isinstance(head, FileResult):
+                results[key] = head
+                batch.finish_file(0)
+        todo = {key: head for key, head in heads.items() if not isinstance(head, FileResult)}
+        batch.add_total(sum(size for size, _etag in todo.values()))
+        futures = {
+            key: pool.submit(batch.fetch, key, paths[key], size, etag)
+            for key, (size, etag) in todo.items()
+        }
+        for key, future in futures.items():
+            results[key] = future.result()
+    except BaseException:  # KeyboardInterrupt: stop the workers, clean up, re-raise
+        batch.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    batch.emit(force=True)
+
+    report = DownloadReport(
+        out_dir=out_dir,
+        results=tuple(results[key] for key in keys),
+        cancelled=batch.cancelled(),
+        seconds=time.monotonic() - started,
+    )
+    log.info("Download of %d object(s) from %s to %s: %s", len(keys), bucket, out_dir,
+             report.summary())
+    return report
+
+
+@dataclass
+class _Batch:
+    """Shared counters and per-file work of one :func:`download_objects` call."""
+
+    s3: object
+    bucket: str
+    files_total: int
+    callback: Callable[[DownloadProgress], None] | None
+    interval: float
+    cancel: threading.Event | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _emit_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_emit: float = float("-inf")
+    _last_file: tuple[str, int, int] = ("", 0, 0)
+
+    # -- counters and progress ---------------------------------------------------------
+
+    def cancelled(self) -> bool:
+        return self.stop.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+    def add_total(self, n: int) -> None:
+        with self._lock:
+            self.bytes_total += n
+
+    def add_bytes(self, key: str, n: int, file_bytes: int, file_total: int) -> None:
+        with self._lock:
+            self.bytes_done += n
+            self._last_file = (key, file_bytes, file_total)
+        self.emit()
+
+    def finish_file(self, remaining_bytes: int) -> None:
+        """Count one file as done; ``remaining_bytes`` not streamed count as processed."""
+        with self._lock:
+            self.bytes_done += remaining_bytes
+            self.files_done += 1
+        self.emit()
+
+    def emit(self, *, force: bool = False) -> None:
+        """Call the progress callback, throttled, never concurrently, never going backwards."""
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_emit < self.interval:
+            return
+        if not self._emit_lock.acquire(blocking=force):
+            return  # another worker is reporting right now; its snapshot is as fresh
+        try:
+            with self._lock:
+                key, file_bytes, file_total = ("", 0, 0) if force else self._last_file
+                snapshot = DownloadProgress(
+                    key=key, file_bytes=file_bytes, file_total=file_total,
+                    bytes_done=self.bytes_done, bytes_total=self.bytes_total,
+                    files_done=self.files_done, files_total=self.files_total,
+                )
+            self._last_emit = now
+            try:
+                self.callback(snapshot)
+            except Exception:  # a broken progress display must not corrupt downloads
+                log.exception("The download progress callback failed")
+        finally:
+            self._emit_lock.release()
+
+    # -- per-file work -----------------------------------------------------------------
+
+    def head(self, key: str) -> tuple[int, str] | FileResult:
+        """(size, etag) of ``key``, or a failed/cancelled result."""
+        if self.cancelled():
+            return FileResult(key, CANCELLED, message="Cancelled before it started.")
+        try:
+            response = self.s3.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            return self._failed(key, exc)
+        return int(response["ContentLength"]), str(response.get("ETag", "")).strip('"')
+
+    def fetch(self, key: str, path: Path, size: int, etag: str) -> FileResult:
+        """Skip, download or fail one file; always leaves no temporary file behind."""
+        if self.cancelled():
+            return FileResult(key, CANCELLED, path, size, "Cancelled before it started.")
+        try:
+            if _same_file(path, size, etag):
+                self.finish_file(size)
+                return FileResult(key, SKIPPED, path, size, "Already present and identical.")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.finish_file(size)
+            return FileResult(key, FAILED, path, size, _local_error(path, exc))
+
+        tmp = None
+        written = 0
+        try:
+            tmp, handle = _open_temp(path)
+            with handle:
+                written, md5 = self._stream(key, handle, size, etag)
+            if written is None:  # cancelled mid-file
+                return FileResult(key, CANCELLED, path, size, "Cancelled; partial data removed.")
+            problem = _verify(written, md5, size, etag)
+            if problem:
+                log.warning("Download of s3://%s/%s rejected: %s", self.bucket, key, problem)
+                return self._finish(FileResult(
+                    key, FAILED, path, size,
+                    f"Download of s3://{self.bucket}/{key} rejected: {problem}.",
+                ), size, written)
+            os.replace(tmp, path)
+            tmp = None
+            return self._finish(FileResult(key, DOWNLOADED, path, size), size, written)
+        except _RemoteError as exc:
+            return self._finish(self._failed(key, exc.__cause__, path, size), size, written)
+        except OSError as exc:
+            return self._finish(FileResult(key, FAILED, path, size, _local_error(path, exc)),
+                                size, written)
+        finally:
+            if tmp is not None:
+                _remove(tmp)
+
+    def _finish(self, result: FileResult, size: int, written: int | None) -> FileResult:
+        self.finish_file(max(0, size - (written or 0)))
+        return result
+
+    def _stream(self, key: str, handle, size: int, etag: str):
+        """Copy the object into ``handle``; (bytes, md5) or (None, None) when cancelled."""
+        md5 = hashlib.md5(usedforsecurity=False)
+        written = 0
+        try:
+            kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
+            response = self.s3.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+            body = response["Body"]
+        except Exception as exc:
+            raise _RemoteError() from exc
+        try:
+            while True:
+                if self.cancelled():
+                    return None, None
+                try:
+                    chunk = body.read(CHUNK_SIZE)
+                except Exception as exc:
+                    raise _RemoteError() from exc
+                if not chunk:
+                    return written, md5.hexdigest()
+                handle.write(chunk)
+                md5.update(chunk)
+                written += len(chunk)
+                self.add_bytes(key, len(chunk), written, size)
+        finally:
+            body.close()
+
+    def _failed(self, key: str, exc: BaseException, path: Path | None = None,
+                size: int = 0) -> FileResult:
+        message = _remote_message(self.s3, exc, self.bucket, key)
+        log.warning("Download of s3://%s/%s failed: %s", self.bucket, key, message)
+        return FileResult(key, FAILED, path, size, message)
+
+
+class _RemoteError(Exception):
+    """Marks an exception raised by S3 (its ``__cause__``) rather than the local disk."""
+
+
+def _remote_message(s3, exc: BaseException, bucket: str, key: str) -> str:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if exc is not None else None
+    if code in {"PreconditionFailed", "412"}:
+        return (f"s3://{bucket}/{key} changed on the server during the download; "
+                "run the download again.")
+    return str(s3.translate(exc, bucket=bucket, key=key, action="download"))
+
+
+def _verify(written: int, md5: str, size: int, etag: str) -> str:
+    if written != size:
+        return f"got {written} bytes, expected {size}"
+    if is_single_part_etag(etag) and md5 != etag.lower():
+        return "the MD5 checksum does not match the ETag"
+    return ""
+
+
+def _same_file(path: Path, size: int, etag: str) -> bool:
+    """True when ``path`` already holds this object (same size; same MD5 if the ETag is one)."""
+    try:
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    except OSError:
+        return False
+    if not is_single_part_etag(etag):
+        return True
+    md5 = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            md5.update(chunk)
+    return md5.hexdigest() == etag.lower()
+
+
+def _open_temp(path: Path):
+    """Create ``.NAME.part-RANDOM`` beside ``path`` (mode 0666 & ~umask, like a normal file)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _attempt in range(100):
+        tmp = path.with_name(f".{path.name}{PART_MARKER}{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        return tmp, os.fdopen(fd, "wb")
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("Could not remove the temporary file %s: %s", path, _os_reason(exc))
+
+
+def _local_error(path: Path, exc: OSError) -> str:
+    if isinstance(exc, IsADirectoryError) or path.is_dir():
+        return f"Cannot write {path}: a folder of that name is in the way."
+    return f"Cannot write {path}: {_os_reason(exc)}."
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
