@@ -1,0 +1,689 @@
+"""The embedded demo store: synthetic X-ray data in a local S3 server (moto), no keys needed.
+
+Three steps, each usable on its own:
+
+1. :func:`build_cache` generates every demo object once into a local cache directory
+   (``platformdirs.user_cache_dir("echo-s3-viewer")/demo-<version>/<scale>/``, or
+   ``$ECHO_S3_DEMO_CACHE/demo-<version>/<scale>/``). Every file is written to a temporary name
+   and renamed into place only when complete, and a ``manifest.json`` written last marks the
+   cache as complete: a crash mid-build never leaves a corrupt file under a final name, and the
+   next build only generates what is missing.
+2. :func:`populate` uploads the cached files into a bucket (:data:`DEMO_BUCKET`) and creates an
+   empty second bucket (:data:`EMPTY_BUCKET`), with a thread pool.
+3. :func:`start_demo_store` starts :class:`~dashboard.demo.server.MotoS3Server` on 127.0.0.1,
+   makes its ranged GETs cheap (:mod:`dashboard.demo.fastrange`) and populates it.
+
+Tests share one populated store per process through :func:`ensure_populated`.
+
+Examples
+--------
+>>> with start_demo_store(scale="small") as demo:             # doctest: +SKIP
+...     demo.s3.list_objects(DEMO_BUCKET).objects[:3]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..storage.credentials import Credentials
+from ..storage.s3 import S3
+from .synthetic import GENERATOR_VERSION, RadiographSimulator
+
+log = logging.getLogger(__name__)
+
+DEMO_BUCKET = "echo-demo"
+EMPTY_BUCKET = "echo-demo-empty"
+
+#: Fixed, fake keys for the demo store. They are not secret: moto accepts any keys.
+DEMO_CREDENTIALS = Credentials(
+    access_key="ECHODEMOACCESSKEY0001",
+    secret_key="echo-demo-secret-key-not-a-secret",
+    source="demo store",
+)
+
+NEXUS_KEY = "beamline/2026-11/scan_0001.nxs"
+DXCHANGE_KEY = "beamline/2026-11/tomo_0002_dxchange.h5"
+SHORT_KEY = "beamline/2026-11/alignment_0003_short.h5"
+IMAGE2D_KEY = "calibration/2026-11/detector_flat_2d.h5"
+NOT_HDF5_KEY = "beamline/2026-11/scan_0004_notes.h5"
+
+#: Dataset paths inside the demo files.
+NEXUS_DATASET = "/entry/data/data"
+DXCHANGE_DATASET = "/exchange/data"
+SHORT_DATASET = "/entry/data/data"
+IMAGE2D_DATASET = "/image"
+
+MIN_FRAMES = 21  # processing needs 20 flat frames before the first processed one
+
+#: Bump when the set of objects or their layout changes (the pixels are versioned by the
+#: generator). Both are part of the cache directory's name.
+LAYOUT_VERSION = "1"
+CACHE_ENV = "ECHO_S3_DEMO_CACHE"
+MANIFEST = "manifest.json"
+SCALES = ("full", "small")
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    nexus: tuple[int, int, int]
+    dxchange: tuple[int, int, int]
+    flats: int  # white and dark frames in the Data Exchange file
+    short: tuple[int, int, int]
+    image2d: tuple[int, int]
+
+
+_SHAPES = {
+    "full": _Shapes((200, 1024, 1024), (60, 512, 512), 10, (12, 512, 512), (1024, 1024)),
+    "small": _Shapes((40, 256, 256), (24, 128, 128), 5, (12, 128, 128), (256, 256)),
+}
+
+
+@dataclass
+class BuildReport:
+    """What :func:`build_cache` did: the directory, and which objects it generated or reused."""
+
+    directory: Path
+    keys: list[str]
+    generated: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+    def path(self, key: str) -> Path:
+        """The cached local file of ``key``."""
+        return object_path(self.directory, key)
+
+
+# -- cache --------------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """``$ECHO_S3_DEMO_CACHE`` or the user cache dir, plus ``demo-<version>``."""
+    base = os.environ.get(CACHE_ENV)
+    if not base:
+        from platformdirs import user_cache_dir
+
+        base = user_cache_dir("echo-s3-viewer")
+    return Path(base) / f"demo-{GENERATOR_VERSION}.{LAYOUT_VERSION}"
+
+
+def cache_dir(scale: str = "full") -> Path:
+    """The cache directory of one scale."""
+    _check_scale(scale)
+    return cache_root() / scale
+
+
+def object_path(directory: Path, key: str) -> Path:
+    return directory / "objects" / key
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
+
+
+@contextmanager
+def _atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` only on success."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary files left by builds whose process has died."""
+    if not directory.is_dir():
+        return
+    for tmp in directory.rglob(".*.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        tmp.unlink(missing_ok=True)
+        log.debug("Removed stale temporary file %s", tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def build_cache(scale: str = "full", *, directory: Path | None = None) -> BuildReport:
+    """Generate the demo objects of ``scale`` into the cache, reusing complete files.
+
+    Parameters
+    ----------
+    scale : {"full", "small"}
+        ``"full"``: a 200 × 1024 × 1024 NeXus stack and friends (about 300 MB);
+        ``"small"``: the same objects with small frames, for tests.
+    directory : Path, optional
+        Where to build; defaults to :func:`cache_dir`.
+
+    Returns
+    -------
+    BuildReport
+    """
+    _check_scale(scale)
+    directory = Path(directory) if directory is not None else cache_dir(scale)
+    recipes = _recipes(scale)
+    manifest_path = directory / MANIFEST
+    report = BuildReport(directory=directory, keys=list(recipes))
+    manifest = _read_manifest(manifest_path)
+    if manifest is not None and _manifest_matches(directory, manifest, recipes):
+        report.reused = list(recipes)
+        return report
+
+    _remove_stale_temporaries(directory)
+    started = time.perf_counter()
+    announced = False
+    for key, recipe in recipes.items():
+        path = object_path(directory, key)
+        if path.is_file():
+            report.reused.append(key)
+            continue
+        if not announced:
+            log.info("Generating demo data (first start only)… in %s", directory)
+            announced = True
+        with _atomic_path(path) as tmp:
+            recipe(tmp)
+        report.generated.append(key)
+    entries = {
+        key: {"size": object_path(directory, key).stat().st_size} for key in recipes
+    }
+    with _atomic_path(manifest_path) as tmp:
+        tmp.write_text(json.dumps({
+            "version": f"{GENERATOR_VERSION}.{LAYOUT_VERSION}",
+            "scale": scale,
+            "objects": entries,
+        }, indent=1))
+    if report.generated:
+        log.info("Demo data ready: %d objects generated in %.1f s",
+                 len(report.generated), time.perf_counter() - started)
+    return report
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _manifest_matches(directory: Path, manifest: dict, recipes: dict) -> bool:
+    objects = manifest.get("objects", {})
+    if set(objects) != set(recipes):
+        return False
+    for key, entry in objects.items():
+        try:
+            if object_path(directory, key).stat().st_size != entry["size"]:
+                return False
+        except (OSError, KeyError, TypeError):
+            return False
+    return True
+
+
+# -- the objects ----------------------------------------------------------------------------
+
+
+def _recipes(scale: str) -> dict[str, Callable[[Path], None]]:
+    """Every demo key and the function that writes its file, in a fixed order."""
+    shapes = _SHAPES[scale]
+    recipes: dict[str, Callable[[Path], None]] = {
+        NEXUS_KEY: lambda p: write_nexus(p, shapes.nexus, seed=1),
+        DXCHANGE_KEY: lambda p: write_dxchange(p, shapes.dxchange, shapes.flats, seed=2),
+        SHORT_KEY: lambda p: write_short(p, shapes.short, seed=3),
+        IMAGE2D_KEY: lambda p: write_image2d(p, shapes.image2d, seed=4),
+        NOT_HDF5_KEY: _write_not_hdf5,
+    }
+    recipes.update(_small_objects())
+    return recipes
+
+
+def _hdf5():
+    import h5py
+    import hdf5plugin
+
+    return h5py, hdf5plugin
+
+
+def write_nexus(path: Path, shape: tuple[int, int, int], *, seed: int = 1) -> None:
+    """A NeXus (NXentry/NXdata) stack with Bitshuffle-LZ4, one frame per chunk.
+
+    Layout: ``/entry`` (``default="data"``), ``/entry/data`` (NXdata, ``signal="data"``,
+    ``axes=["time", ".", "."]``), ``/entry/data/data`` (uint16 frames), ``/entry/data/time``,
+    ``/entry/instrument`` (source, monochromator energy, detector with exposure time and pixel
+    size; ``detector/data`` is a hard link to the same frames, as beamline writers do),
+    ``/entry/sample``, and start/end timestamps.
+    """
+    h5py, hdf5plugin = _hdf5()
+    frames, height, width = shape
+    sim = RadiographSimulator(frames, height, width, seed=seed)
+    exposure = 0.05
+    start = datetime(2026, 11, 17, 14, 3, 12, tzinfo=timezone.utc)
+    times = np.arange(frames, dtype=np.float64) * (exposure + 0.002)
+    end = start + timedelta(seconds=float(times[-1]) + exposure)
+    with h5py.File(path, "w") as f:
+        f.attrs["default"] = "entry"
+        f.attrs["file_name"] = Path(NEXUS_KEY).name
+        f.attrs["file_time"] = start.isoformat()
+        f.attrs["creator"] = "echo-s3-viewer demo generator (synthetic data)"
+        f.attrs["NeXus_version"] = "v2024.02"
+        entry = f.create_group("entry")
+        entry.attrs.update({"NX_class": "NXentry", "default": "data"})
+        entry["title"] = "Foam drainage in a glass capillary (synthetic demo)"
+        entry["experiment_identifier"] = "ECHO-DEMO-0001"
+        entry["start_time"] = start.isoformat()
+        entry["end_time"] = end.isoformat()
+        entry["definition"] = "NXxbase"
+
+        inst = entry.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        inst["name"] = "ECHO demo imaging beamline"
+        source = inst.create_group("source")
+        source.attrs["NX_class"] = "NXsource"
+        source["name"] = "Synthetic Light Source"
+        source["type"] = "Synchrotron X-ray Source"
+        source["probe"] = "x-ray"
+        source.create_dataset("current", data=300.0).attrs["units"] = "mA"
+        mono = inst.create_group("monochromator")
+        mono.attrs["NX_class"] = "NXmonochromator"
+        mono.create_dataset("energy", data=25.0).attrs["units"] = "keV"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        det["description"] = "sCMOS camera behind a 20 um LuAG:Ce scintillator (simulated)"
+        det.create_dataset("count_time", data=exposure).attrs["units"] = "s"
+        det.create_dataset("frame_time", data=exposure + 0.002).attrs["units"] = "s"
+        det.create_dataset("x_pixel_size", data=1.625).attrs["units"] = "um"
+        det.create_dataset("y_pixel_size", data=1.625).attrs["units"] = "um"
+        det["layout"] = "area"
+
+        sample = entry.create_group("sample")
+        sample.attrs["NX_class"] = "NXsample"
+        sample["name"] = "aqueous foam in 1.5 mm glass capillary"
+        sample["description"] = "Synthetic: drifting capillary, rising liquid front, growing bubbles"
+        sample.create_dataset("temperature", data=295.0).attrs["units"] = "K"
+
+        data = entry.create_group("data")
+        data.attrs.update({
+            "NX_class": "NXdata", "signal": "data", "axes": ["time", ".", "."],
+            "time_indices": 0,
+        })
+        dset = data.create_dataset(
+            "data", shape=shape, dtype="uint16", chunks=(1, height, width),
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
+        dset.attrs.update({"units": "counts", "long_name": "X-ray intensity",
+                           "interpretation": "image"})
+        t = data.create_dataset("time", data=times)
+        t.attrs.update({"units": "s", "long_name": "time since start of scan",
+                        "start": start.isoformat()})
+        for i, frame in enumerate(sim):
+            dset[i] = frame
+        det["data"] = dset  # hard link, as in files written by beamline software
+
+
+def write_dxchange(path: Path, shape: tuple[int, int, int], flats: int, *, seed: int = 2) -> None:
+    """A Data Exchange file: ``/exchange/data``, ``data_white``, ``data_dark``; gzip + shuffle."""
+    h5py, _ = _hdf5()
+    frames, height, width = shape
+    sim = RadiographSimulator(frames, height, width, seed=seed, peak_counts=30000.0, particles=16)
+    comp = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    with h5py.File(path, "w") as f:
+        f.create_dataset("implements", data="exchange:measurement:process")
+        exchange = f.create_group("exchange")
+        datasets = {
+            "data": (frames, sim.frame),
+            "data_white": (flats, sim.white),
+            "data_dark": (flats, sim.dark),
+        }
+        for name, (n, make) in datasets.items():
+            dset = exchange.create_dataset(name, shape=(n, height, width), dtype="uint16",
+                                           chunks=(1, height, width), **comp)
+            dset.attrs["units"] = "counts"
+            for i in range(n):
+                dset[i] = make(i)
+        exchange["data"].attrs["axes"] = "theta:y:x"
+        exchange.create_dataset("theta", data=np.linspace(0.0, 180.0, frames)).attrs["units"] = "deg"
+        meas = f.create_group("measurement")
+        inst = meas.create_group("instrument")
+        inst.create_group("source")["name"] = "Synthetic Light Source"
+        mono = inst.create_group("monochromator")
+        mono.create_dataset("energy", data=30.0).attrs["units"] = "keV"
+        det = inst.create_group("detector")
+        det["manufacturer"] = "Simulated"
+        det.create_dataset("exposure_time", data=0.1).attrs["units"] = "s"
+        det.create_dataset("pixel_size_x", data=3.25).attrs["units"] = "um"
+        meas.create_group("sample")["name"] = "sintered glass beads (synthetic)"
+
+
+def write_short(path: Path, shape: tuple[int, int, int], *, seed: int = 3) -> None:
+    """A NeXus stack with fewer than 21 frames (Zstd), which processing must refuse."""
+    h5py, hdf5plugin = _hdf5()
+    frames, height, width = shape
+    assert frames < MIN_FRAMES
+    sim = RadiographSimulator(frames, height, width, seed=seed, particles=8)
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs.update({"NX_class": "NXentry", "default": "data"})
+        entry["title"] = "Alignment scan (short)"
+        data = entry.create_group("data")
+        data.attrs.update({"NX_class": "NXdata", "signal": "data"})
+        dset = data.create_dataset("data", shape=shape, dtype="uint16",
+                                   chunks=(1, height, width), **hdf5plugin.Zstd(clevel=3))
+        for i, frame in enumerate(sim):
+            dset[i] = frame
+
+
+def write_image2d(path: Path, shape: tuple[int, int], *, seed: int = 4) -> None:
+    """A single 2-D image (an averaged flat field), contiguous, which is not a stack."""
+    h5py, _ = _hdf5()
+    sim = RadiographSimulator(1, *shape, seed=seed)
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("image", data=sim.white(0))
+        dset.attrs.update({"units": "counts", "description": "averaged open-beam image"})
+        f.attrs["instrument"] = "ECHO demo imaging beamline"
+
+
+def _write_not_hdf5(path: Path) -> None:
+    path.write_text(
+        "Scan 0004 notes\n===============\n\n"
+        "This object is named .h5 but it is plain text: the beamline logbook was exported\n"
+        "with the wrong extension. Opening it as HDF5 must fail with a clear message.\n"
+    )
+
+
+# -- many small objects, so that listing, filtering and sorting have something to do ----
+
+
+def _small_objects() -> dict[str, Callable[[Path], None]]:
+    """About 300 small objects across nested directories, deterministic."""
+    rng = np.random.default_rng(20261117)
+    out: dict[str, Callable[[Path], None]] = {}
+
+    def text(n: int, seed: int) -> Callable[[Path], None]:
+        return lambda p: p.write_bytes(_text_bytes(n, seed))
+
+    def tiny_h5(frames: int, side: int, seed: int) -> Callable[[Path], None]:
+        return lambda p: _write_tiny_h5(p, frames, side, seed)
+
+    def tif(side: int, seed: int) -> Callable[[Path], None]:
+        return lambda p: _write_tiff(p, side, seed)
+
+    def js(seed: int) -> Callable[[Path], None]:
+        return lambda p: p.write_text(json.dumps(_metadata(seed), indent=2))
+
+    seed = 100
+    for month in ("2026-09", "2026-10", "2026-11"):
+        for n in range(1, 21):
+            seed += 1
+            stem = f"beamline/{month}/raw/scan_{n:04d}"
+            out[f"{stem}.h5"] = tiny_h5(int(rng.integers(5, 60)), int(rng.choice([16, 32, 48])),
+                                        seed)
+            out[f"{stem}.log"] = text(int(rng.integers(200, 40_000)), seed)
+            if n % 2:
+                out[f"{stem}_meta.json"] = js(seed)
+    for n in range(1, 41):
+        seed += 1
+        out[f"processed/scan_0001/frames/frame_{20 + n:05d}.tif"] = tif(
+            int(rng.choice([32, 64, 96])), seed)
+    for n in range(1, 31):
+        seed += 1
+        out[f"processed/scan_0007/png_export/frame_{20 + n:05d}.png.txt"] = text(
+            int(rng.integers(50, 500)), seed)
+    for kind in ("darks", "flats"):
+        for n in range(1, 16):
+            seed += 1
+            out[f"calibration/{kind}/{kind[:-1]}_{n:03d}.hdf5"] = tiny_h5(
+                int(rng.integers(10, 30)), 32, seed)
+    out["calibration/geometry.json"] = js(7)
+    for user in ("alice", "bob", "chandra"):
+        for n in range(1, 11):
+            seed += 1
+            out[f"users/{user}/notes_{n:02d}.txt"] = text(int(rng.integers(100, 200_000)), seed)
+            out[f"users/{user}/analysis/run_{n:02d}.nxs"] = tiny_h5(
+                int(rng.integers(2, 40)), 24, seed)
+    for week in range(44, 49):
+        for n in range(1, 7):
+            seed += 1
+            out[f"archive/2025/q4/week_{week}/run_{n:03d}/result.h5"] = tiny_h5(
+                int(rng.integers(2, 30)), 16, seed)
+            out[f"archive/2025/q4/week_{week}/run_{n:03d}/summary.json"] = js(seed)
+    out["README.txt"] = lambda p: p.write_text(_README)
+    out["docs/BEAMLINE_README.md"] = text(3000, 1)
+    out["docs/Data Policy (2026).pdf.txt"] = text(12_000, 2)  # spaces and brackets in a key
+    return out
+
+
+_README = """ECHO S3 Viewer demo bucket (synthetic data, generated locally)
+
+beamline/2026-11/scan_0001.nxs          200-frame NeXus stack, Bitshuffle-LZ4, one frame per chunk
+beamline/2026-11/tomo_0002_dxchange.h5  Data Exchange (gzip): data, data_white, data_dark
+beamline/2026-11/alignment_0003_short.h5  fewer than 21 frames: processing refuses it
+beamline/2026-11/scan_0004_notes.h5     not HDF5 at all (text with an .h5 name)
+calibration/2026-11/detector_flat_2d.h5 a single 2-D image
+"""
+
+_WORDS = ("beam", "shutter", "sample", "stage", "flat", "dark", "exposure", "frame", "energy",
+          "ring", "current", "top-up", "detector", "temperature", "ok", "warning", "scan")
+
+
+def _text_bytes(n: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    words = rng.choice(_WORDS, size=n // 6 + 1)
+    lines = [f"2026-11-17T14:{i % 60:02d}:{(i * 7) % 60:02d} " + " ".join(words[i:i + 8])
+             for i in range(0, len(words), 8)]
+    return ("\n".join(lines) + "\n").encode()[:n]
+
+
+def _metadata(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "proposal": f"RB{2600000 + seed}",
+        "energy_keV": round(float(rng.uniform(15, 40)), 2),
+        "exposure_s": round(float(rng.choice([0.01, 0.02, 0.05, 0.1])), 3),
+        "pixel_size_um": float(rng.choice([0.65, 1.625, 3.25])),
+        "sample": str(rng.choice(["foam", "battery", "alloy", "bone", "concrete"])),
+        "frames": int(rng.integers(10, 4000)),
+        "synthetic": True,
+    }
+
+
+def _write_tiny_h5(path: Path, frames: int, side: int, seed: int) -> None:
+    h5py, hdf5plugin = _hdf5()
+    sim = RadiographSimulator(frames, side, side, seed=seed, particles=3)
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs.update({"NX_class": "NXentry", "default": "data"})
+        data = entry.create_group("data")
+        data.attrs.update({"NX_class": "NXdata", "signal": "data"})
+        dset = data.create_dataset("data", shape=sim.shape, dtype="uint16",
+                                   chunks=(1, side, side), **hdf5plugin.Bitshuffle(cname="lz4"))
+        for i, frame in enumerate(sim):
+            dset[i] = frame
+
+
+def _write_tiff(path: Path, side: int, seed: int) -> None:
+    import tifffile
+
+    sim = RadiographSimulator(1, side, side, seed=seed, particles=3)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, sim.frame(0))
+    path.write_bytes(buf.getvalue())
+
+
+# -- upload ----------------------------------------------------------------------------------
+
+
+def populate(
+    s3: S3,
+    *,
+    scale: str = "full",
+    bucket: str = DEMO_BUCKET,
+    empty_bucket: str | None = EMPTY_BUCKET,
+    max_workers: int = 16,
+) -> BuildReport:
+    """Build (or reuse) the cached demo objects and upload them into ``bucket``.
+
+    Parameters
+    ----------
+    s3 : S3
+        A connection to the (demo) S3 server.
+    scale : {"full", "small"}
+    bucket : str
+        Bucket to create (if missing) and fill; the default is :data:`DEMO_BUCKET`. Tests that
+        need a fresh copy pass a unique name (moto's state is global per process).
+    empty_bucket : str or None
+        A second bucket created empty; ``None`` to skip.
+    max_workers : int
+        Concurrent uploads.
+
+    Returns
+    -------
+    BuildReport
+        The cache it uploaded from (``report.path(key)`` is the local copy of each object).
+    """
+    report = build_cache(scale)
+    started = time.perf_counter()
+    for name in (bucket, empty_bucket):
+        if name:
+            _create_bucket(s3, name)
+    keys = report.keys
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="demo-upload") as pool:
+        # Large objects first so that they do not finish last on their own.
+        order = sorted(keys, key=lambda k: -report.path(k).stat().st_size)
+        list(pool.map(lambda key: _upload(s3, bucket, key, report.path(key)), order))
+    log.info("Uploaded %d demo objects to s3://%s in %.1f s", len(keys), bucket,
+             time.perf_counter() - started)
+    return report
+
+
+def _create_bucket(s3: S3, name: str) -> None:
+    client = s3.client
+    try:
+        client.create_bucket(Bucket=name)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def _upload(s3: S3, bucket: str, key: str, path: Path) -> None:
+    with open(path, "rb") as fh:
+        s3.client.put_object(Bucket=bucket, Key=key, Body=fh)
+
+
+_ensure_lock = threading.Lock()
+
+
+def ensure_populated(s3: S3, scale: str = "small") -> BuildReport:
+    """Populate :data:`DEMO_BUCKET` once per S3 server and process (idempotent, thread-safe).
+
+    For tests: every test module calls it with the session's ``s3`` fixture and gets the same
+    bucket. A marker object records the scale; a second call with the same scale only checks
+    it, a call with another scale raises ``RuntimeError`` (one bucket cannot hold both).
+    """
+    _check_scale(scale)
+    with _ensure_lock:
+        marker = _marker_key()
+        try:
+            body = s3.client.get_object(Bucket=DEMO_BUCKET, Key=marker)["Body"].read()
+        except Exception:  # noqa: BLE001 - missing bucket or marker: populate below
+            body = None
+        if body is not None:
+            present = json.loads(body)["scale"]
+            if present != scale:
+                raise RuntimeError(
+                    f"the demo bucket already holds the {present!r} scale, not {scale!r}")
+            return build_cache(scale)
+        report = populate(s3, scale=scale)
+        s3.client.put_object(Bucket=DEMO_BUCKET, Key=marker,
+                             Body=json.dumps({"scale": scale}).encode())
+        return report
+
+
+def _marker_key() -> str:
+    return ".echo-demo/populated.json"
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+class DemoStore:
+    """A running demo S3 server with the demo buckets filled.
+
+    Attributes
+    ----------
+    endpoint : str
+        ``http://127.0.0.1:<port>``.
+    credentials : Credentials
+        :data:`DEMO_CREDENTIALS`.
+    s3 : S3
+        A connection to the server with those credentials.
+    buckets : tuple of str
+        ``(DEMO_BUCKET, EMPTY_BUCKET)``.
+    report : BuildReport
+        The local cache the objects came from.
+    """
+
+    def __init__(self, server, report: BuildReport):
+        self._server = server
+        self.endpoint: str = server.endpoint
+        self.credentials = DEMO_CREDENTIALS
+        self.s3 = S3(self.endpoint, DEMO_CREDENTIALS)
+        self.buckets = (DEMO_BUCKET, EMPTY_BUCKET)
+        self.report = report
+
+    def __repr__(self) -> str:
+        return f"DemoStore(endpoint={self.endpoint!r})"
+
+    def stop(self) -> None:
+        """Stop the server (the cache stays on disk)."""
+        self._server.stop()
+
+    def __enter__(self) -> DemoStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_demo_store(*, scale: str = "full", host: str = "127.0.0.1",
+                     port: int | None = None) -> DemoStore:
+    """Start the embedded S3 server on ``host`` and fill the demo buckets.
+
+    The first start generates the data (a few seconds for ``"full"``); later starts reuse the
+    cache and only upload. Stop it with :meth:`DemoStore.stop` or use it as a context manager.
+    """
+    from .server import MotoS3Server
+
+    _check_scale(scale)
+    report = build_cache(scale)  # before the server: nothing listens while we generate
+    server = MotoS3Server(host=host, port=port).start()
+    try:
+        populate(S3(server.endpoint, DEMO_CREDENTIALS), scale=scale)
+        store = DemoStore(server, report)
+    except BaseException:
+        server.stop()
+        raise
+    log.info("Demo S3 store ready at %s (bucket %s)", store.endpoint, DEMO_BUCKET)
+    return store
