@@ -1,0 +1,280 @@
+"""The direct read path: a frame's chunks located in the chunk index, fetched with exact ranged
+GETs (in parallel, outside HDF5's global lock) and decoded in Python.
+
+Applies to contiguous datasets and to chunked datasets whose filters :mod:`.decode` handles;
+:func:`direct_reader` returns ``None`` for everything else (virtual, compact, external storage,
+other filters) and :class:`~dashboard.hdf5.stack.FrameStack` reads those through h5py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from .decode import decode_chunk, pipeline, supported
+
+log = logging.getLogger(__name__)
+
+#: Separate byte ranges closer than this are fetched with one GET (multi-chunk frames only).
+MERGE_GAP = 64 * 1024
+#: Decoded chunks that hold several frames are kept (per dataset) up to this many bytes.
+CHUNK_CACHE_BYTES = 64 * 1024**2
+#: Parallel GETs for one frame made of several separate byte ranges.
+RANGE_WORKERS = 4
+
+
+@dataclass
+class FrameCost:
+    """What one frame cost on the direct path."""
+
+    requests: int = 0
+    bytes: int = 0
+    stored_bytes: int = 0  # the stored (compressed) bytes of the chunks the frame needs
+
+
+class LRUBytes:
+    """A thread-safe LRU mapping bounded by the total ``nbytes`` of its values."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def put(self, key, value: np.ndarray) -> None:
+        size = int(value.nbytes)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= int(old.nbytes)
+            self._items[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._items:
+                _key, dropped = self._items.popitem(last=False)
+                self._bytes -= int(dropped.nbytes)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+def _layout(dset: h5py.Dataset) -> str | None:
+    if dset.is_virtual:
+        return None
+    plist = dset.id.get_create_plist()
+    if plist.get_external_count() > 0:
+        return None
+    layout = plist.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        return "contiguous"
+    if layout == h5py.h5d.CHUNKED:
+        return "chunked"
+    return None  # compact
+
+
+class DirectReader:
+    """Reads frames of one dataset straight from the file's bytes. Build with :func:`direct_reader`.
+
+    ``source.lock`` is taken only for h5py calls (chunk-index lookups); GETs and decoding run
+    in the calling thread, so many frames can be read at once.
+    """
+
+    def __init__(self, source, dset: h5py.Dataset, layout: str):
+        self.source = source
+        self.dset = dset
+        self.layout = layout
+        self.shape = tuple(dset.shape)
+        self.dtype = dset.dtype
+        self.frame_shape = self.shape[-2:]
+        self.lead_shape = self.shape[:-2]
+        self.fillvalue = dset.fillvalue
+        self.chunks = tuple(dset.chunks) if dset.chunks else None
+        self.filters = pipeline(dset) if layout == "chunked" else ()
+        self.offset = dset.id.get_offset() if layout == "contiguous" else None
+        self._index: dict[tuple, tuple | None] = {}
+        self._index_complete = threading.Event()
+        self._index_lock = threading.Lock()
+        self._chunk_cache = LRUBytes(CHUNK_CACHE_BYTES)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    # -- chunk index --------------------------------------------------------------------
+
+    @property
+    def index_complete(self) -> bool:
+        return self._index_complete.is_set()
+
+    def build_index(self) -> None:
+        """Read the whole chunk index in one pass (run in the background after the first frame)."""
+        if self.layout != "chunked" or self.index_complete:
+            return
+        entries: dict[tuple, tuple] = {}
+
+        def visit(info) -> None:
+            entries[tuple(info.chunk_offset)] = (info.byte_offset, info.size, info.filter_mask)
+
+        with self.source.lock:
+            self.dset.id.chunk_iter(visit)
+        with self._index_lock:
+            self._index.update(entries)
+        self._index_complete.set()
+
+    def lookup(self, coord: tuple) -> tuple | None:
+        """``(byte_offset, size, filter_mask)`` of the chunk at ``coord``, ``None`` if unwritten."""
+        with self._index_lock:
+            if coord in self._index:
+                return self._index[coord]
+        if self.index_complete:
+            return None
+        with self.source.lock:
+            info = self.dset.id.get_chunk_info_by_coord(coord)
+        entry = None
+        if info.byte_offset is not None and info.size:
+            entry = (info.byte_offset, info.size, info.filter_mask)
+        with self._index_lock:
+            self._index[coord] = entry
+        return entry
+
+    # -- frames -------------------------------------------------------------------------
+
+    def _fill(self, shape) -> np.ndarray:
+        return np.full(shape, self.fillvalue if self.fillvalue is not None else 0, self.dtype)
+
+    def read(self, coords: tuple) -> tuple[np.ndarray, FrameCost]:
+        """The frame at leading coordinates ``coords`` (a tuple, one int per leading axis)."""
+        if self.layout == "contiguous":
+            return self._read_contiguous(coords)
+        return self._read_chunked(coords)
+
+    def _read_contiguous(self, coords):
+        cost = FrameCost()
+        if self.offset is None:  # never written: HDF5 returns the fill value
+            return self._fill(self.frame_shape), cost
+        nbytes = math.prod(self.frame_shape) * self.dtype.itemsize
+        k = int(np.ravel_multi_index(coords, self.lead_shape)) if coords else 0
+        data = self.source.read_range(self.offset + k * nbytes, nbytes)
+        cost.requests, cost.bytes, cost.stored_bytes = 1, nbytes, nbytes
+        return np.frombuffer(data, self.dtype).reshape(self.frame_shape), cost
+
+    def _read_chunked(self, coords):
+        chunks = self.chunks
+        lead_chunks = chunks[:-2]
+        lead_start = tuple((c // n) * n for c, n in zip(coords, lead_chunks))
+        within = tuple(c - s for c, s in zip(coords, lead_start))
+        spans_frames = math.prod(lead_chunks) > 1
+        (height, width), (ch, cw) = self.frame_shape, chunks[-2:]
+        tiles = [(y, x) for y in range(0, height, ch) for x in range(0, width, cw)]
+        cost = FrameCost()
+        decoded: dict[tuple, np.ndarray | None] = {}
+        wanted: list[tuple] = []  # (coord, offset, size, mask)
+        for y, x in tiles:
+            coord = lead_start + (y, x)
+            if spans_frames:
+                cached = self._chunk_cache.get(coord)
+                if cached is not None:
+                    decoded[coord] = cached
+                    continue
+            entry = self.lookup(coord)
+            if entry is None:
+                decoded[coord] = None
+            else:
+                wanted.append((coord, *entry))
+                cost.stored_bytes += entry[1]
+        for coord, raw, mask in self._fetch(wanted, cost):
+            array = decode_chunk(raw, self.filters, mask, self.dtype, chunks)
+            decoded[coord] = array
+            if spans_frames:
+                self._chunk_cache.put(coord, array)
+        if len(tiles) == 1 and (ch, cw) == (height, width):
+            array = decoded[lead_start + (0, 0)]
+            if array is None:
+                return self._fill(self.frame_shape), cost
+            return (array[within].copy() if spans_frames else array[within]), cost
+        out = np.empty(self.frame_shape, self.dtype)
+        for y, x in tiles:
+            h, w = min(ch, height - y), min(cw, width - x)
+            array = decoded[lead_start + (y, x)]
+            if array is None:
+                out[y : y + h, x : x + w] = self.fillvalue if self.fillvalue is not None else 0
+            else:
+                out[y : y + h, x : x + w] = array[within][:h, :w]
+        return out, cost
+
+    def _fetch(self, wanted: list[tuple], cost: FrameCost):
+        """Yield ``(coord, raw_bytes, filter_mask)``: nearby chunks merged into one ranged GET."""
+        if not wanted:
+            return
+        wanted.sort(key=lambda item: item[1])
+        groups: list[list[tuple]] = [[wanted[0]]]
+        for item in wanted[1:]:
+            last = groups[-1][-1]
+            if item[1] - (last[1] + last[2]) <= MERGE_GAP and item[1] >= last[1] + last[2]:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+
+        def get(group):
+            start = group[0][1]
+            end = max(offset + size for _c, offset, size, _m in group)
+            return start, self.source.read_range(start, end - start)
+
+        if len(groups) == 1:
+            results = [get(groups[0])]
+        else:
+            results = list(self._executor().map(get, groups))
+        for group, (start, data) in zip(groups, results):
+            cost.requests += 1
+            cost.bytes += len(data)
+            for coord, offset, size, mask in group:
+                yield coord, data[offset - start : offset - start + size], mask
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(RANGE_WORKERS, thread_name_prefix="echo-range")
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+        self._chunk_cache.clear()
+
+
+def direct_reader(source, dset: h5py.Dataset) -> DirectReader | None:
+    """A :class:`DirectReader` if the direct path applies to ``dset``, else ``None``.
+
+    Call with ``source.lock`` held.
+    """
+    layout = _layout(dset)
+    if layout is None:
+        return None
+    if layout == "chunked" and not supported(pipeline(dset)):
+        return None
+    return DirectReader(source, dset, layout)

@@ -1,0 +1,541 @@
+"""``FrameStack``: the one reader of frames, from S3 or a local file.
+
+A frame is read by the direct path where it applies (:mod:`.chunks`: the chunk's exact byte
+range in one GET, decoded in Python, outside HDF5's global lock) and by h5py otherwise. Decoded
+frames live in a process-wide LRU cache bounded by bytes, keyed by (endpoint, bucket, key,
+ETag, dataset, index); after each frame the neighbours i±1, i±2 are prefetched in the
+background (direct path only; stale prefetches are cancelled).
+
+Examples
+--------
+>>> from dashboard import open_stack                      # doctest: +SKIP
+>>> with open_stack("s3://bucket/scan.h5") as stack:      # doctest: +SKIP
+...     image = stack.frame(4000)
+...     flat = stack.mean(range(10))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..storage.credentials import Credentials
+from .chunks import DirectReader, LRUBytes, direct_reader
+from .decode import DECODERS, DecodeError, pipeline
+from .errors import FilterUnavailable, HDF5Error, LinkUnreachable, NotAnImageStack
+from .source import Source, h5py_error, open_source
+from .tree import FILTER_NAMES, Candidate, check_stack, default_stack, stack_candidates
+
+log = logging.getLogger(__name__)
+
+#: Bytes of decoded frames kept process-wide (override with $ECHO_S3_FRAME_CACHE_MB).
+FRAME_CACHE_BYTES = int(os.environ.get("ECHO_S3_FRAME_CACHE_MB", "512")) * 1024**2
+#: Frames prefetched on each side of the current one.
+PREFETCH_RADIUS = 2
+#: Background threads prefetching neighbours (per stack).
+PREFETCH_WORKERS = 2
+#: Frames read ahead in parallel by :meth:`FrameStack.frames` on the direct path.
+READ_AHEAD = 4
+
+#: Process-wide cache of decoded frames; keys start with the object's identity incl. ETag.
+FRAME_CACHE = LRUBytes(FRAME_CACHE_BYTES)
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """Everything needed to reopen a stack elsewhere (a Dask worker): small and picklable."""
+
+    url: str
+    dataset: str
+    endpoint: str | None = None
+    credentials: Credentials | str | None = None
+
+    def open(self, **kwargs) -> FrameStack:
+        return open_stack(self.url, self.dataset, endpoint=self.endpoint,
+                          credentials=self.credentials, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"StackSpec(url={self.url!r}, dataset={self.dataset!r}, endpoint={self.endpoint!r})"
+
+
+class _Counters:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.frames_read = 0
+        self.direct_frames = 0
+        self.h5py_frames = 0
+        self.prefetched = 0
+        self.prefetch_cancelled = 0
+        self.last_frame: dict | None = None
+
+
+def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None = None,
+               credentials=None, s3=None, prefetch: bool = True,
+               cache: LRUBytes | None = None) -> FrameStack:
+    """Open an image stack in ``s3://bucket/key`` or a local HDF5 file.
+
+    Parameters
+    ----------
+    url_or_path : str or path
+        ``s3://BUCKET/KEY`` or a local path.
+    dataset : str, optional
+        Path of the dataset; default: :func:`~dashboard.hdf5.tree.default_stack`.
+    endpoint : str, optional
+        S3 endpoint (default: the credentials' endpoint, else ECHO).
+    credentials : Credentials or path, optional
+        A :class:`Credentials` object or a JSON key file; unset means the usual lookup.
+    s3 : S3, optional
+        An existing connection (takes precedence over endpoint/credentials).
+    prefetch : bool
+        Prefetch neighbours i±1, i±2 in the background after each :meth:`FrameStack.frame`.
+
+    Raises
+    ------
+    NotHDF5File, TruncatedFile, FilterUnavailable, LinkUnreachable, NotAnImageStack
+    dashboard.storage.s3.AccessDenied, NotFound, EndpointUnreachable
+    """
+    source = open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials)
+    try:
+        if dataset is None:
+            try:
+                dataset = default_stack(source)
+            except OSError as exc:
+                raise source.translate(exc, "inspect") from None
+            if dataset is None:
+                raise NotAnImageStack(
+                    f"{source.url} contains no image stack (no numeric dataset with 2 or more "
+                    "dimensions)."
+                )
+        spec = StackSpec(
+            url=source.url, dataset=dataset,
+            endpoint=source.s3.endpoint if source.s3 is not None else None,
+            credentials=source.s3.credentials if source.s3 is not None else None,
+        )
+        return FrameStack(source, dataset, spec=spec, prefetch=prefetch, cache=cache)
+    except BaseException:
+        source.close()
+        raise
+
+
+class FrameStack:
+    """Frames of one dataset: ``len``, ``shape``, ``dtype``, ``frame(i)``, ``frames``, ``mean``.
+
+    Axis 0 holds the frames of a 3-D dataset; a 2-D dataset is a one-frame stack; for ndim > 3
+    the leading axes are flattened in C order (frame ``i`` is ``dset[np.unravel_index(i,
+    shape[:-2])]``). Thread-safe. Frames returned are read-only arrays (they may be shared with
+    the cache): copy before modifying.
+    """
+
+    def __init__(self, source: Source, dataset: str, *, spec: StackSpec | None = None,
+                 prefetch: bool = True, cache: LRUBytes | None = None):
+        self.source = source
+        self.url = source.url
+        self._cache = cache if cache is not None else FRAME_CACHE
+        self._counters = _Counters()
+        self._closed = False
+        self._prefetch_enabled = prefetch
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: dict[int, Future] = {}
+        self._idle = threading.Condition()
+        self._current = 0
+        self._previous: int | None = None
+        self._candidates: list[Candidate] | None = None
+        self._index_thread: threading.Thread | None = None
+        with source.lock:
+            try:
+                self._dset = self._resolve(dataset)
+                self.dataset = self._dset.name
+                check_stack(self._dset, self.url)
+                self._check_virtual()
+                self._check_filters()
+                self._direct: DirectReader | None = direct_reader(source, self._dset)
+            except OSError as exc:
+                raise source.translate(exc, "open") from None
+        self.shape = tuple(int(n) for n in self._dset.shape)
+        self.dtype = self._dset.dtype
+        self.frame_shape = self.shape[-2:]
+        self._lead = self.shape[:-2]
+        self._n = math.prod(self._lead)
+        self._spec = spec or StackSpec(self.url, self.dataset)
+        self._key = (*source.cache_key, self.dataset)
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _resolve(self, path: str) -> h5py.Dataset:
+        f = self.source.file
+        parts = [p for p in path.split("/") if p]
+        current = ""
+        for part in parts:
+            parent = current or "/"
+            current = f"{current}/{part}"
+            link = f[parent].get(part, getlink=True) if isinstance(f[parent], h5py.Group) else None
+            if link is None:
+                raise NotAnImageStack(f"There is no dataset {path} in {self.url}.")
+            if isinstance(link, h5py.ExternalLink):
+                if self.source.is_s3 or not self._external_exists(link.filename):
+                    raise LinkUnreachable(
+                        f"{current} in {self.url} is an external link to {link.filename}, "
+                        "which cannot be reached from here."
+                    )
+        obj = f.get(path)
+        if obj is None:
+            raise LinkUnreachable(f"{path} in {self.url} is a link whose target does not exist.")
+        if not isinstance(obj, h5py.Dataset):
+            raise NotAnImageStack(f"{path} in {self.url} is a group, not an image stack.")
+        return obj
+
+    def _external_exists(self, filename: str) -> bool:
+        base = Path(self.url).parent
+        return (base / filename).exists() or Path(filename).exists()
+
+    def _check_virtual(self) -> None:
+        if not self._dset.is_virtual:
+            return
+        for vs in self._dset.virtual_sources():
+            if vs.file_name == ".":
+                continue
+            if self.source.is_s3 or not self._external_exists(vs.file_name):
+                raise LinkUnreachable(
+                    f"{self.dataset} in {self.url} is a virtual dataset whose source file "
+                    f"{vs.file_name} cannot be reached from here."
+                )
+
+    def _check_filters(self) -> None:
+        for f in pipeline(self._dset):
+            if f.id in DECODERS or h5py.h5z.filter_avail(f.id):
+                continue
+            raise FilterUnavailable(self._filter_message(f.id), filter_id=f.id,
+                                    name=FILTER_NAMES.get(f.id))
+
+    def _filter_message(self, filter_id: int, verb: str = "is not available") -> str:
+        name = FILTER_NAMES.get(filter_id, "unknown")
+        return (f"{self.dataset} in {self.url} is compressed with the {name} filter "
+                f"(id {filter_id}), which {verb} in this installation.")
+
+    # -- basic properties -----------------------------------------------------------------
+
+    @property
+    def etag(self) -> str:
+        return self.source.etag
+
+    @property
+    def size(self) -> int:
+        """Size of the whole object/file in bytes."""
+        return self.source.size
+
+    @property
+    def n_frames(self) -> int:
+        return self._n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames are read by the direct path (else through h5py)."""
+        return self._direct is not None
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        """Every stack candidate of the file (bounded breadth-first search, computed once)."""
+        if self._candidates is None:
+            self._candidates = stack_candidates(self.source)
+        return self._candidates
+
+    def spec(self) -> StackSpec:
+        """A picklable :class:`StackSpec` that reopens this stack (e.g. on a Dask worker)."""
+        return self._spec
+
+    def __repr__(self) -> str:
+        return f"FrameStack({self.url!r}, {self.dataset!r}, shape={self.shape}, dtype={self.dtype})"
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _normalize(self, i) -> int:
+        i = int(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"frame {i} is out of range: the stack has {self._n} frames")
+        return i
+
+    def _coords(self, i: int) -> tuple:
+        return tuple(int(c) for c in np.unravel_index(i, self._lead)) if self._lead else ()
+
+    def _read(self, i: int) -> tuple[np.ndarray, dict]:
+        """Read frame ``i`` (no cache): direct path, else h5py."""
+        if self._closed:
+            raise HDF5Error(f"{self.url} is closed.")
+        t0 = time.perf_counter()
+        coords = self._coords(i)
+        if self._direct is not None:
+            try:
+                frame, cost = self._direct.read(coords)
+                frame = _readonly(frame)
+                return frame, {"index": i, "path": "direct", "requests": cost.requests,
+                               "bytes": cost.bytes, "stored_bytes": cost.stored_bytes,
+                               "seconds": time.perf_counter() - t0}
+            except DecodeError as exc:
+                log.warning("direct read of %s[%d] failed (%s); using h5py", self.dataset, i, exc)
+        before = self.source.stats.snapshot()
+        with self.source.lock:
+            try:
+                frame = self._dset[coords] if coords else self._dset[()]
+            except OSError as exc:
+                raise self._read_error(exc) from None
+        after = self.source.stats.snapshot()
+        return _readonly(np.asarray(frame)), {
+            "index": i, "path": "h5py",
+            "requests": after["get_requests"] - before["get_requests"],
+            "bytes": after["bytes_fetched"] - before["bytes_fetched"], "stored_bytes": None,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def _read_error(self, exc: OSError) -> Exception:
+        rangefile = getattr(self.source, "_rangefile", None)
+        if rangefile is not None and rangefile.error is not None:
+            return self.source.translate(exc)
+        text = str(exc).lower()
+        if "filter" in text or "plugin" in text:
+            undecodable = [f.id for f in pipeline(self._dset) if f.id not in DECODERS] or [
+                f.id for f in pipeline(self._dset)]
+            if undecodable:
+                fid = undecodable[0]
+                return FilterUnavailable(self._filter_message(fid, "cannot decode its data"),
+                                         filter_id=fid, name=FILTER_NAMES.get(fid))
+        return h5py_error(exc, self.url, "read")
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as a read-only 2-D array equal to h5py's ``dset[i]`` (negative i allowed)."""
+        i = self._normalize(i)
+        key = (*self._key, i)
+        t0 = time.perf_counter()
+        cached = self._cache.get(key)
+        if cached is not None:
+            with self._counters.lock:
+                self._counters.cache_hits += 1
+                self._counters.last_frame = {"index": i, "path": "cache", "requests": 0,
+                                             "bytes": 0, "stored_bytes": None,
+                                             "seconds": time.perf_counter() - t0}
+            self._schedule_prefetch(i)
+            return cached
+        future = self._inflight.get(i)
+        frame = cost = None
+        if future is not None:
+            try:
+                frame = future.result()
+            except CancelledError:
+                frame = None
+            except Exception:  # a prefetch failure is re-raised by the foreground read below
+                frame = None
+            if frame is not None:
+                cost = {"index": i, "path": "prefetch", "requests": 0, "bytes": 0,
+                        "stored_bytes": None, "seconds": time.perf_counter() - t0}
+        if frame is None:
+            frame, cost = self._read(i)
+            self._cache.put(key, frame)
+        with self._counters.lock:
+            self._counters.cache_misses += 1
+            self._counters.frames_read += 1
+            if cost["path"] == "direct":
+                self._counters.direct_frames += 1
+            elif cost["path"] == "h5py":
+                self._counters.h5py_frames += 1
+            self._counters.last_frame = cost
+        self._schedule_prefetch(i)
+        self._start_index_build()
+        return frame
+
+    def last_frame(self) -> np.ndarray:
+        """The last frame (the thumbnail of a scan)."""
+        return self.frame(self._n - 1)
+
+    def frames(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
+        """Frames in the order of ``indices`` (default: all), read ahead in parallel.
+
+        Frames found in the cache are used, but frames read here are not added to it, so a long
+        batch does not evict what the viewer is showing.
+        """
+        order = [self._normalize(i) for i in (range(self._n) if indices is None else indices)]
+        if self._direct is None:
+            for i in order:
+                cached = self._cache.get((*self._key, i))
+                yield cached if cached is not None else self._read(i)[0]
+            return
+        with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="echo-frames") as pool:
+            pending: dict[int, Future] = {}
+
+            def submit(k: int) -> None:
+                i = order[k]
+                cached = self._cache.get((*self._key, i))
+                if cached is not None:
+                    future: Future = Future()
+                    future.set_result((cached, None))
+                    pending[k] = future
+                else:
+                    pending[k] = pool.submit(self._read, i)
+
+            try:
+                for k in range(min(READ_AHEAD, len(order))):
+                    submit(k)
+                for k in range(len(order)):
+                    frame, cost = pending.pop(k).result()
+                    if cost is not None:
+                        with self._counters.lock:
+                            self._counters.frames_read += 1
+                            self._counters.direct_frames += cost["path"] == "direct"
+                            self._counters.h5py_frames += cost["path"] == "h5py"
+                    if k + READ_AHEAD < len(order):
+                        submit(k + READ_AHEAD)
+                    yield frame
+            finally:
+                for future in pending.values():
+                    future.cancel()
+
+    def mean(self, indices: Iterable[int] | None = None) -> np.ndarray:
+        """Mean of the given frames (default: all) as float64, streaming (frames never stacked)."""
+        total = np.zeros(self.frame_shape, np.float64)
+        count = 0
+        for frame in self.frames(indices):
+            total += frame
+            count += 1
+        if count == 0:
+            raise ValueError("mean() needs at least one frame index")
+        total /= count
+        return total
+
+    # -- prefetch -----------------------------------------------------------------------
+
+    def _schedule_prefetch(self, i: int) -> None:
+        if not self._prefetch_enabled or self._direct is None or self._closed:
+            return
+        step = 1 if self._previous is None or i >= self._previous else -1
+        self._previous, self._current = i, i
+        wanted = [i + step, i + 2 * step, i - step, i - 2 * step]
+        with self._idle:
+            for j, future in list(self._inflight.items()):
+                if abs(j - i) > PREFETCH_RADIUS and future.cancel():
+                    del self._inflight[j]
+                    self._counters.prefetch_cancelled += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="echo-prefetch")
+            for j in wanted:
+                if 0 <= j < self._n and j not in self._inflight and (*self._key, j) not in self._cache:
+                    future = self._pool.submit(self._prefetch, j)
+                    self._inflight[j] = future
+                    future.add_done_callback(lambda f, j=j: self._done(j, f))
+            self._idle.notify_all()
+
+    def _prefetch(self, j: int) -> np.ndarray | None:
+        if self._closed or abs(j - self._current) > PREFETCH_RADIUS:
+            with self._counters.lock:
+                self._counters.prefetch_cancelled += 1
+            return None  # stale: the user moved on
+        key = (*self._key, j)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        frame, _cost = self._read(j)
+        self._cache.put(key, frame)
+        with self._counters.lock:
+            self._counters.prefetched += 1
+        return frame
+
+    def _done(self, j: int, future: Future) -> None:
+        with self._idle:
+            if self._inflight.get(j) is future:
+                del self._inflight[j]
+            self._idle.notify_all()
+
+    def wait_prefetch(self, timeout: float | None = None) -> bool:
+        """Block until no prefetch is queued or running; ``False`` on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._inflight, timeout)
+
+    def is_cached(self, i: int) -> bool:
+        """Whether frame ``i`` is in the decoded-frame cache."""
+        return (*self._key, self._normalize(i)) in self._cache
+
+    def _start_index_build(self) -> None:
+        direct = self._direct
+        if direct is None or direct.layout != "chunked" or self._index_thread is not None:
+            return
+        with self._idle:
+            if self._index_thread is not None:
+                return
+
+            def build() -> None:
+                try:
+                    direct.build_index()
+                except Exception as exc:  # lookups stay lazy; the next frame shows any error
+                    log.info("chunk index of %s not built in the background: %s", self.dataset, exc)
+
+            self._index_thread = threading.Thread(target=build, name="echo-chunk-index", daemon=True)
+            self._index_thread.start()
+
+    def wait_index(self, timeout: float | None = None) -> bool:
+        """Wait for the background chunk-index build (``True`` when the index is complete)."""
+        if self._index_thread is not None:
+            self._index_thread.join(timeout)
+        return self._direct is not None and self._direct.index_complete
+
+    # -- statistics ---------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict:
+        """Requests and bytes (metadata / data), cache hits, frames read, the last frame's cost."""
+        out = self.source.stats.snapshot()
+        with self._counters.lock:
+            c = self._counters
+            out.update(
+                cache_hits=c.cache_hits, cache_misses=c.cache_misses, frames_read=c.frames_read,
+                direct_frames=c.direct_frames, h5py_frames=c.h5py_frames,
+                prefetched=c.prefetched, prefetch_cancelled=c.prefetch_cancelled,
+                last_frame=dict(c.last_frame) if c.last_frame else None,
+            )
+        out["read_path"] = "direct" if self._direct is not None else "h5py"
+        return out
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop prefetching and close the file (cached frames stay for the next opener)."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._idle:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if self._index_thread is not None:
+            self._index_thread.join()
+        if self._direct is not None:
+            self._direct.close()
+        self.source.close()
+
+    def __enter__(self) -> FrameStack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):
+        raise TypeError("FrameStack is not picklable: send stack.spec() and call .open() there")
+
+
+def _readonly(frame: np.ndarray) -> np.ndarray:
+    if frame.flags.writeable:
+        frame.flags.writeable = False
+    return frame

@@ -1,0 +1,524 @@
+"""A lazy tree of an HDF5 file, and where its image stacks are.
+
+Nothing here walks a whole file eagerly: :func:`children` lists one group on demand,
+:func:`walk` goes breadth-first and stops after ``limit`` nodes, and :func:`default_stack`
+tries the well-known places (NeXus default plottable signal, ``/entry/data/data``,
+``/exchange/data``) before a bounded walk. External links are shown, never followed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from .errors import HDF5Error, NotAnImageStack
+
+#: Nodes that :func:`describe` lists before it stops (breadth-first) and says so.
+DEFAULT_NODE_LIMIT = 500
+#: Objects a stack search visits at most when no well-known path holds a stack.
+SEARCH_LIMIT = 2000
+#: Attribute arrays with more elements than this are shown as a truncated preview.
+ATTR_ARRAY_LIMIT = 16
+#: Strings longer than this are cut (with "…").
+ATTR_TEXT_LIMIT = 200
+#: Chunked datasets with more chunks than this do not report their stored size over S3
+#: (asking HDF5 for it reads the whole chunk index).
+STORED_SIZE_MAX_CHUNKS = 256
+
+FILTER_NAMES = {
+    1: "gzip",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+    307: "bzip2",
+    32000: "LZF",
+    32001: "Blosc",
+    32004: "LZ4",
+    32008: "Bitshuffle",
+    32013: "ZFP",
+    32015: "Zstd",
+    32017: "SZ",
+    32018: "FCIDECOMP",
+    32024: "SZ3",
+    32026: "Blosc2",
+}
+
+
+@dataclass
+class Node:
+    """One entry of the tree: a group, a dataset or a link that is not followed."""
+
+    path: str
+    kind: str  # "group" | "dataset" | "soft_link" | "external_link" | "dangling_link"
+    shape: tuple | None = None
+    dtype: str | None = None
+    chunks: tuple | None = None
+    filters: list = field(default_factory=list)
+    attrs: dict = field(default_factory=dict)
+    target: str | None = None
+    virtual: bool = False
+    stored_bytes: int | None = None
+    logical_bytes: int | None = None
+    n_children: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1] or "/"
+
+    @property
+    def is_stack_candidate(self) -> bool:
+        return self.kind == "dataset" and is_stack_shape_dtype(self.shape, self.dtype)
+
+    def to_json(self) -> dict:
+        out = {
+            "path": self.path,
+            "kind": self.kind,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "dtype": self.dtype,
+            "chunks": list(self.chunks) if self.chunks is not None else None,
+            "filters": self.filters,
+            "attrs": self.attrs,
+        }
+        if self.target is not None:
+            out["target"] = self.target
+        if self.kind == "dataset":
+            out["virtual"] = self.virtual
+            out["stored_bytes"] = self.stored_bytes
+            out["logical_bytes"] = self.logical_bytes
+        return out
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A dataset that can be shown as a stack of frames."""
+
+    path: str
+    shape: tuple
+    dtype: str
+
+    @property
+    def n_frames(self) -> int:
+        return frame_count(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _file(obj) -> h5py.File:
+    """An ``h5py.File`` from a File, a :class:`~dashboard.hdf5.source.Source` or a stack."""
+    if isinstance(obj, h5py.File):
+        return obj
+    for attr in ("file", "source"):
+        inner = getattr(obj, attr, None)
+        if inner is not None and inner is not obj:
+            return _file(inner)
+    raise TypeError(f"expected an h5py.File or a Source, got {type(obj).__name__}")
+
+
+def _lock(obj):
+    import contextlib
+
+    lock = getattr(obj, "lock", None)
+    if lock is None and hasattr(obj, "source"):
+        lock = getattr(obj.source, "lock", None)
+    return lock if lock is not None else contextlib.nullcontext()
+
+
+def frame_count(shape) -> int:
+    """Frames of a stack: 1 for 2-D, the product of all leading axes for ndim >= 3."""
+    return math.prod(shape[:-2]) if len(shape) >= 2 else 0
+
+
+def is_numeric_dtype(dtype) -> bool:
+    dtype = np.dtype(dtype)
+    return dtype.kind in "biuf" and dtype.fields is None and dtype.subdtype is None
+
+
+def is_stack_shape_dtype(shape, dtype) -> bool:
+    if shape is None or dtype is None or len(shape) < 2:
+        return False
+    try:
+        return is_numeric_dtype(dtype) and all(n > 0 for n in shape)
+    except TypeError:
+        return False
+
+
+def check_stack(dset: h5py.Dataset, url: str = "") -> None:
+    """Raise :class:`NotAnImageStack` unless ``dset`` is a numeric array with ndim >= 2."""
+    where = f" in {url}" if url else ""
+    if not isinstance(dset, h5py.Dataset):
+        raise NotAnImageStack(f"{getattr(dset, 'name', dset)}{where} is a group, not an image stack.")
+    shape, dtype = dset.shape, dset.dtype
+    if shape is None or len(shape) == 0:
+        raise NotAnImageStack(f"{dset.name}{where} is a single value, not an image stack.")
+    if dtype.fields is not None:
+        raise NotAnImageStack(f"{dset.name}{where} is a table (compound type), not an image stack.")
+    if not is_numeric_dtype(dtype):
+        raise NotAnImageStack(f"{dset.name}{where} holds {_dtype_text(dtype)}, not image pixels.")
+    if len(shape) < 2:
+        raise NotAnImageStack(f"{dset.name}{where} is 1-D {shape}, not an image stack.")
+    if any(n == 0 for n in shape):
+        raise NotAnImageStack(f"{dset.name}{where} is empty (shape {shape}).")
+
+
+def _dtype_text(dtype: np.dtype) -> str:
+    if h5py.check_string_dtype(dtype) is not None or dtype.kind in "SUO":
+        return "text"
+    if dtype.kind == "b":
+        return "booleans"
+    return f"values of type {dtype}"
+
+
+def filters_of(dset: h5py.Dataset) -> list[dict]:
+    """The dataset's filter pipeline, in write order: ``[{"id": 32008, "name": "Bitshuffle"}]``."""
+    plist = dset.id.get_create_plist()
+    out = []
+    for k in range(plist.get_nfilters()):
+        fid, _flags, _cd, raw_name = plist.get_filter(k)
+        name = FILTER_NAMES.get(fid)
+        if name is None:
+            name = raw_name.decode("ascii", "replace").strip("\0 ") if raw_name else f"filter {fid}"
+        out.append({"id": int(fid), "name": name})
+    return out
+
+
+def attr_value(value):
+    """A JSON-friendly preview of an attribute value (decoded text, small arrays, cut previews)."""
+    if isinstance(value, bytes | np.bytes_):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value if len(value) <= ATTR_TEXT_LIMIT else value[:ATTR_TEXT_LIMIT] + "…"
+    if isinstance(value, np.generic):
+        value = value.item()
+        return attr_value(value) if isinstance(value, bytes) else value
+    if isinstance(value, np.ndarray):
+        if value.dtype.fields is not None:
+            return f"<compound array {value.shape}>"
+        flat = value.ravel()
+        if flat.size <= ATTR_ARRAY_LIMIT:
+            return [attr_value(v) for v in flat]
+        head = ", ".join(str(attr_value(v)) for v in flat[:8])
+        return f"<{value.dtype} array {value.shape}: [{head}, …]>"
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return str(value)
+
+
+def attrs_of(obj) -> dict:
+    out = {}
+    for name in obj.attrs:
+        try:
+            out[name] = attr_value(obj.attrs[name])
+        except Exception as exc:  # unsupported HDF5 types (references, odd strings)
+            out[name] = f"<unreadable attribute: {type(exc).__name__}>"
+    return out
+
+
+def _dataset_node(path: str, dset: h5py.Dataset, *, cheap_sizes: bool) -> Node:
+    dtype = dset.dtype
+    node = Node(
+        path=path,
+        kind="dataset",
+        shape=tuple(int(n) for n in dset.shape) if dset.shape is not None else None,
+        dtype=str(dtype) if dtype.fields is None else "compound",
+        chunks=tuple(dset.chunks) if dset.chunks else None,
+        filters=filters_of(dset),
+        attrs=attrs_of(dset),
+        virtual=bool(dset.is_virtual),
+    )
+    if node.shape is not None:
+        node.logical_bytes = int(math.prod(node.shape) * dtype.itemsize)
+    if not node.virtual:
+        n_chunks = (
+            math.prod(math.ceil(s / c) for s, c in zip(node.shape, node.chunks))
+            if node.chunks and node.shape else 0
+        )
+        if cheap_sizes or n_chunks <= STORED_SIZE_MAX_CHUNKS:
+            node.stored_bytes = int(dset.id.get_storage_size())
+    return node
+
+
+def _join(parent: str, name: str) -> str:
+    return f"/{name}" if parent in ("", "/") else f"{parent}/{name}"
+
+
+def node_at(source, path: str, *, cheap_sizes: bool | None = None) -> Node:
+    """The :class:`Node` for one path (a link that is not followed becomes a link node)."""
+    f = _file(source)
+    if cheap_sizes is None:
+        cheap_sizes = not getattr(source, "is_s3", False)
+    with _lock(source):
+        if path in ("", "/"):
+            return Node(path="/", kind="group", attrs=attrs_of(f), n_children=len(f))
+        parent, name = path.rstrip("/").rsplit("/", 1)
+        group = f[parent or "/"]
+        return _child_node(group, _join(parent, name), name, cheap_sizes=cheap_sizes)
+
+
+def _child_node(group: h5py.Group, path: str, name: str, *, cheap_sizes: bool) -> Node:
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        return Node(path=path, kind="external_link", target=f"{link.filename}:{link.path}")
+    if isinstance(link, h5py.SoftLink):
+        try:
+            target_obj = group.get(name)
+        except Exception:
+            target_obj = None
+        kind = "soft_link" if target_obj is not None else "dangling_link"
+        return Node(path=path, kind=kind, target=link.path)
+    try:
+        obj = group[name]
+    except Exception as exc:  # unreadable object header, unknown object type
+        return Node(path=path, kind="unreadable", target=f"{type(exc).__name__}")
+    if isinstance(obj, h5py.Dataset):
+        return _dataset_node(path, obj, cheap_sizes=cheap_sizes)
+    if isinstance(obj, h5py.Group):
+        return Node(path=path, kind="group", attrs=attrs_of(obj), n_children=len(obj))
+    return Node(path=path, kind="datatype")
+
+
+def children(source, path: str = "/", *, cheap_sizes: bool | None = None) -> list[Node]:
+    """The direct members of one group, in the file's order (links are not followed).
+
+    Parameters
+    ----------
+    source : Source, FrameStack or h5py.File
+    path : str
+        Path of a group.
+    """
+    f = _file(source)
+    if cheap_sizes is None:
+        cheap_sizes = not getattr(source, "is_s3", False)
+    with _lock(source):
+        group = f[path] if path not in ("", "/") else f
+        if not isinstance(group, h5py.Group):
+            raise HDF5Error(f"{path} is a dataset, not a group.")
+        return [_child_node(group, _join(path, name), name, cheap_sizes=cheap_sizes) for name in group]
+
+
+def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = None,
+         ) -> Iterator[Node]:
+    """Nodes breadth-first from the root (root first), at most ``limit`` of them.
+
+    Hard-linked groups seen before are not entered again, so cycles end.
+    """
+    f = _file(source)
+    if cheap_sizes is None:
+        cheap_sizes = not getattr(source, "is_s3", False)
+    emitted = 0
+    with _lock(source):
+        root = Node(path="/", kind="group", attrs=attrs_of(f), n_children=len(f))
+        seen = {h5py.h5o.get_info(f.id).addr}
+    yield root
+    emitted += 1
+    queue = deque(["/"])
+    while queue and emitted < limit:
+        parent = queue.popleft()
+        with _lock(source):
+            group = f[parent] if parent != "/" else f
+            names = list(group)
+        for name in names:
+            if emitted >= limit:
+                return
+            path = _join(parent, name)
+            with _lock(source):
+                node = _child_node(group, path, name, cheap_sizes=cheap_sizes)
+                if node.kind == "group":
+                    addr = h5py.h5o.get_info(group[name].id).addr
+                    if addr not in seen:
+                        seen.add(addr)
+                        queue.append(path)
+            emitted += 1
+            yield node
+
+
+# -- stack detection -------------------------------------------------------------------
+
+
+def _candidate(f: h5py.File, path: str) -> Candidate | None:
+    try:
+        link = f.get(path, getlink=True)
+        if link is None or isinstance(link, h5py.ExternalLink):
+            return None
+        obj = f.get(path)
+    except (KeyError, OSError, ValueError, RuntimeError):
+        return None
+    if not isinstance(obj, h5py.Dataset):
+        return None
+    shape, dtype = obj.shape, obj.dtype
+    if not is_stack_shape_dtype(shape, dtype):
+        return None
+    return Candidate(path=obj.name, shape=tuple(int(n) for n in shape), dtype=str(dtype))
+
+
+def _text(value) -> str | None:
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return _text(value.ravel()[0])
+    return value if isinstance(value, str) else None
+
+
+def nexus_default(f: h5py.File) -> str | None:
+    """Path of the NeXus default plottable signal (``default`` -> NXdata ``signal``), if any."""
+    group = f
+    for _level in range(3):  # root -> NXentry -> NXdata (NXentry may point at NXsubentry)
+        cls = _text(group.attrs.get("NX_class"))
+        signal = _text(group.attrs.get("signal"))
+        if signal and (cls == "NXdata" or cls is None):
+            path = _join(group.name, signal)
+            return path if path in f else None
+        default = _text(group.attrs.get("default"))
+        if not default:
+            return None
+        child = group.get(default)
+        if not isinstance(child, h5py.Group):
+            return None
+        group = child
+    return None
+
+
+KNOWN_STACKS = ("/entry/data/data", "/exchange/data")
+
+
+def stack_candidates(source, *, limit: int = SEARCH_LIMIT) -> list[Candidate]:
+    """Numeric datasets with ndim >= 2 found within ``limit`` nodes breadth-first."""
+    return [
+        Candidate(path=node.path, shape=node.shape, dtype=node.dtype)
+        for node in walk(source, limit=limit, cheap_sizes=False)
+        if node.is_stack_candidate
+    ]
+
+
+def choose_default(candidates: list[Candidate]) -> str | None:
+    """Largest stack with ndim >= 3, else the largest 2-D dataset, else ``None``."""
+    stacks = [c for c in candidates if len(c.shape) >= 3]
+    pool = stacks or [c for c in candidates if len(c.shape) == 2]
+    if not pool:
+        return None
+    return max(pool, key=lambda c: (c.size, -len(c.path))).path
+
+
+def default_stack(source, *, candidates: list[Candidate] | None = None) -> str | None:
+    """The stack to show first.
+
+    The NeXus default plottable signal, else ``/entry/data/data``, else ``/exchange/data``,
+    else the largest 3-D (or higher) dataset, else the largest 2-D one; ``None`` if there is
+    no numeric dataset with ndim >= 2. Well-known paths are tried before any walk.
+    """
+    f = _file(source)
+    with _lock(source):
+        try:
+            nexus = nexus_default(f)
+        except (KeyError, OSError, ValueError, RuntimeError):
+            nexus = None
+        for path in ([nexus] if nexus else []) + list(KNOWN_STACKS):
+            if _candidate(f, path) is not None:
+                return _candidate(f, path).path
+    if candidates is None:
+        candidates = stack_candidates(source)
+    return choose_default(candidates)
+
+
+# -- describe / format -----------------------------------------------------------------
+
+
+def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=None,
+             limit: int = DEFAULT_NODE_LIMIT) -> dict:
+    """The ``info --json`` document of a file (or an open Source).
+
+    Returns
+    -------
+    dict
+        ``{"url", "default_stack": path or None, "nodes": [...], "truncated": bool,
+        "node_limit": limit}``; ``nodes`` lists at most ``limit`` nodes breadth-first from
+        the root, ``truncated`` says whether more exist.
+    """
+    from .source import Source, open_source
+
+    own = not isinstance(url_or_path, Source)
+    source = (
+        open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials)
+        if own else url_or_path
+    )
+    try:
+        nodes = list(walk(source, limit=limit + 1))
+        truncated = len(nodes) > limit
+        nodes = nodes[:limit]
+        candidates = [Candidate(n.path, n.shape, n.dtype) for n in nodes if n.is_stack_candidate]
+        default = default_stack(source, candidates=candidates)
+        return {
+            "url": source.url,
+            "default_stack": default,
+            "nodes": [n.to_json() for n in nodes],
+            "truncated": truncated,
+            "node_limit": limit,
+        }
+    except OSError as exc:
+        raise source.translate(exc, "inspect") from None
+    finally:
+        if own:
+            source.close()
+
+
+def _format_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def format_node(node: dict) -> str:
+    """One line for one node of :func:`describe`'s output."""
+    name = node["path"].rsplit("/", 1)[-1] or "/"
+    kind = node["kind"]
+    if kind == "group":
+        text = "/" if name == "/" else f"{name}/"
+    elif kind == "dataset":
+        shape = "×".join(str(n) for n in node["shape"]) if node["shape"] else "scalar"
+        text = f"{name}  {shape} {node['dtype']}"
+        if node.get("chunks"):
+            text += f"  chunks {'×'.join(str(n) for n in node['chunks'])}"
+        if node.get("filters"):
+            text += "  " + "+".join(f"{f['name']}({f['id']})" for f in node["filters"])
+        if node.get("stored_bytes") is not None and node.get("logical_bytes"):
+            text += f"  {_format_bytes(node['stored_bytes'])} stored / {_format_bytes(node['logical_bytes'])}"
+        if node.get("virtual"):
+            text += "  [virtual]"
+    else:
+        text = f"{name} -> {node.get('target')}  [{kind.replace('_', ' ')}]"
+    attrs = node.get("attrs") or {}
+    if attrs:
+        shown = ", ".join(f"{k}={v!r}" for k, v in list(attrs.items())[:4])
+        more = f", … {len(attrs) - 4} more" if len(attrs) > 4 else ""
+        text += f"  {{{shown}{more}}}"
+    return text
+
+
+def format_tree(description: dict) -> str:
+    """Text for ``echo-s3-viewer info``: the tree indented by depth, then the default stack."""
+    lines = [description.get("url", "")]
+    for node in sorted(description["nodes"], key=lambda n: n["path"].strip("/").split("/")):
+        depth = 0 if node["path"] == "/" else node["path"].count("/")
+        lines.append("  " * depth + format_node(node))
+    if description.get("truncated"):
+        lines.append(
+            f"… only the first {description['node_limit']} nodes (breadth-first) are listed."
+        )
+    default = description.get("default_stack")
+    lines.append(f"default stack: {default}" if default else "default stack: none (no numeric dataset with 2 or more dimensions)")
+    return "\n".join(lines)
