@@ -34,7 +34,14 @@ from .chunks import DirectReader, LRUBytes, direct_reader
 from .decode import DECODERS, DecodeError, pipeline
 from .errors import FilterUnavailable, HDF5Error, LinkUnreachable, NotAnImageStack
 from .source import Source, h5py_error, open_source
-from .tree import FILTER_NAMES, Candidate, check_stack, default_stack, stack_candidates
+from .tree import (
+    FILTER_NAMES,
+    Candidate,
+    check_stack,
+    default_stack,
+    filters_of,
+    stack_candidates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +227,8 @@ class FrameStack:
                                     name=FILTER_NAMES.get(f.id))
 
     def _filter_message(self, filter_id: int, verb: str = "is not available") -> str:
-        name = FILTER_NAMES.get(filter_id, "unknown")
+        names = {f["id"]: f["name"] for f in filters_of(self._dset)}
+        name = names.get(filter_id) or FILTER_NAMES.get(filter_id, "unknown")
         return (f"{self.dataset} in {self.url} is compressed with the {name} filter "
                 f"(id {filter_id}), which {verb} in this installation.")
 
@@ -427,8 +435,9 @@ class FrameStack:
         with self._idle:
             for j, future in list(self._inflight.items()):
                 if abs(j - i) > PREFETCH_RADIUS and future.cancel():
-                    del self._inflight[j]
-                    self._counters.prefetch_cancelled += 1
+                    self._inflight.pop(j, None)  # the done-callback may have removed it already
+                    with self._counters.lock:
+                        self._counters.prefetch_cancelled += 1
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="echo-prefetch")
             for j in wanted:
