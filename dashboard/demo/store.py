@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -59,6 +60,7 @@ DXCHANGE_KEY = "beamline/2026-11/tomo_0002_dxchange.h5"
 SHORT_KEY = "beamline/2026-11/alignment_0003_short.h5"
 IMAGE2D_KEY = "calibration/2026-11/detector_flat_2d.h5"
 NOT_HDF5_KEY = "beamline/2026-11/scan_0004_notes.h5"
+README_KEY = "README.txt"  # uploaded last: its presence (and ETag) marks a complete upload
 
 #: Dataset paths inside the demo files.
 NEXUS_DATASET = "/entry/data/data"
@@ -257,7 +259,8 @@ def _recipes(scale: str) -> dict[str, Callable[[Path], None]]:
         IMAGE2D_KEY: lambda p: write_image2d(p, shapes.image2d, seed=4),
         NOT_HDF5_KEY: _write_not_hdf5,
     }
-    recipes.update(_small_objects())
+    recipes.update(_small_objects(shapes))
+    recipes[README_KEY] = lambda p: p.write_bytes(_readme(shapes).encode())  # see populate()
     return recipes
 
 
@@ -417,7 +420,7 @@ def _write_not_hdf5(path: Path) -> None:
 # -- many small objects, so that listing, filtering and sorting have something to do ----
 
 
-def _small_objects() -> dict[str, Callable[[Path], None]]:
+def _small_objects(shapes: _Shapes) -> dict[str, Callable[[Path], None]]:
     """About 300 small objects across nested directories, deterministic."""
     rng = np.random.default_rng(20261117)
     out: dict[str, Callable[[Path], None]] = {}
@@ -470,20 +473,26 @@ def _small_objects() -> dict[str, Callable[[Path], None]]:
             out[f"archive/2025/q4/week_{week}/run_{n:03d}/result.h5"] = tiny_h5(
                 int(rng.integers(2, 30)), 16, seed)
             out[f"archive/2025/q4/week_{week}/run_{n:03d}/summary.json"] = js(seed)
-    out["README.txt"] = lambda p: p.write_text(_README)
     out["docs/BEAMLINE_README.md"] = text(3000, 1)
     out["docs/Data Policy (2026).pdf.txt"] = text(12_000, 2)  # spaces and brackets in a key
     return out
 
 
-_README = """ECHO S3 Viewer demo bucket (synthetic data, generated locally)
+def _readme(shapes: _Shapes) -> str:
+    n, h, w = shapes.nexus
+    d = shapes.dxchange
+    return f"""ECHO S3 Viewer demo bucket (synthetic data, generated locally)
 
-beamline/2026-11/scan_0001.nxs          200-frame NeXus stack, Bitshuffle-LZ4, one frame per chunk
-beamline/2026-11/tomo_0002_dxchange.h5  Data Exchange (gzip): data, data_white, data_dark
-beamline/2026-11/alignment_0003_short.h5  fewer than 21 frames: processing refuses it
-beamline/2026-11/scan_0004_notes.h5     not HDF5 at all (text with an .h5 name)
-calibration/2026-11/detector_flat_2d.h5 a single 2-D image
+{NEXUS_KEY}  {n} x {h} x {w} uint16 NeXus stack, Bitshuffle-LZ4, one frame per chunk
+{DXCHANGE_KEY}  {d[0]} x {d[1]} x {d[2]} Data Exchange (gzip): data, data_white, data_dark
+{SHORT_KEY}  {shapes.short[0]} frames: fewer than {MIN_FRAMES}, processing refuses it
+{NOT_HDF5_KEY}  not HDF5 at all (text with an .h5 name)
+{IMAGE2D_KEY}  a single {shapes.image2d[0]} x {shapes.image2d[1]} image
+
+Everything else: small files so that listing, filtering and sorting have something to do.
+Generator version {GENERATOR_VERSION}, layout version {LAYOUT_VERSION}.
 """
+
 
 _WORDS = ("beam", "shutter", "sample", "stage", "flat", "dark", "exposure", "frame", "energy",
           "ring", "current", "top-up", "detector", "temperature", "ok", "warning", "scan")
@@ -569,11 +578,12 @@ def populate(
     for name in (bucket, empty_bucket):
         if name:
             _create_bucket(s3, name)
-    keys = report.keys
+    keys = [key for key in report.keys if key != README_KEY]
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="demo-upload") as pool:
         # Large objects first so that they do not finish last on their own.
         order = sorted(keys, key=lambda k: -report.path(k).stat().st_size)
         list(pool.map(lambda key: _upload(s3, bucket, key, report.path(key)), order))
+    _upload(s3, bucket, README_KEY, report.path(README_KEY))  # marks the upload complete
     log.info("Uploaded %d demo objects to s3://%s in %.1f s", len(keys), bucket,
              time.perf_counter() - started)
     return report
@@ -596,33 +606,27 @@ _ensure_lock = threading.Lock()
 
 
 def ensure_populated(s3: S3, scale: str = "small") -> BuildReport:
-    """Populate :data:`DEMO_BUCKET` once per S3 server and process (idempotent, thread-safe).
+    """Populate :data:`DEMO_BUCKET` on ``s3``'s server unless it is already (idempotent).
 
-    For tests: every test module calls it with the session's ``s3`` fixture and gets the same
-    bucket. A marker object records the scale; a second call with the same scale only checks
-    it, a call with another scale raises ``RuntimeError`` (one bucket cannot hold both).
+    For tests: every module calls it with the session's ``s3`` fixture and gets the same
+    bucket, filled once per server. The check is the ETag (MD5) of :data:`README_KEY`, which
+    :func:`populate` uploads last and whose text names the scale, so a half-finished upload is
+    redone and a bucket holding the other scale raises ``RuntimeError``.
     """
     _check_scale(scale)
+    readme = _readme(_SHAPES[scale]).encode()
+    expected = hashlib.md5(readme, usedforsecurity=False).hexdigest()
     with _ensure_lock:
-        marker = _marker_key()
         try:
-            body = s3.client.get_object(Bucket=DEMO_BUCKET, Key=marker)["Body"].read()
-        except Exception:  # noqa: BLE001 - missing bucket or marker: populate below
-            body = None
-        if body is not None:
-            present = json.loads(body)["scale"]
-            if present != scale:
-                raise RuntimeError(
-                    f"the demo bucket already holds the {present!r} scale, not {scale!r}")
-            return build_cache(scale)
-        report = populate(s3, scale=scale)
-        s3.client.put_object(Bucket=DEMO_BUCKET, Key=marker,
-                             Body=json.dumps({"scale": scale}).encode())
-        return report
-
-
-def _marker_key() -> str:
-    return ".echo-demo/populated.json"
+            etag = s3.client.head_object(Bucket=DEMO_BUCKET, Key=README_KEY)["ETag"].strip('"')
+        except s3.client.exceptions.ClientError:
+            etag = None
+        if etag == expected:
+            return build_cache(scale)  # reuses the cache: the local copies for the caller
+        if etag is not None:
+            raise RuntimeError(
+                f"s3://{DEMO_BUCKET} already holds other demo data than the {scale!r} scale")
+        return populate(s3, scale=scale)
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -674,9 +678,11 @@ def start_demo_store(*, scale: str = "full", host: str = "127.0.0.1",
     The first start generates the data (a few seconds for ``"full"``); later starts reuse the
     cache and only upload. Stop it with :meth:`DemoStore.stop` or use it as a context manager.
     """
+    from .fastrange import install as install_fast_ranges
     from .server import MotoS3Server
 
     _check_scale(scale)
+    install_fast_ranges()  # frame-by-frame browsing: read only the bytes of each ranged GET
     report = build_cache(scale)  # before the server: nothing listens while we generate
     server = MotoS3Server(host=host, port=port).start()
     try:

@@ -183,9 +183,9 @@ class RadiographSimulator:
         return self.frames
 
     def white(self, index: int) -> np.ndarray:
-        """An open-beam (flat, "white") frame: the sample moved out of the beam."""
+        """An open-beam (flat, "white") frame, taken with the sample out just before the scan."""
         rng = np.random.default_rng([self.seed, 2, index])
-        return self._detect(self._beam(rng.uniform(0, 1), rng), rng)
+        return self._detect(self._beam(0.0, rng), rng)
 
     def dark(self, index: int) -> np.ndarray:
         """A dark frame: shutter closed, offset and read noise only."""
