@@ -103,6 +103,7 @@ class RangeFile(io.RawIOBase):
         self._lock = threading.RLock()
         self.name = name
         self.error: BaseException | None = None  # the last fetch failure (h5py hides it)
+        self.reads = 0  # read calls by HDF5 (cache hits included): how much metadata it touched
 
     def readable(self) -> bool:
         return True
@@ -134,6 +135,7 @@ class RangeFile(io.RawIOBase):
     def pread(self, start: int, length: int) -> bytes:
         """Bytes ``[start, start + length)`` clipped to the file size."""
         length = max(0, min(length, self._size - start))
+        self.reads += 1
         if length == 0:
             return b""
         if length >= DIRECT_READ:
@@ -212,6 +214,11 @@ class Source:
     def is_s3(self) -> bool:
         return self.s3 is not None
 
+    @property
+    def metadata_reads(self) -> int | None:
+        """Read calls HDF5 made for metadata (S3 only): a measure of how much it walked."""
+        return self._rangefile.reads if self._rangefile is not None else None
+
     def read_range(self, start: int, length: int) -> bytes:
         """Exactly ``length`` bytes from ``start``: one request, safe to call from many threads."""
         if start + length > self.size:
@@ -238,6 +245,12 @@ class Source:
         for closer in self._closers:
             closer()
         self._closers.clear()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Source({self.url!r}, size={self.size})"

@@ -283,12 +283,26 @@ def _child_node(group: h5py.Group, path: str, name: str, *, cheap_sizes: bool) -
         return Node(path=path, kind="unreadable", target=f"{type(exc).__name__}")
     if isinstance(obj, h5py.Dataset):
         return _dataset_node(path, obj, cheap_sizes=cheap_sizes)
-    if isinstance(obj, h5py.Group):
-        return Node(path=path, kind="group", attrs=attrs_of(obj), n_children=len(obj))
+    if isinstance(obj, h5py.Group):  # its members are not counted: that reads its index
+        return Node(path=path, kind="group", attrs=attrs_of(obj))
     return Node(path=path, kind="datatype")
 
 
-def children(source, path: str = "/", *, cheap_sizes: bool | None = None) -> list[Node]:
+def _group(f: h5py.File, path: str) -> h5py.Group:
+    group = f[path] if path not in ("", "/") else f
+    if not isinstance(group, h5py.Group):
+        raise HDF5Error(f"{path} is a dataset, not a group.")
+    return group
+
+
+def child_names(source, path: str = "/") -> list[str]:
+    """Names of a group's members: reads only the group's own index, no member's header."""
+    with _lock(source):
+        return list(_group(_file(source), path))
+
+
+def children(source, path: str = "/", *, offset: int = 0, limit: int | None = None,
+             cheap_sizes: bool | None = None) -> list[Node]:
     """The direct members of one group, in the file's order (links are not followed).
 
     Parameters
@@ -296,15 +310,18 @@ def children(source, path: str = "/", *, cheap_sizes: bool | None = None) -> lis
     source : Source, FrameStack or h5py.File
     path : str
         Path of a group.
+    offset, limit : int
+        A page of the members (``limit=None``: all); only the page's object headers are read,
+        so a group of thousands of members can be shown page by page.
     """
     f = _file(source)
     if cheap_sizes is None:
         cheap_sizes = not getattr(source, "is_s3", False)
+    names = child_names(source, path)
+    page = names[offset:] if limit is None else names[offset : offset + limit]
     with _lock(source):
-        group = f[path] if path not in ("", "/") else f
-        if not isinstance(group, h5py.Group):
-            raise HDF5Error(f"{path} is a dataset, not a group.")
-        return [_child_node(group, _join(path, name), name, cheap_sizes=cheap_sizes) for name in group]
+        group = _group(f, path)
+        return [_child_node(group, _join(path, name), name, cheap_sizes=cheap_sizes) for name in page]
 
 
 def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = None,
