@@ -10,6 +10,22 @@ import numpy as np
 
 N, H, W = 6, 64, 96
 
+#: The image stack of each shared test file (../shared/testdata), None where there is none.
+SHARED_STACKS = {
+    "diamond_k11_diad_imaging.h5": "/entry/detector/detector",
+    "aps_tooth_dataexchange.h5": "/exchange/data",
+    "eiger_bitshuffle_lz4.h5": "/entry/data/data",
+    "blosc_float32.h5": "/dset",
+    "zstd_uint8.h5": "/DS1",
+    "blosc2.h5": "/DS1",
+    "lz4.h5": "/DS1",
+    "bshuf.h5": "/DS1",
+    "dataexchange_example5.h5": "/exchange/data",
+    "scalar.h5": None,
+    "compound.h5": None,
+    "empty.h5": None,
+}
+
 
 def _frames(dtype, n=N, h=H, w=W, seed=0) -> np.ndarray:
     rng = np.random.default_rng(seed)

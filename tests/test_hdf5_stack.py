@@ -25,17 +25,7 @@ from dashboard.storage.s3 import S3  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TESTDATA_STACKS = {
-    "diamond_k11_diad_imaging.h5": "/entry/detector/detector",
-    "aps_tooth_dataexchange.h5": "/exchange/data",
-    "eiger_bitshuffle_lz4.h5": "/entry/data/data",
-    "blosc_float32.h5": "/dset",
-    "zstd_uint8.h5": "/DS1",
-    "blosc2.h5": "/DS1",
-    "lz4.h5": "/DS1",
-    "bshuf.h5": "/DS1",
-    "dataexchange_example5.h5": "/exchange/data",
-}
+TESTDATA_STACKS = {k: v for k, v in hdf5_files.SHARED_STACKS.items() if v is not None}
 
 
 def _load_benchmark_module(name: str):

@@ -25,25 +25,8 @@ from dashboard.hdf5.tree import (  # noqa: E402
     stack_candidates,
 )
 
-SHARED = [
-    "diamond_k11_diad_imaging.h5", "aps_tooth_dataexchange.h5", "eiger_bitshuffle_lz4.h5",
-    "blosc_float32.h5", "zstd_uint8.h5", "blosc2.h5", "lz4.h5", "bshuf.h5",
-    "dataexchange_example5.h5", "scalar.h5", "compound.h5", "empty.h5",
-]
-DEFAULTS = {
-    "diamond_k11_diad_imaging.h5": "/entry/detector/detector",
-    "aps_tooth_dataexchange.h5": "/exchange/data",
-    "eiger_bitshuffle_lz4.h5": "/entry/data/data",
-    "blosc_float32.h5": "/dset",
-    "zstd_uint8.h5": "/DS1",
-    "blosc2.h5": "/DS1",
-    "lz4.h5": "/DS1",
-    "bshuf.h5": "/DS1",
-    "dataexchange_example5.h5": "/exchange/data",
-    "scalar.h5": None,
-    "compound.h5": None,
-    "empty.h5": None,
-}
+DEFAULTS = hdf5_files.SHARED_STACKS
+SHARED = list(DEFAULTS)
 
 
 def _h5py_view(path: Path) -> dict:
