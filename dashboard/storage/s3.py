@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS, normalize_endpoint
 from ..errors import EchoError
 from .credentials import Credentials, load_credentials
+from .redact import install_log_redaction
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class S3:
         self.read_timeout = read_timeout
         self.max_attempts = max_attempts
         self._lock = threading.Lock()
+        install_log_redaction()  # keys out of botocore/s3fs/urllib3 DEBUG logs
 
     def __repr__(self) -> str:
         return f"S3(endpoint={self.endpoint!r}, credentials={self.credentials!r})"
