@@ -161,7 +161,8 @@ def floor_flat(flat: np.ndarray) -> np.ndarray:
     return np.maximum(np.asarray(flat, dtype=np.float32), np.float32(FLAT_FLOOR))
 
 
-def _flat_field(image: np.ndarray, floored: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def _flat_field(image: np.ndarray, floored: np.ndarray,
+                out: np.ndarray | None = None) -> np.ndarray:
     if image.shape != floored.shape:
         raise ValueError(f"frame shape {image.shape} does not match the flat's {floored.shape}")
     return np.divide(image, floored, out=out, dtype=np.float32)
@@ -291,7 +292,8 @@ def gaussian_kernel(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
     return weights / weights.sum()
 
 
-def gaussian(image: np.ndarray, *, sigma: float = DEFAULT_SIGMA, backend: str = "auto") -> np.ndarray:
+def gaussian(image: np.ndarray, *, sigma: float = DEFAULT_SIGMA,
+             backend: str = "auto") -> np.ndarray:
     """Gaussian smoothing equal to ``scipy.ndimage.gaussian_filter(image, sigma)``.
 
     Mode ``reflect`` (OpenCV's ``BORDER_REFLECT``: the edge pixel repeated), truncate 4.0.
@@ -443,14 +445,17 @@ class Workspace:
     the next call overwrites. The arithmetic is exactly that of :func:`process`.
     """
 
-    def __init__(self, shape, flat: np.ndarray, sigma: float, backend: str | None = None):
+    def __init__(self, shape, flat: np.ndarray, sigma: float, backend: str | None = None, *,
+                 floored: bool = False):
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.shape = tuple(shape)
         self.sigma = float(sigma)
-        self.floored = floor_flat(flat)
+        # floored=True: ``flat`` is already floor_flat()'s float32 result, shared read-only.
+        self.floored = flat if floored else floor_flat(flat)
         if self.floored.shape != self.shape:
-            raise ValueError(f"frame shape {self.shape} does not match the flat's {self.floored.shape}")
+            raise ValueError(
+                f"frame shape {self.shape} does not match the flat's {self.floored.shape}")
         # Stretched values lie in [0, 1]: OpenCV is exact enough there whenever it is present.
         self.backend = backend or gaussian_backend()
         self._a = np.empty(self.shape, dtype=np.float32)
@@ -484,5 +489,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     scaled = np.multiply(x, np.float32(255))
     np.clip(scaled, 0, 255, out=scaled)
     np.rint(scaled, out=scaled)
-    scaled[np.isnan(scaled)] = 0
+    if np.isnan(np.min(scaled)):  # one pass, no mask, in the usual NaN-free case
+        np.nan_to_num(scaled, copy=False, nan=0.0)
     return scaled.astype(np.uint8)

@@ -1,0 +1,851 @@
+"""Batch runs: plan a frame range, run it on local threads or a Dask cluster, resume, cancel.
+
+:func:`plan_batch` validates everything before any work is done (and writes nothing when it
+refuses); :func:`run_batch` streams the frames through the pipeline and writes one output per
+frame plus ``<stem>_processing.json``.
+
+Locally, one reader (``FrameStack.frames``: ordered, four GETs in flight) feeds a pool of compute
+threads (one per core by default); each thread owns preallocated float32 buffers, runs the
+pipeline, encodes and writes atomically. At most ``workers + 2`` frames wait for a thread, so peak
+memory is a few frames whatever the length of the run. numpy, OpenCV, the decoders and zlib
+release the GIL, so reading, computing and encoding overlap.
+
+On Dask (``scheduler="local"`` starts a ``LocalCluster`` of worker processes; otherwise the
+address of an existing scheduler) the run's context (the stack's :class:`StackSpec`, the flat,
+the parameters, the S3 output if any) is scattered once to every worker; tasks carry only that
+future and a few frame indices, with keys ``echo-process-<run id>-<first index>``, so neither task
+keys nor the scheduler's task graph hold credentials. Workers open the stack themselves (once per
+worker and run). Outputs are byte-identical to the local path: the same code encodes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .. import __version__
+from ..errors import EchoError
+from . import export
+from .export import FORMATS, OutputError, S3Output, open_output
+from .pipeline import (
+    DEFAULT_SIGMA,
+    FLAT_FLOOR,
+    FLAT_FRAMES,
+    PERCENTILES,
+    TRUNCATE,
+    Workspace,
+    flat_from_frames,
+    floor_flat,
+    gaussian_backend,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BatchError",
+    "BatchFailed",
+    "BatchPlan",
+    "BatchProgress",
+    "BatchResult",
+    "InvalidBatch",
+    "plan_batch",
+    "resolve_scheduler",
+    "run_batch",
+]
+
+PROVENANCE_INTERVAL_S = 2.0  # the provenance file is rewritten at most this often while running
+PROGRESS_INTERVAL_S = 0.1
+FRAMES_PER_TASK = 4  # Dask: frames per task (their reads overlap inside the task)
+
+
+class BatchError(EchoError):
+    """A batch run cannot start or could not finish."""
+
+
+class InvalidBatch(BatchError):
+    """The batch parameters are invalid; nothing has been written."""
+
+
+class BatchFailed(BatchError):
+    """The run stopped on an error; ``.result`` tells what was written (the provenance too)."""
+
+    def __init__(self, message: str, result: BatchResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Progress of a run: ``done`` of ``total`` frames (resumed frames count as done)."""
+
+    done: int
+    total: int
+    frames_per_s: float
+    eta_s: float | None
+
+
+@dataclass
+class BatchResult:
+    """What a run did."""
+
+    status: str  # "complete" | "incomplete" (cancelled) | "failed"
+    total: int
+    written: list[int]
+    skipped: int
+    elapsed_s: float
+    output: str
+    provenance: str
+    error: str | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def frames_per_s(self) -> float:
+        return len(self.written) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def summary(self) -> str:
+        """One line for the CLI and the dashboard's status."""
+        done = len(self.written) + self.skipped
+        resumed = f" ({self.skipped} already there)" if self.skipped else ""
+        where = f"to {self.output}"
+        if self.status == "complete":
+            return (f"Processed {done} of {self.total} frames{resumed} {where} in "
+                    f"{self.elapsed_s:.1f} s ({self.frames_per_s:.1f} frames/s).")
+        if self.status == "incomplete":
+            return (f"Cancelled after {done} of {self.total} frames{resumed} {where}; "
+                    "run the same command again to resume.")
+        return f"Failed after {done} of {self.total} frames {where}: {self.error}"
+
+
+@dataclass
+class BatchPlan:
+    """A validated run. Build it with :func:`plan_batch`."""
+
+    url: str
+    dataset: str
+    stem: str
+    shape: tuple[int, int]
+    dtype: str
+    n_frames: int
+    etag: str
+    size: int
+    start: int
+    end: int
+    step: int
+    sigma: float
+    fmt: str
+    png_level: int
+    out: str
+    resume: bool
+    done: frozenset[int]  # frames whose outputs exist and are complete (resume)
+    stack: object = field(repr=False)  # the open FrameStack
+    output: object = field(repr=False)  # LocalOutput | S3Output
+    s3: object = field(default=None, repr=False)
+
+    @property
+    def indices(self) -> range:
+        return range(self.start, self.end + 1, self.step)
+
+    @property
+    def flat_indices(self) -> range:
+        return range(self.start - FLAT_FRAMES, self.start)
+
+    @property
+    def todo(self) -> list[int]:
+        return [i for i in self.indices if i not in self.done]
+
+    @property
+    def last(self) -> int:
+        """The last index the range contains."""
+        return self.indices[-1]
+
+    @property
+    def provenance_name(self) -> str:
+        return export.provenance_name(self.stem)
+
+    def name(self, index: int) -> str:
+        return export.output_name(self.stem, index, self.fmt)
+
+    def spec(self):
+        return self.stack.spec()
+
+    def close(self) -> None:
+        """Close the stack if :func:`plan_batch` opened it."""
+        if getattr(self, "_owns_stack", False):
+            self.stack.close()
+
+
+# -- planning --------------------------------------------------------------------------------
+
+def plan_batch(
+    source,
+    *,
+    dataset: str | None = None,
+    start: int = FLAT_FRAMES,
+    end: int | None = None,
+    step: int = 1,
+    sigma: float = DEFAULT_SIGMA,
+    fmt: str = "png",
+    out,
+    png_level: int = export.DEFAULT_PNG_LEVEL,
+    resume: bool | None = None,
+    s3=None,
+    endpoint: str | None = None,
+    credentials=None,
+) -> BatchPlan:
+    """Validate a batch and return its plan; raise :class:`InvalidBatch` (nothing written).
+
+    Parameters
+    ----------
+    source : str, path or FrameStack
+        ``s3://BUCKET/KEY``, a local HDF5 path, or an open stack.
+    dataset : str, optional
+        Dataset path (default: the detected stack).
+    start, end, step : int
+        Frames ``start … end`` inclusive, every ``step``-th; ``start >= 20`` (the flat is the
+        20 frames before it); ``end`` defaults to the last frame.
+    sigma : float
+        Gaussian sigma in pixels, > 0.
+    fmt : {"png", "tiff", "npy"}
+    out : str or path
+        A folder or ``s3://BUCKET/PREFIX``.
+    png_level : int
+        PNG zlib level 0–9 (default 1).
+    resume : bool, optional
+        True: skip frames whose outputs exist and are complete (the provenance, if any, must
+        describe the same run). None/False: resume only when the provenance says the previous
+        run in ``out`` with the same parameters is unfinished; otherwise process everything.
+    s3 : S3, optional
+        Connection for an ``s3://`` source or output.
+    endpoint, credentials
+        Used to connect when ``s3`` is not given.
+    """
+    _check_parameters(start=start, end=end, step=step, sigma=sigma, fmt=fmt, png_level=png_level)
+    if s3 is None and (_is_s3(source) or _is_s3(out)):
+        from ..storage.s3 import S3
+
+        s3 = S3(endpoint, _load_credentials(credentials))
+    owns = not hasattr(source, "frames")
+    if owns:
+        from ..hdf5.stack import open_stack
+
+        stack = open_stack(str(source), dataset, s3=s3 if _is_s3(source) else None,
+                           endpoint=endpoint, credentials=credentials, prefetch=False)
+    else:
+        stack = source
+    try:
+        plan = _plan_with_stack(stack, start=start, end=end, step=step, sigma=float(sigma),
+                                fmt=fmt, out=out, png_level=int(png_level), resume=resume, s3=s3)
+    except BaseException:
+        if owns:
+            stack.close()
+        raise
+    plan._owns_stack = owns
+    return plan
+
+
+def _check_parameters(*, start, end, step, sigma, fmt, png_level) -> None:
+    if fmt not in FORMATS:
+        raise InvalidBatch(f"The output format must be one of {', '.join(FORMATS)} (got {fmt!r}).")
+    if not isinstance(step, int | np.integer) or step < 1:
+        raise InvalidBatch(f"The step must be a whole number of at least 1 (got {step}).")
+    if not isinstance(start, int | np.integer) or start < FLAT_FRAMES:
+        raise InvalidBatch(
+            f"The start frame must be at least {FLAT_FRAMES}, because the flat field is the mean "
+            f"of the {FLAT_FRAMES} frames before it (got {start})."
+        )
+    if end is not None and (not isinstance(end, int | np.integer) or end < start):
+        raise InvalidBatch(f"The end frame ({end}) must not be before the start frame ({start}).")
+    try:
+        sigma_ok = math.isfinite(float(sigma)) and float(sigma) > 0
+    except (TypeError, ValueError):
+        sigma_ok = False
+    if not sigma_ok:
+        raise InvalidBatch(f"Sigma must be a number greater than 0 (got {sigma}).")
+    if not isinstance(png_level, int | np.integer) or not 0 <= png_level <= 9:
+        raise InvalidBatch(f"The PNG compression level must be 0 to 9 (got {png_level}).")
+
+
+def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out, png_level, resume,
+                     s3) -> BatchPlan:
+    n = len(stack)
+    if n < FLAT_FRAMES + 1:
+        raise InvalidBatch(
+            f"The stack {stack.dataset} has {n} frame{'s' if n != 1 else ''}; a batch needs at "
+            f"least {FLAT_FRAMES + 1} ({FLAT_FRAMES} for the flat field and one to process)."
+        )
+    if end is None:
+        end = n - 1
+    if end >= n:
+        raise InvalidBatch(
+            f"The end frame ({end}) must be less than the number of frames in the stack ({n})."
+        )
+    if start > end:
+        raise InvalidBatch(
+            f"The start frame ({start}) is beyond the last frame of the stack ({n - 1})."
+        )
+    try:
+        output = open_output(out, s3=s3)
+    except EchoError as exc:
+        raise InvalidBatch(str(exc)) from None
+    stem = export.file_stem(stack.url)
+    plan = BatchPlan(
+        url=stack.url, dataset=stack.dataset, stem=stem,
+        shape=tuple(int(v) for v in stack.shape[-2:]), dtype=str(stack.dtype), n_frames=n,
+        etag=str(stack.etag or ""), size=int(stack.size or 0), start=int(start), end=int(end),
+        step=int(step), sigma=sigma, fmt=fmt, png_level=png_level, out=output.location,
+        resume=False, done=frozenset(), stack=stack, output=output, s3=s3,
+    )
+    try:
+        output.check_writable()
+    except OutputError as exc:
+        raise InvalidBatch(str(exc)) from None
+    previous = export.read_json(output, plan.provenance_name)
+    mismatch = _mismatch(previous, plan) if previous is not None else None
+    unfinished = previous is not None and previous.get("status") != "complete"
+    if resume:
+        if mismatch:
+            raise InvalidBatch(
+                f"Cannot resume: the run recorded in {plan.out} used {mismatch}; choose another "
+                "output folder or drop --resume."
+            )
+        plan.resume = True
+    else:
+        plan.resume = bool(unfinished and not mismatch)
+    if plan.resume:
+        existing = output.existing()
+        plan.done = frozenset(
+            i for i in plan.indices
+            if existing.get(plan.name(i)) and output.complete(plan.name(i), fmt, plan.shape)
+        )
+    return plan
+
+
+def _mismatch(previous: dict, plan: BatchPlan) -> str | None:
+    """What differs between a recorded run and this plan (None when it can be resumed)."""
+    source = previous.get("source", {})
+    params = previous.get("parameters", {})
+    checks = [
+        ("source", source.get("url"), plan.url),
+        ("dataset", source.get("dataset"), plan.dataset),
+        ("source ETag", source.get("etag"), plan.etag),
+        ("format", previous.get("format"), plan.fmt),
+        ("sigma", params.get("sigma"), plan.sigma),
+        ("start frame", previous.get("frames", {}).get("start"), plan.start),
+    ]
+    for what, was, now in checks:
+        if was != now:
+            return f"{what} {was!r} (now {now!r})"
+    return None
+
+
+def _is_s3(value) -> bool:
+    return isinstance(value, str) and value.startswith("s3://")
+
+
+def _load_credentials(credentials):
+    from ..storage.credentials import Credentials, load_credentials
+
+    if credentials is None or isinstance(credentials, Credentials):
+        return credentials
+    return load_credentials(credentials)
+
+
+def resolve_scheduler(value: str | None = None, env=None) -> str | None:
+    """The Dask scheduler: ``value``, else ``$DASK_SCHEDULER_ADDRESS``, else None (threads)."""
+    env = os.environ if env is None else env
+    value = (value or env.get("DASK_SCHEDULER_ADDRESS") or "").strip()
+    return value or None
+
+
+# -- provenance ------------------------------------------------------------------------------
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _provenance(plan: BatchPlan, *, status: str, started: str, finished: str | None,
+                written: Sequence[int], scheduler: str, error: str | None = None) -> dict:
+    record = {
+        "tool": "echo-s3-viewer",
+        "version": __version__,
+        "status": status,
+        "source": {
+            "url": plan.url, "dataset": plan.dataset, "etag": plan.etag, "size": plan.size,
+            "frames": plan.n_frames, "frame_shape": list(plan.shape), "dtype": plan.dtype,
+        },
+        "frames": {"start": plan.start, "end": plan.end, "step": plan.step,
+                   "last": plan.last, "count": len(plan.indices)},
+        "flat": {"start": plan.flat_indices[0], "end": plan.flat_indices[-1],
+                 "count": FLAT_FRAMES, "floor": FLAT_FLOOR},
+        "parameters": {
+            "sigma": plan.sigma, "truncate": TRUNCATE, "percentiles": list(PERCENTILES),
+            "gaussian_backend": gaussian_backend(),
+            "pipeline": "normalize (dtype max) -> flat field (mean of 20 frames before start, "
+                        "floor 1e-6) -> linear stretch (1st-99th percentile, clipped) -> gaussian "
+                        "(scipy.ndimage.gaussian_filter equivalent, mode reflect)",
+        },
+        "format": plan.fmt,
+        "output": {"location": plan.out, "name_pattern": f"{plan.stem}_<index:06d>.{plan.fmt}"},
+        "scheduler": scheduler,
+        "started": started,
+        "finished": finished,
+        "frames_written_count": len(written),
+        "frames_written": sorted(int(i) for i in written),
+    }
+    if plan.fmt == "png":
+        record["png"] = {"bits": 8, "compress_level": plan.png_level,
+                         "encoder": export.png_encoder(),
+                         "mapping": "round(clip(x, 0, 1) * 255), halves to even"}
+    if plan.fmt == "tiff":
+        record["tiff"] = {"dtype": "float32", "compression": "none",
+                          "description": "JSON: source, dataset, frame, flat, sigma"}
+    if error:
+        record["error"] = error
+    return record
+
+
+# -- rendering (shared by threads and Dask workers) ------------------------------------------
+
+@dataclass
+class _Recipe:
+    """Everything needed to turn a raw frame into output bytes; picklable (no stack, no output)."""
+
+    stem: str
+    fmt: str
+    png_level: int
+    sigma: float
+    shape: tuple[int, int]
+    flat: np.ndarray  # already floored at 1e-6 (floor_flat)
+    url: str
+    dataset: str
+    etag: str
+    flat_range: tuple[int, int]
+
+    def describe(self, index: int) -> str:
+        import json
+
+        return json.dumps({
+            "software": f"echo-s3-viewer {__version__}", "source": self.url,
+            "dataset": self.dataset, "etag": self.etag, "frame": int(index),
+            "flat": list(self.flat_range), "sigma": self.sigma, "percentiles": list(PERCENTILES),
+        }, sort_keys=True)
+
+    def render(self, workspace: Workspace, index: int, frame: np.ndarray) -> tuple[bytes, dict]:
+        t0 = time.perf_counter()
+        image = workspace.run(frame)
+        t1 = time.perf_counter()
+        data = export.encode(
+            image, self.fmt, png_level=self.png_level,
+            description=self.describe(index) if self.fmt == "tiff" else "",
+            software=f"echo-s3-viewer {__version__}" if self.fmt == "tiff" else "",
+        )
+        t2 = time.perf_counter()
+        return data, {"compute": t1 - t0, "encode": t2 - t1}
+
+    def name(self, index: int) -> str:
+        return export.output_name(self.stem, index, self.fmt)
+
+    def workspace(self) -> Workspace:
+        """Fresh buffers for one thread (the floored flat is shared read-only)."""
+        return Workspace(self.shape, self.flat, self.sigma, floored=True)
+
+
+def _recipe(plan: BatchPlan, flat: np.ndarray) -> _Recipe:
+    floored = floor_flat(flat)
+    floored.setflags(write=False)  # shared by every thread's Workspace
+    return _Recipe(stem=plan.stem, fmt=plan.fmt, png_level=plan.png_level, sigma=plan.sigma,
+                   shape=plan.shape, flat=floored, url=plan.url,
+                   dataset=plan.dataset, etag=plan.etag,
+                   flat_range=(plan.flat_indices[0], plan.flat_indices[-1]))
+
+
+def _single_threaded_opencv() -> None:
+    """One OpenCV thread per pipeline thread: the batch's own threads are the parallelism.
+
+    (OpenCV's thread count is process-wide.)
+    """
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# -- running ---------------------------------------------------------------------------------
+
+class _Tracker:
+    """Counts results, calls the progress callback, rewrites the provenance now and then."""
+
+    def __init__(self, plan: BatchPlan, progress, scheduler: str):
+        self.plan = plan
+        self.progress = progress
+        self.scheduler = scheduler
+        self.total = len(plan.indices)
+        self.skipped = len(plan.done)
+        self.previous = set(plan.done)
+        self.written: list[int] = []
+        self.started = _now()
+        self.t0 = time.perf_counter()
+        self._last_progress = 0.0
+        self._last_provenance = time.perf_counter()
+        self.timings = {"read_wait": 0.0, "compute": 0.0, "encode": 0.0, "write": 0.0, "flat": 0.0}
+
+    def record(self, status: str, *, finished: bool = False, error: str | None = None) -> None:
+        record = _provenance(
+            self.plan, status=status, started=self.started,
+            finished=_now() if finished else None,
+            written=self.previous | set(self.written), scheduler=self.scheduler, error=error,
+        )
+        export.write_json(self.plan.output, self.plan.provenance_name, record)
+        self._last_provenance = time.perf_counter()
+
+    def add(self, index: int, timing: dict | None = None) -> None:
+        self.written.append(index)
+        for key, value in (timing or {}).items():
+            self.timings[key] = self.timings.get(key, 0.0) + value
+        now = time.perf_counter()
+        if now - self._last_provenance >= PROVENANCE_INTERVAL_S:
+            self.record("incomplete")
+        if now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self.report()
+
+    def report(self) -> None:
+        self._last_progress = time.perf_counter()
+        if self.progress is None:
+            return
+        elapsed = self._last_progress - self.t0
+        done = self.skipped + len(self.written)
+        rate = len(self.written) / elapsed if elapsed > 0 and self.written else 0.0
+        remaining = self.total - done
+        eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
+        self.progress(BatchProgress(done=done, total=self.total, frames_per_s=rate, eta_s=eta))
+
+    def result(self, status: str, error: str | None = None) -> BatchResult:
+        return BatchResult(
+            status=status, total=self.total, written=sorted(self.written), skipped=self.skipped,
+            elapsed_s=time.perf_counter() - self.t0, output=self.plan.out,
+            provenance=self.plan.provenance_name, error=error, timings=dict(self.timings),
+        )
+
+
+def run_batch(
+    plan: BatchPlan,
+    *,
+    progress: Callable[[BatchProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    scheduler=None,
+    workers: int | None = None,
+) -> BatchResult:
+    """Run a planned batch.
+
+    Parameters
+    ----------
+    plan : BatchPlan
+        From :func:`plan_batch`.
+    progress : callable, optional
+        Called (in the calling thread, at most ~10 times a second and once at the end) with a
+        :class:`BatchProgress`.
+    cancel : threading.Event, optional
+        Set it to stop: no new frame starts, frames in flight finish (about one frame's time),
+        the provenance says ``incomplete`` and a later run resumes. Ctrl-C does the same, then
+        re-raises ``KeyboardInterrupt``.
+    scheduler : None, "local", str or distributed.Client
+        None: local threads. ``"local"``: a ``LocalCluster`` of ``workers`` processes (default 2)
+        with one thread each. An address (``tcp://host:8786``) or a ``Client``: that cluster.
+    workers : int, optional
+        Local threads for computing (default: the number of cores), or LocalCluster processes.
+
+    Returns
+    -------
+    BatchResult
+        ``status`` "complete" or "incomplete" (cancelled).
+
+    Raises
+    ------
+    BatchFailed
+        The run stopped on an error (S3 unreachable, disk full...); the provenance says
+        ``failed`` and lists the frames written; ``.result`` has the details.
+    """
+    cancel = cancel if cancel is not None else threading.Event()
+    if workers is not None and (not isinstance(workers, int | np.integer) or workers < 1):
+        raise InvalidBatch(f"The number of workers must be at least 1 (got {workers}).")
+    scheduler_name = "threads" if scheduler is None else (
+        scheduler if isinstance(scheduler, str) else "dask client")
+    tracker = _Tracker(plan, progress, scheduler_name)
+    todo = plan.todo
+    interrupted = False
+    try:
+        tracker.record("incomplete")
+        t0 = time.perf_counter()
+        flat = flat_from_frames(plan.stack.frames(plan.flat_indices))
+        tracker.timings["flat"] = time.perf_counter() - t0
+        tracker.report()
+        recipe = _recipe(plan, flat)
+        if todo and not cancel.is_set():
+            if scheduler is None:
+                _run_threads(plan, recipe, todo, tracker, cancel, workers)
+            else:
+                _run_dask(plan, recipe, todo, tracker, cancel, scheduler, workers)
+    except KeyboardInterrupt:
+        cancel.set()
+        interrupted = True
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, EchoError) else f"{type(exc).__name__}: {exc}"
+        credentials = getattr(plan.s3, "credentials", None)
+        if credentials is not None:
+            message = credentials.scrub(message)
+        log.warning("batch %s failed: %s", plan.stem, message)
+        result = tracker.result("failed", message)
+        try:
+            tracker.record("failed", finished=True, error=message)
+        except EchoError as exc2:  # e.g. the disk is full: the provenance cannot be written either
+            log.warning("could not record the failure: %s", exc2)
+        raise BatchFailed(message, result) from None
+    done = tracker.skipped + len(tracker.written)
+    status = "complete" if done == tracker.total else "incomplete"
+    tracker.report()
+    tracker.record(status, finished=True)
+    if interrupted:
+        raise KeyboardInterrupt
+    return tracker.result(status)
+
+
+def _run_threads(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
+                 cancel: threading.Event, workers: int | None) -> None:
+    n_workers = int(workers or os.cpu_count() or 1)
+    window = n_workers + 2
+    local = threading.local()
+    output = plan.output
+    completions: queue.Queue = queue.Queue()
+
+    def work(index: int, frame: np.ndarray):
+        workspace = getattr(local, "workspace", None)
+        if workspace is None:
+            workspace = local.workspace = recipe.workspace()
+        data, timing = recipe.render(workspace, index, frame)
+        t0 = time.perf_counter()
+        output.write(recipe.name(index), data)
+        timing["write"] = time.perf_counter() - t0
+        return timing
+
+    def finished(index: int, future) -> None:
+        completions.put((index, future))
+
+    inflight = 0
+    failure: BaseException | None = None
+
+    def drain(block: bool) -> None:
+        nonlocal inflight, failure
+        while inflight:
+            try:
+                index, future = completions.get(timeout=0.1) if block else completions.get_nowait()
+            except queue.Empty:
+                if block and not cancel.is_set():
+                    continue
+                return
+            inflight -= 1
+            block = False
+            exc = future.exception()
+            if exc is not None:
+                failure = failure or exc
+                continue
+            tracker.add(index, future.result())
+
+    _single_threaded_opencv()
+    frames = plan.stack.frames(todo)
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="echo-batch") as pool:
+        try:
+            for index in todo:
+                drain(block=inflight >= window)
+                if cancel.is_set() or failure is not None:
+                    break
+                t0 = time.perf_counter()
+                frame = next(frames)
+                tracker.timings["read_wait"] += time.perf_counter() - t0
+                future = pool.submit(work, index, frame)
+                inflight += 1
+                future.add_done_callback(lambda f, i=index: finished(i, f))
+                del frame
+        finally:
+            frames.close()  # stops the read-ahead
+            while inflight:  # frames in flight finish: about one frame's time
+                try:
+                    index, future = completions.get(timeout=60)
+                except queue.Empty:  # pragma: no cover - a stuck write; the pool waits anyway
+                    break
+                inflight -= 1
+                if future.exception() is None:
+                    tracker.add(index, future.result())
+                else:
+                    failure = failure or future.exception()
+    if failure is not None:
+        raise failure
+
+
+# -- Dask ------------------------------------------------------------------------------------
+
+class _DaskContext:
+    """Scattered once per run to every worker: the recipe, the stack's spec, the S3 output.
+
+    Unpickled once per worker; the stack is opened lazily and kept for the run's tasks, then
+    closed when the run releases the context.
+    """
+
+    def __init__(self, recipe: _Recipe, spec, output: tuple | None):
+        self.recipe = recipe
+        self.spec = spec
+        self.output = output  # ("s3", endpoint, credentials, bucket, prefix) or None
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._lock = threading.Lock()
+        self._stack = None
+        self._target = None
+        self._local = threading.local()
+
+    def __getstate__(self):
+        return {"recipe": self.recipe, "spec": self.spec, "output": self.output}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def __repr__(self) -> str:
+        return f"_DaskContext({self.spec!r})"
+
+    def stack(self):
+        with self._lock:
+            if self._stack is None:
+                from ..hdf5.chunks import LRUBytes
+
+                self._stack = self.spec.open(prefetch=False, cache=LRUBytes(0))
+                weakref.finalize(self, self._stack.close)
+            return self._stack
+
+    def target(self):
+        if self.output is None:
+            return None
+        with self._lock:
+            if self._target is None:
+                from ..storage.s3 import S3
+
+                _, endpoint, credentials, bucket, prefix = self.output
+                self._target = S3Output(S3(endpoint, credentials), bucket, prefix)
+            return self._target
+
+    def workspace(self) -> Workspace:
+        ws = getattr(self._local, "workspace", None)
+        if ws is None:
+            recipe = self.recipe
+            ws = self._local.workspace = recipe.workspace()
+        return ws
+
+
+def _dask_task(context: _DaskContext, indices: list[int]) -> list[tuple]:
+    """Process a few frames on a worker: ``[(index, bytes or None, timing), ...]``.
+
+    With an S3 output the worker uploads and returns no bytes; otherwise the bytes go back to
+    the client, which writes them (workers need not share the client's disk).
+    """
+    _single_threaded_opencv()
+    recipe = context.recipe
+    target = context.target()
+    results = []
+    for index, frame in zip(indices, context.stack().frames(indices)):
+        data, timing = recipe.render(context.workspace(), index, frame)
+        if target is not None:
+            t0 = time.perf_counter()
+            target.write(recipe.name(index), data)
+            timing["write"] = time.perf_counter() - t0
+            data = None
+        results.append((index, data, timing))
+    return results
+
+
+def _connect_dask(scheduler, workers):
+    """(client, cluster, owns_client) for "local", an address or a Client."""
+    from distributed import Client, LocalCluster
+
+    if not isinstance(scheduler, str):
+        return scheduler, None, False
+    if scheduler == "local":
+        cluster = LocalCluster(n_workers=int(workers or 2), threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.WARNING)
+        return Client(cluster), cluster, True
+    try:
+        return Client(scheduler, timeout="15s"), None, True
+    except (OSError, TimeoutError) as exc:
+        raise BatchError(
+            f"Could not connect to the Dask scheduler at {scheduler} ({type(exc).__name__})."
+        ) from None
+
+
+def _run_dask(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
+              cancel: threading.Event, scheduler, workers) -> None:
+    from distributed import wait
+
+    client, cluster, owns = _connect_dask(scheduler, workers)
+    output = plan.output
+    remote_output = None
+    if isinstance(output, S3Output):
+        s3 = output.s3
+        remote_output = ("s3", s3.endpoint, s3.credentials, output.bucket, output.prefix)
+    run_id = uuid.uuid4().hex[:12]
+    futures = []
+    try:
+        context = _DaskContext(recipe, plan.spec(), remote_output)
+        [context_future] = client.scatter([context], broadcast=True, hash=False)
+        blocks = [todo[k:k + FRAMES_PER_TASK] for k in range(0, len(todo), FRAMES_PER_TASK)]
+        threads = sum(client.nthreads().values()) or 1
+        window = 2 * threads
+        next_block = 0
+        pending: set = set()
+        while next_block < len(blocks) or pending:
+            while not cancel.is_set() and next_block < len(blocks) and len(pending) < window:
+                block = blocks[next_block]
+                future = client.submit(_dask_task, context_future, block, pure=False,
+                                       key=f"echo-process-{run_id}-{block[0]:06d}")
+                futures.append(future)
+                pending.add(future)
+                next_block += 1
+            if cancel.is_set():
+                break
+            try:
+                done, _ = wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                continue
+            for future in done:
+                pending.discard(future)
+                results = future.result()  # raises the task's error
+                future.release()
+                for index, data, timing in results:
+                    if data is not None:
+                        t0 = time.perf_counter()
+                        output.write(recipe.name(index), data)
+                        timing["write"] = time.perf_counter() - t0
+                    tracker.add(index, timing)
+    finally:
+        if futures:
+            client.cancel(futures)
+        if owns:
+            client.close()
+        if cluster is not None:
+            cluster.close()
