@@ -18,6 +18,7 @@ import sys
 import textwrap
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -50,10 +51,7 @@ BSHUF_LZ4 = 2
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """A session cache directory for the small demo (the developer's own cache is untouched)."""
-    path = tmp_path_factory.mktemp("demo-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(store.CACHE_ENV, str(path))
-        yield path
+    return tmp_path_factory.mktemp("demo-cache")
 
 
 @pytest.fixture
@@ -155,6 +153,17 @@ def test_every_object_is_in_the_demo_bucket(demo, s3):
     small = [s for s in sizes.values() if s < 2_000]
     large = [s for s in sizes.values() if s > 100_000]
     assert len(small) >= 20 and len(large) >= 20
+
+    # Realistic dates (the server is moto in this process), so sorting by date means something.
+    dates = {o.key: o.last_modified for o in listing.objects}
+    assert dates[NEXUS_KEY] == store.demo_date(NEXUS_KEY) == datetime(2026, 11, 17, 14, 10,
+                                                                       tzinfo=timezone.utc)
+    september = [d for k, d in dates.items() if k.startswith("beamline/2026-09/")]
+    assert september and all((d.year, d.month) == (2026, 9) for d in september)
+    archive = [d for k, d in dates.items() if k.startswith("archive/2025/q4/week_47/")]
+    assert archive and all(d.isocalendar()[:2] == (2025, 47) for d in archive)
+    by_date = [k for k, _ in sorted(dates.items(), key=lambda item: (item[1], item[0]))]
+    assert by_date != sorted(dates) and len(set(dates.values())) > 0.9 * len(dates)
 
 
 def test_objects_match_the_cache_and_ranges_read_right(demo, s3):

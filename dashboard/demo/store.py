@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -582,11 +583,63 @@ def populate(
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="demo-upload") as pool:
         # Large objects first so that they do not finish last on their own.
         order = sorted(keys, key=lambda k: -report.path(k).stat().st_size)
-        list(pool.map(lambda key: _upload(s3, bucket, key, report.path(key)), order))
-    _upload(s3, bucket, README_KEY, report.path(README_KEY))  # marks the upload complete
-    log.info("Uploaded %d demo objects to s3://%s in %.1f s", len(keys), bucket,
-             time.perf_counter() - started)
+        etags = dict(zip(order, pool.map(
+            lambda key: _upload(s3, bucket, key, report.path(key)), order)))
+    etags[README_KEY] = _upload(s3, bucket, README_KEY, report.path(README_KEY))  # the marker
+    dated = _backdate_in_process(bucket, etags)
+    log.info("Uploaded %d demo objects to s3://%s in %.1f s%s", len(etags), bucket,
+             time.perf_counter() - started, " (dates set)" if dated else "")
     return report
+
+
+def demo_date(key: str) -> datetime:
+    """A plausible, deterministic "last modified" time for a demo key.
+
+    Keys under a ``YYYY-MM`` directory fall in that month, ``archive/YYYY/qN/week_WW`` in that
+    ISO week, the main demo files on the day of the scan, the rest over the previous months.
+    """
+    h = int(hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()[:8], 16)
+    seconds = timedelta(seconds=h % 86_400)
+    if key in (NEXUS_KEY, DXCHANGE_KEY, SHORT_KEY, IMAGE2D_KEY, NOT_HDF5_KEY, README_KEY):
+        order = (README_KEY, NEXUS_KEY, DXCHANGE_KEY, SHORT_KEY, NOT_HDF5_KEY, IMAGE2D_KEY)
+        return datetime(2026, 11, 17, 14, 3, tzinfo=timezone.utc) + timedelta(
+            minutes=7 * order.index(key))
+    month = re.search(r"(?:^|/)(\d{4})-(\d{2})/", key)
+    if month:
+        day = datetime(int(month[1]), int(month[2]), 1 + h % 28, tzinfo=timezone.utc)
+        return day + seconds
+    week = re.search(r"(?:^|/)(\d{4})/q\d/week_(\d{2})/", key)
+    if week:
+        day = datetime.fromisocalendar(int(week[1]), int(week[2]), 1 + h % 5)
+        return day.replace(tzinfo=timezone.utc) + seconds
+    return datetime(2026, 6, 1, tzinfo=timezone.utc) + timedelta(days=h % 160) + seconds
+
+
+def _backdate_in_process(bucket: str, etags: dict[str, str]) -> bool:
+    """Give the uploaded objects their :func:`demo_date` if the S3 server is moto in this process.
+
+    S3 has no API to set ``LastModified``; without this every object would carry the upload
+    second and sorting by date would show nothing. Only objects whose ETag is the one just
+    uploaded are touched, and nothing happens when the server lives in another process.
+    """
+    try:
+        from moto.s3.models import s3_backends
+    except ImportError:  # pragma: no cover - moto is a dependency
+        return False
+    owner = s3_backends.bucket_accounts.get(bucket)
+    if owner is None:
+        return False
+    partition, account = owner
+    fake_bucket = s3_backends[account][partition].buckets.get(bucket)
+    if fake_bucket is None:
+        return False
+    dated = False
+    for key, etag in etags.items():
+        fake = fake_bucket.keys.get(key)
+        if fake is not None and fake.etag == etag:
+            fake.last_modified = demo_date(key).replace(tzinfo=None)  # moto keeps naive UTC
+            dated = True
+    return dated
 
 
 def _create_bucket(s3: S3, name: str) -> None:
@@ -597,9 +650,10 @@ def _create_bucket(s3: S3, name: str) -> None:
         pass
 
 
-def _upload(s3: S3, bucket: str, key: str, path: Path) -> None:
+def _upload(s3: S3, bucket: str, key: str, path: Path) -> str:
+    """PUT one file; returns the ETag (quoted, as S3 sends it)."""
     with open(path, "rb") as fh:
-        s3.client.put_object(Bucket=bucket, Key=key, Body=fh)
+        return s3.client.put_object(Bucket=bucket, Key=key, Body=fh)["ETag"]
 
 
 _ensure_lock = threading.Lock()

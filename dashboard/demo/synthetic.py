@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Bump whenever the generated pixels change: the on-disk cache is keyed by it.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 _NOISE_FIELDS = 3  # pre-generated Gaussian noise fields
 _NOISE_PAD = 64  # extra rows/columns so the fields can be viewed at random offsets
