@@ -14,6 +14,7 @@ from dashboard.storage.download import (
     CANCELLED,
     DOWNLOADED,
     FAILED,
+    DownloadError,
     PART_MARKER,
     SKIPPED,
     DownloadProgress,
@@ -220,6 +221,7 @@ def test_cancel_mid_file_leaves_nothing_at_final_names(s3, bucket, tmp_path):
     assert cancel.is_set()
     assert report.cancelled and not report.ok
     assert [r.status for r in report.results] == [CANCELLED, CANCELLED]
+    assert report.cancelled_files == list(report.results)
     assert report.results[0].message == "Cancelled; partial data removed."
     assert report.results[1].message == "Cancelled before it started."
     # It really stopped mid-file: no more than one chunk after the cancel.
@@ -369,3 +371,17 @@ def test_downloaded_files_get_normal_permissions(s3, bucket, tmp_path):
     umask = int(next(line.split()[1] for line in open("/proc/self/status")
                      if line.startswith("Umask:")), 8)
     assert (tmp_path / "perm.h5").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_empty_batch_and_unusable_folder(s3, bucket, tmp_path):
+    record = Recorder()
+    report = download_objects(s3, bucket, [], tmp_path / "new", progress=record)
+    assert report.results == () and report.ok and (tmp_path / "new").is_dir()
+    assert record.calls[-1] == DownloadProgress("", 0, 0, 0, 0, 0, 0)
+    assert report.summary().startswith("0 downloaded (0 B in ")
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DownloadError) as info:
+        download_objects(s3, bucket, ["a.h5"], tmp_path / "file" / "sub")
+    assert isinstance(info.value, EchoError)
+    assert str(info.value).startswith(f"Cannot create the download folder {tmp_path / 'file' / 'sub'}: ")

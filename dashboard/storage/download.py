@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CANCELLED",
     "DOWNLOADED",
+    "DownloadError",
     "FAILED",
     "SKIPPED",
     "DownloadProgress",
@@ -71,6 +72,10 @@ CANCELLED = "cancelled"
 CHUNK_SIZE = 1 << 20  # 1 MiB per read: fine-grained progress and prompt cancel
 PART_MARKER = ".part-"  # temporary files are ".<name>.part-<random hex>"
 _SINGLE_PART_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+class DownloadError(EchoError):
+    """The download as a whole cannot start (e.g. the target folder cannot be created)."""
 
 
 class UnsafeKeyError(EchoError):
@@ -146,7 +151,7 @@ class DownloadReport:
         return self._with(FAILED)
 
     @property
-    def not_started(self) -> list[FileResult]:
+    def cancelled_files(self) -> list[FileResult]:
         """Files left undone because the batch was cancelled."""
         return self._with(CANCELLED)
 
@@ -261,6 +266,11 @@ def download_objects(
         One :class:`FileResult` per key, in input order. Failures carry a one-sentence
         message (403, 404, changed on the server, size/MD5 mismatch, unsafe key, disk error);
         this function does not raise for a failing file.
+
+    Raises
+    ------
+    DownloadError
+        If ``out_dir`` cannot be created.
     """
     started = time.monotonic()
     out_dir = Path(out_dir).expanduser()
@@ -269,7 +279,9 @@ def download_objects(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EchoError(f"Cannot create the download folder {out_dir}: {_os_reason(exc)}.") from None
+        raise DownloadError(
+            f"Cannot create the download folder {out_dir}: {_os_reason(exc)}."
+        ) from None
 
     batch = _Batch(
         s3=s3, bucket=bucket, files_total=len(keys), callback=progress,
