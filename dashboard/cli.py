@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS|local",
                    help="run on a Dask cluster (env DASK_SCHEDULER_ADDRESS); 'local' starts one")
     p.add_argument("--workers", type=int, help="threads (local) or workers (LocalCluster)")
-    p.add_argument("--resume", action="store_true", help="skip frames whose outputs are complete")
+    p.add_argument("--resume", action="store_true",
+                   help="skip frames whose outputs are complete (default when the last run was cut short)")
+    p.add_argument("--png-level", type=int, default=1, choices=range(0, 10), metavar="0-9",
+                   help="PNG compression level (default 1: fast, ~1.4x larger than 9)")
     return parser
 
 
@@ -261,7 +264,8 @@ def _cmd_process(args) -> int:
         fmt=args.format,
         out=args.out,
         s3=s3,
-        resume=args.resume,
+        resume=True if args.resume else None,  # None: resume when the last run was incomplete
+        png_level=args.png_level,
     )
     printer = _LinePrinter()
     cancel = threading.Event()

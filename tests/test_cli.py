@@ -118,3 +118,49 @@ def test_console_script_is_installed():
     command = [exe] if exe else [sys.executable, "-m", "dashboard"]
     result = subprocess.run([*command, "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("echo-s3-viewer ")
+
+
+@pytest.fixture
+def stack_object(s3, bucket, testdata):
+    key = "diamond/k11_imaging.h5"
+    s3.client.upload_file(str(testdata / "diamond_k11_diad_imaging.h5"), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def test_info_json_names_the_default_stack(capsys, keyfile, stack_object):
+    code, out, err = run(capsys, "info", stack_object, "--json", "--credentials", keyfile)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["default_stack"] == "/entry/detector/detector"
+    node = next(n for n in info["nodes"] if n["path"] == "/entry/detector/detector")
+    assert node["kind"] == "dataset" and node["shape"] == [3201, 22, 26] and node["dtype"] == "uint16"
+    code, out, _ = run(capsys, "info", stack_object, "--credentials", keyfile)
+    assert code == 0 and "/entry/detector/detector" in out
+
+
+def test_info_on_a_text_file_is_one_line(capsys, keyfile, s3, bucket):
+    s3.client.put_object(Bucket=bucket, Key="fake.h5", Body=b"this is not an HDF5 file at all")
+    code, out, err = run(capsys, "info", f"s3://{bucket}/fake.h5", "--credentials", keyfile)
+    assert code == 1 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+    assert "not an HDF5 file" in err
+
+
+def test_process_writes_frames_and_provenance(capsys, keyfile, stack_object, tmp_path):
+    out_dir = tmp_path / "results"
+    code, _, err = run(capsys, "process", stack_object, "--start", 20, "--end", 24, "--step", 2,
+                       "--sigma", 1.5, "--format", "npy", "--out", out_dir, "--credentials", keyfile)
+    assert code == 0, err
+    written = sorted(p.name for p in out_dir.glob("*.npy"))
+    assert written == ["k11_imaging_000020.npy", "k11_imaging_000022.npy", "k11_imaging_000024.npy"]
+    provenance = json.loads((out_dir / "k11_imaging_processing.json").read_text())
+    assert provenance["parameters"]["sigma"] == 1.5 and provenance["status"] == "complete"
+    assert provenance["frames_written"] == [20, 22, 24]
+    assert SECRET_KEY not in (out_dir / "k11_imaging_processing.json").read_text()
+    assert "Processed 3 of 3 frames" in err
+
+
+def test_process_refuses_start_below_20(capsys, keyfile, stack_object, tmp_path):
+    code, _, err = run(capsys, "process", stack_object, "--start", 5, "--end", 30,
+                       "--out", tmp_path / "never", "--credentials", keyfile)
+    assert code == 1 and err.startswith("error: ") and "at least 20" in err
+    assert not (tmp_path / "never").exists()
