@@ -37,6 +37,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
+    def _count(self, nbytes: int) -> None:
+        counter = self.server.counter
+        with counter["lock"]:
+            counter[self.command] = counter.get(self.command, 0) + 1
+            counter["bytes"] += nbytes
+
     def _path(self) -> tuple[str, str, Path]:
         parsed = urlparse(self.path)
         parts = unquote(parsed.path).lstrip("/").split("/", 1)
@@ -75,6 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._headers_bucket(bucket)
         if not path.is_file():
             return self._error(404, "NoSuchKey")
+        self._count(0)
         self._headers(path, path.stat().st_size)
 
     def _headers_bucket(self, bucket: str) -> None:
@@ -110,6 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(416, "InvalidRange")
             status, extra = 206, {"Content-Range": f"bytes {start}-{end}/{size}"}
         length = end - start + 1
+        self._count(length)
         self._headers(path, length, status, extra)
         with open(path, "rb") as f:
             f.seek(start)
@@ -155,12 +163,19 @@ class RangeServer:
         handler = type("Handler", (_Handler,), {"root": Path(root)})
         self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
+        self._server.counter = {"lock": threading.Lock(), "bytes": 0}
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def endpoint(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def counts(self) -> dict:
+        """Requests served so far by method (``GET``, ``HEAD``) and ``bytes`` of bodies sent."""
+        counter = self._server.counter
+        with counter["lock"]:
+            return {k: v for k, v in counter.items() if k != "lock"}
 
     def __enter__(self) -> RangeServer:
         self._thread.start()
