@@ -248,12 +248,10 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_process(args) -> int:
-    import os
-
-    from .processing.batch import plan_batch, run_batch
+    from .processing.batch import plan_batch, resolve_scheduler, run_batch
 
     s3 = _connect(args)[1] if args.url.startswith("s3://") or args.out.startswith("s3://") else None
-    scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    scheduler = resolve_scheduler(args.scheduler)
     plan = plan_batch(
         args.url,
         dataset=args.dataset,
