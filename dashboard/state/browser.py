@@ -1,0 +1,320 @@
+"""Connect, list, filter, sort, select and download objects: the Browse step's state.
+
+No Panel import here: set parameters, trigger the ``param.Event`` actions, read the results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import param
+
+from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS, normalize_endpoint
+from ..storage.credentials import Credentials, from_json_file, from_json_text, load_credentials, mask
+from ..storage.listing import SORT_KEYS, directories, filter_objects, sort_objects
+from ..storage.s3 import S3
+from .tasks import Tasks, user_message
+
+log = logging.getLogger(__name__)
+
+ALL_DIRECTORIES = "(all)"
+
+
+def default_download_dir() -> str:
+    """``<user downloads>/echo-s3`` (platformdirs), the default target of "Download Selected"."""
+    from platformdirs import user_downloads_dir
+
+    return str(Path(user_downloads_dir()) / "echo-s3")
+
+
+class BrowserState(param.Parameterized):
+    """Connection, listing and selection of one session.
+
+    The secret key only ever lives in :attr:`s3` (a plain attribute, not a parameter) and in the
+    boto3/s3fs clients built from it. Pasted or uploaded keys (:attr:`credentials_text`) are
+    cleared as soon as "Connect" reads them.
+    """
+
+    # -- connect -----------------------------------------------------------------------------
+    endpoint = param.String(default=DEFAULT_ENDPOINT, label="Endpoint")
+    credentials_path = param.String(default="", label="Credentials file (on the server)")
+    credentials_text = param.String(
+        default="", label="…or paste keys (JSON)", precedence=-1,
+        doc="Pasted/uploaded key JSON; cleared by connect(), never logged or shown again.",
+    )
+    connect = param.Event(label="Connect")
+    connected = param.Boolean(default=False, constant=True)
+    connection = param.String(default="", constant=True, doc="Who is connected where (no keys).")
+    status = param.String(default="Not connected: give an endpoint and keys, then press Connect.")
+    busy = param.Boolean(default=False, doc="An action of this step is running.")
+
+    # -- list --------------------------------------------------------------------------------
+    bucket = param.Selector(default=None, objects=[], label="Bucket")
+    list_objects = param.Event(label="List Objects")
+    listing = param.List(default=[], precedence=-1, doc="Every object of the last listing.")
+    truncated_notice = param.String(default="")
+    directory = param.Selector(default="", objects={ALL_DIRECTORIES: ""}, label="Directory")
+    keyword = param.String(default="", label="Keyword")
+    sort_by = param.Selector(default="name", objects=list(SORT_KEYS), label="Sort by")
+    descending = param.Boolean(default=False, label="Descending")
+    hdf5_only = param.Boolean(default=True, label="HDF5 files only")
+    max_objects = param.Integer(default=DEFAULT_MAX_OBJECTS, bounds=(1, None), precedence=-1)
+
+    # -- select, download, thumbnail -----------------------------------------------------
+    selection = param.List(default=[], doc="Selected object keys, in the order selected.")
+    download_dir = param.String(default="", label="Download folder (on the server)")
+    download = param.Event(label="Download Selected")
+    cancel_download = param.Event(label="Cancel download")
+    download_progress = param.Integer(default=0, bounds=(0, 100), doc="Percent done.")
+    download_status = param.String(default="")
+    downloading = param.Boolean(default=False)
+    view_last_frame = param.Event(label="View Last Frame")
+    thumbnail = param.Parameter(default=None, precedence=-1, doc="Last frame (2-D ndarray).")
+    thumbnail_title = param.String(default="")
+
+    def __init__(self, *, tasks: Tasks | None = None, **params):
+        params.setdefault("download_dir", default_download_dir())
+        super().__init__(**params)
+        self.tasks = tasks or Tasks()
+        self.s3: S3 | None = None
+        self._credentials: Credentials | None = None
+        self._download_cancel = threading.Event()
+        self._generation = 0  # bumped on connect: results of older listings are dropped
+
+    # -- derived values -----------------------------------------------------------------------
+
+    @param.depends("listing", "directory", "keyword", "sort_by", "descending", "hdf5_only")
+    def objects(self) -> list:
+        """The listing, filtered by directory/keyword/HDF5-only and sorted."""
+        kept = filter_objects(
+            self.listing, directory=self.directory or "", keyword=self.keyword,
+            hdf5_only=self.hdf5_only,
+        )
+        return sort_objects(kept, by=self.sort_by, descending=self.descending)
+
+    @param.depends("listing", "directory", "keyword", "sort_by", "descending", "hdf5_only",
+                   "truncated_notice")
+    def count_text(self) -> str:
+        """``"12 of 40 objects shown"`` plus the truncation notice."""
+        if not self.listing:
+            return "No objects listed yet." if not self.bucket else ""
+        text = f"{len(self.objects())} of {len(self.listing)} objects shown"
+        if self.truncated_notice:
+            text += f" ({self.truncated_notice})"
+        return text
+
+    def selected_hdf5(self) -> str | None:
+        """The first selected HDF5 key, or ``None``."""
+        for key in self.selection:
+            if key.lower().endswith((".h5", ".hdf5", ".nxs", ".hdf")):
+                return key
+        return None
+
+    def selected_url(self) -> str | None:
+        key = self.selected_hdf5()
+        return f"s3://{self.bucket}/{key}" if key and self.bucket else None
+
+    # -- actions --------------------------------------------------------------------------
+
+    @param.depends("connect", watch=True)
+    def _on_connect(self) -> None:
+        text, self.credentials_text = self.credentials_text, ""  # never keep pasted keys around
+        self._set_busy("Connecting…")
+        self.tasks.submit(self._connect, text)
+
+    def connect_now(self, credentials: Credentials | None = None, endpoint: str | None = None) -> None:
+        """Connect with ready-made credentials (``serve --demo`` / ``--credentials``), in the background."""
+        if endpoint:
+            self.endpoint = endpoint
+        self._set_busy("Connecting…")
+        self.tasks.submit(self._connect, "", credentials)
+
+    def _connect(self, text: str, credentials: Credentials | None = None) -> None:
+        self._generation += 1
+        try:
+            if credentials is None:
+                if text.strip():
+                    credentials = from_json_text(text, origin="the pasted keys")
+                elif self.credentials_path.strip():
+                    credentials = from_json_file(self.credentials_path.strip())
+                else:
+                    credentials = load_credentials()
+            endpoint = normalize_endpoint(self.endpoint or credentials.endpoint or DEFAULT_ENDPOINT)
+            s3 = S3(endpoint, credentials)
+            buckets = s3.list_buckets()
+        except Exception as exc:  # noqa: BLE001 - action boundary
+            message = user_message(exc, "connect")
+            if credentials is not None:
+                message = credentials.scrub(message)
+            self._disconnect(f"Not connected: {message}")
+            return
+        del text
+        self.s3, self._credentials = s3, credentials
+        who = f"keys {mask(credentials.access_key)}" if credentials.access_key else credentials.source
+        self.param.bucket.objects = buckets
+        self.param.update(
+            bucket=buckets[0] if buckets else None,
+            listing=[],
+            truncated_notice="",
+            selection=[],
+            thumbnail=None,
+            thumbnail_title="",
+        )
+        with param.edit_constant(self):
+            self.param.update(connected=True, connection=f"{endpoint} with {who}")
+        found = f"{len(buckets)} bucket{'s' if len(buckets) != 1 else ''}"
+        hint = "choose a bucket and press List Objects." if buckets else "these keys see no buckets."
+        self._done(f"Connected to {endpoint}: {found}; {hint}")
+
+    def _disconnect(self, message: str) -> None:
+        self.s3, self._credentials = None, None
+        self.param.bucket.objects = []
+        self.param.update(bucket=None, listing=[], selection=[], thumbnail=None, truncated_notice="")
+        with param.edit_constant(self):
+            self.param.update(connected=False, connection="")
+        self._done(message)
+
+    @param.depends("bucket", watch=True)
+    def _on_bucket(self) -> None:
+        # A new bucket invalidates the listing of the old one.
+        self._set_directories([])
+        self.param.update(listing=[], selection=[], truncated_notice="", thumbnail=None,
+                          thumbnail_title="")
+
+    @param.depends("list_objects", watch=True)
+    def _on_list(self) -> None:
+        if not self._require_connection():
+            return
+        if not self.bucket:
+            self.status = "Choose a bucket first."
+            return
+        self._set_busy(f"Listing s3://{self.bucket}/ …")
+        self.tasks.submit(self._list, self.s3, self.bucket, self._generation)
+
+    def _list(self, s3: S3, bucket: str, generation: int) -> None:
+        try:
+            listing = s3.list_objects(bucket, limit=self.max_objects)
+        except Exception as exc:  # noqa: BLE001
+            self._done(user_message(exc, f"list bucket {bucket!r}"))
+            return
+        if generation != self._generation or bucket != self.bucket:
+            self.busy = False
+            return  # the user reconnected or switched buckets meanwhile
+        self._set_directories(directories(listing.objects))
+        self.param.update(listing=list(listing.objects), truncated_notice=listing.notice,
+                          selection=[])
+        hdf5 = sum(1 for o in listing.objects if o.is_hdf5)
+        self._done(
+            f"Listed {len(listing.objects)} objects in s3://{bucket}/ ({hdf5} HDF5)"
+            + (f"; {listing.notice}" if listing.notice else "")
+            + ". Tick files to download, or select one .h5 file to view it."
+        )
+
+    def _set_directories(self, names: list[str]) -> None:
+        options = {ALL_DIRECTORIES: ""}
+        options.update({name: name for name in names})
+        keep = self.directory if self.directory in options.values() else ""
+        self.param.directory.objects = options
+        self.directory = keep
+
+    @param.depends("download", watch=True)
+    def _on_download(self) -> None:
+        if not self._require_connection():
+            return
+        if not self.selection:
+            self.download_status = "Tick one or more objects in the table first."
+            return
+        if self.downloading:
+            self.download_status = "A download is already running."
+            return
+        if not self.download_dir.strip():
+            self.download_status = "Give a download folder first."
+            return
+        self._download_cancel.clear()
+        self.param.update(downloading=True, download_progress=0,
+                          download_status=f"Downloading {len(self.selection)} object(s)…")
+        self.tasks.submit(self._download, self.s3, self.bucket, list(self.selection),
+                          Path(self.download_dir.strip()).expanduser())
+
+    @param.depends("cancel_download", watch=True)
+    def _on_cancel_download(self) -> None:
+        if self.downloading:
+            self._download_cancel.set()
+            self.download_status = "Cancelling the download…"
+
+    def _download(self, s3: S3, bucket: str, keys: list[str], out_dir: Path) -> None:
+        from ..storage.download import download_objects
+
+        def progress(p) -> None:
+            self.param.update(
+                download_progress=int(100 * p.fraction),
+                download_status=f"Downloading {p.files_done}/{p.files_total} done"
+                + (f": {p.key}" if p.key else ""),
+            )
+
+        try:
+            report = download_objects(s3, bucket, keys, out_dir, progress=progress,
+                                      cancel=self._download_cancel)
+        except Exception as exc:  # noqa: BLE001
+            self.param.update(downloading=False,
+                              download_status=user_message(exc, "download the selection"))
+            return
+        self.param.update(
+            downloading=False,
+            download_progress=100 if not self._download_cancel.is_set() else self.download_progress,
+            download_status=_download_summary(report, out_dir, self._download_cancel.is_set()),
+        )
+
+    @param.depends("view_last_frame", watch=True)
+    def _on_view_last_frame(self) -> None:
+        if not self._require_connection():
+            return
+        url = self.selected_url()
+        if url is None:
+            self.status = "Select an .h5 file in the browser first."
+            return
+        self._set_busy(f"Reading the last frame of {url} …")
+        self.tasks.submit(self._thumbnail, self.s3, url)
+
+    def _thumbnail(self, s3: S3, url: str) -> None:
+        from ..hdf5.stack import open_stack
+
+        try:
+            with open_stack(url, s3=s3) as stack:
+                frame = stack.last_frame()
+                title = f"{url.rsplit('/', 1)[-1]} — frame {len(stack) - 1} of {stack.dataset}"
+        except Exception as exc:  # noqa: BLE001
+            self.param.update(thumbnail=None, thumbnail_title="")
+            self._done(user_message(exc, f"read the last frame of {url}"))
+            return
+        self.param.update(thumbnail=frame, thumbnail_title=title)
+        self._done(f"Last frame of {url} shown ({frame.shape[1]}×{frame.shape[0]}).")
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _require_connection(self) -> bool:
+        if self.s3 is None:
+            self.status = "Connect first: give an endpoint and keys, then press Connect."
+            return False
+        return True
+
+    def _set_busy(self, message: str) -> None:
+        self.param.update(busy=True, status=message)
+
+    def _done(self, message: str) -> None:
+        self.param.update(busy=False, status=message)
+
+    def close(self) -> None:
+        """Cancel a running download (the session is going away)."""
+        self._download_cancel.set()
+
+
+def _download_summary(report, out_dir: Path, cancelled: bool) -> str:
+    text = report.summary()
+    failed = report.failed
+    if failed:
+        text += f" First failure: {failed[0].message}"
+    prefix = "Download cancelled: " if cancelled or report.cancelled else "Download finished: "
+    return f"{prefix}{text} Files are in {out_dir}"
