@@ -121,10 +121,10 @@ def test_full_scale_generation_is_frame_by_frame():
     sim = RadiographSimulator(200, 1024, 1024, seed=1)
     frame = sim.frame(199)
     assert frame.shape == (1024, 1024) and frame.dtype == np.uint16
-    assert store._SHAPES["full"].nexus[0] >= 200 and store._SHAPES["full"].nexus[1:] == (1024,
+    assert store.SHAPES["full"].nexus[0] >= 200 and store.SHAPES["full"].nexus[1:] == (1024,
                                                                                           1024)
     for scale in store.SCALES:
-        shapes = store._SHAPES[scale]
+        shapes = store.SHAPES[scale]
         assert shapes.nexus[0] >= MIN_FRAMES and shapes.dxchange[0] >= MIN_FRAMES
         assert shapes.short[0] < MIN_FRAMES
 
@@ -206,7 +206,7 @@ def test_nexus_layout_filters_chunks_and_metadata(demo):
         data = entry["data"]
         assert data.attrs["NX_class"] == "NXdata" and data.attrs["signal"] == "data"
         dset = f[store.NEXUS_DATASET]
-        frames, height, width = store._SHAPES["small"].nexus
+        frames, height, width = store.SHAPES["small"].nexus
         assert dset.shape == (frames, height, width) and frames >= MIN_FRAMES
         assert dset.dtype == np.uint16
         assert dset.chunks == (1, height, width)
@@ -232,7 +232,7 @@ def test_nexus_layout_filters_chunks_and_metadata(demo):
 
 
 def test_dxchange_short_2d_and_not_hdf5_files(demo):
-    shapes = store._SHAPES["small"]
+    shapes = store.SHAPES["small"]
     with h5py.File(demo.path(DXCHANGE_KEY), "r") as f:
         data, white, dark = (f[f"exchange/{n}"] for n in ("data", "data_white", "data_dark"))
         assert data.shape == shapes.dxchange and data.dtype == np.uint16
@@ -311,7 +311,7 @@ def test_failure_mid_build_leaves_no_corrupt_file(tmp_path, monkeypatch):
     assert not store.object_path(directory, DXCHANGE_KEY).exists()
     assert list(directory.rglob("*.tmp-*")) == []
     with h5py.File(store.object_path(directory, NEXUS_KEY), "r") as f:
-        assert f[store.NEXUS_DATASET].shape[0] == store._SHAPES["small"].nexus[0]
+        assert f[store.NEXUS_DATASET].shape[0] == store.SHAPES["small"].nexus[0]
 
     monkeypatch.setattr(RadiographSimulator, "frame", original)
     report = build_cache("small")
@@ -319,7 +319,7 @@ def test_failure_mid_build_leaves_no_corrupt_file(tmp_path, monkeypatch):
     assert (directory / store.MANIFEST).exists()
 
 
-def test_killed_build_leaves_only_complete_files(tmp_path):
+def test_killed_build_leaves_only_complete_files(tmp_path, demo):
     """SIGKILL a build while it writes the Data Exchange file: no final file is corrupt."""
     env = {**os.environ, store.CACHE_ENV: str(tmp_path)}
     # The subprocess makes the Data Exchange frames slow (seed 2) so the kill lands inside it.
@@ -355,9 +355,8 @@ def test_killed_build_leaves_only_complete_files(tmp_path):
     report = build_cache("small", directory=directory)
     assert list(directory.rglob(".*.tmp-*")) == []  # stale temporaries of dead builds removed
     assert NEXUS_KEY in report.reused and DXCHANGE_KEY in report.generated
-    clean = build_cache("small", directory=tmp_path / "clean")
     for key in report.keys:  # what survived the kill is complete and identical to a clean build
-        assert _md5(report.path(key)) == _md5(clean.path(key)), key
+        assert _md5(report.path(key)) == _md5(demo.path(key)), key
 
 
 # -- fast ranged GETs (the demo server's patch) ----------------------------------------------------

@@ -73,14 +73,16 @@ MIN_FRAMES = 21  # processing needs 20 flat frames before the first processed on
 
 #: Bump when the set of objects or their layout changes (the pixels are versioned by the
 #: generator). Both are part of the cache directory's name.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 CACHE_ENV = "ECHO_S3_DEMO_CACHE"
 MANIFEST = "manifest.json"
 SCALES = ("full", "small")
 
 
 @dataclass(frozen=True)
-class _Shapes:
+class DemoShapes:
+    """Array shapes of the main demo objects at one scale (``SHAPES["full"]``, ``["small"]``)."""
+
     nexus: tuple[int, int, int]
     dxchange: tuple[int, int, int]
     flats: int  # white and dark frames in the Data Exchange file
@@ -88,9 +90,9 @@ class _Shapes:
     image2d: tuple[int, int]
 
 
-_SHAPES = {
-    "full": _Shapes((200, 1024, 1024), (60, 512, 512), 10, (12, 512, 512), (1024, 1024)),
-    "small": _Shapes((40, 256, 256), (24, 128, 128), 5, (12, 128, 128), (256, 256)),
+SHAPES = {
+    "full": DemoShapes((200, 1024, 1024), (60, 512, 512), 10, (12, 512, 512), (1024, 1024)),
+    "small": DemoShapes((40, 256, 256), (24, 128, 128), 5, (12, 128, 128), (256, 256)),
 }
 
 
@@ -252,7 +254,7 @@ def _manifest_matches(directory: Path, manifest: dict, recipes: dict) -> bool:
 
 def _recipes(scale: str) -> dict[str, Callable[[Path], None]]:
     """Every demo key and the function that writes its file, in a fixed order."""
-    shapes = _SHAPES[scale]
+    shapes = SHAPES[scale]
     recipes: dict[str, Callable[[Path], None]] = {
         NEXUS_KEY: lambda p: write_nexus(p, shapes.nexus, seed=1),
         DXCHANGE_KEY: lambda p: write_dxchange(p, shapes.dxchange, shapes.flats, seed=2),
@@ -260,7 +262,7 @@ def _recipes(scale: str) -> dict[str, Callable[[Path], None]]:
         IMAGE2D_KEY: lambda p: write_image2d(p, shapes.image2d, seed=4),
         NOT_HDF5_KEY: _write_not_hdf5,
     }
-    recipes.update(_small_objects(shapes))
+    recipes.update(_small_objects())
     recipes[README_KEY] = lambda p: p.write_bytes(_readme(shapes).encode())  # see populate()
     return recipes
 
@@ -421,13 +423,16 @@ def _write_not_hdf5(path: Path) -> None:
 # -- many small objects, so that listing, filtering and sorting have something to do ----
 
 
-def _small_objects(shapes: _Shapes) -> dict[str, Callable[[Path], None]]:
+def _small_objects() -> dict[str, Callable[[Path], None]]:
     """About 300 small objects across nested directories, deterministic."""
     rng = np.random.default_rng(20261117)
     out: dict[str, Callable[[Path], None]] = {}
 
+    corpus = _corpus(1 << 18)
+
     def text(n: int, seed: int) -> Callable[[Path], None]:
-        return lambda p: p.write_bytes(_text_bytes(n, seed))
+        start = seed * 7919 % len(corpus)
+        return lambda p: p.write_bytes((corpus[start:] + corpus * (n // len(corpus) + 1))[:n])
 
     def tiny_h5(frames: int, side: int, seed: int) -> Callable[[Path], None]:
         return lambda p: _write_tiny_h5(p, frames, side, seed)
@@ -443,7 +448,7 @@ def _small_objects(shapes: _Shapes) -> dict[str, Callable[[Path], None]]:
         for n in range(1, 21):
             seed += 1
             stem = f"beamline/{month}/raw/scan_{n:04d}"
-            out[f"{stem}.h5"] = tiny_h5(int(rng.integers(5, 60)), int(rng.choice([16, 32, 48])),
+            out[f"{stem}.h5"] = tiny_h5(int(rng.integers(5, 40)), int(rng.choice([16, 32, 48])),
                                         seed)
             out[f"{stem}.log"] = text(int(rng.integers(200, 40_000)), seed)
             if n % 2:
@@ -460,26 +465,26 @@ def _small_objects(shapes: _Shapes) -> dict[str, Callable[[Path], None]]:
         for n in range(1, 16):
             seed += 1
             out[f"calibration/{kind}/{kind[:-1]}_{n:03d}.hdf5"] = tiny_h5(
-                int(rng.integers(10, 30)), 32, seed)
+                int(rng.integers(MIN_FRAMES, 26)), 32, seed)
     out["calibration/geometry.json"] = js(7)
     for user in ("alice", "bob", "chandra"):
         for n in range(1, 11):
             seed += 1
             out[f"users/{user}/notes_{n:02d}.txt"] = text(int(rng.integers(100, 200_000)), seed)
             out[f"users/{user}/analysis/run_{n:02d}.nxs"] = tiny_h5(
-                int(rng.integers(2, 40)), 24, seed)
+                int(rng.integers(2, 30)), 24, seed)
     for week in range(44, 49):
         for n in range(1, 7):
             seed += 1
             out[f"archive/2025/q4/week_{week}/run_{n:03d}/result.h5"] = tiny_h5(
-                int(rng.integers(2, 30)), 16, seed)
+                int(rng.integers(2, 16)), 16, seed)
             out[f"archive/2025/q4/week_{week}/run_{n:03d}/summary.json"] = js(seed)
     out["docs/BEAMLINE_README.md"] = text(3000, 1)
     out["docs/Data Policy (2026).pdf.txt"] = text(12_000, 2)  # spaces and brackets in a key
     return out
 
 
-def _readme(shapes: _Shapes) -> str:
+def _readme(shapes: DemoShapes) -> str:
     n, h, w = shapes.nexus
     d = shapes.dxchange
     return f"""ECHO S3 Viewer demo bucket (synthetic data, generated locally)
@@ -499,12 +504,13 @@ _WORDS = ("beam", "shutter", "sample", "stage", "flat", "dark", "exposure", "fra
           "ring", "current", "top-up", "detector", "temperature", "ok", "warning", "scan")
 
 
-def _text_bytes(n: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    words = rng.choice(_WORDS, size=n // 6 + 1)
+def _corpus(size: int) -> bytes:
+    """About ``size`` bytes of log-like text lines (deterministic)."""
+    rng = np.random.default_rng(42)
+    words = rng.choice(_WORDS, size=size // 6 + 8)
     lines = [f"2026-11-17T14:{i % 60:02d}:{(i * 7) % 60:02d} " + " ".join(words[i:i + 8])
              for i in range(0, len(words), 8)]
-    return ("\n".join(lines) + "\n").encode()[:n]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _metadata(seed: int) -> dict:
@@ -528,10 +534,8 @@ def _write_tiny_h5(path: Path, frames: int, side: int, seed: int) -> None:
         entry.attrs.update({"NX_class": "NXentry", "default": "data"})
         data = entry.create_group("data")
         data.attrs.update({"NX_class": "NXdata", "signal": "data"})
-        dset = data.create_dataset("data", shape=sim.shape, dtype="uint16",
-                                   chunks=(1, side, side), **hdf5plugin.Bitshuffle(cname="lz4"))
-        for i, frame in enumerate(sim):
-            dset[i] = frame
+        data.create_dataset("data", data=np.stack(list(sim)), chunks=(1, side, side),
+                            **hdf5plugin.Bitshuffle(cname="lz4"))
 
 
 def _write_tiff(path: Path, side: int, seed: int) -> None:
@@ -668,7 +672,7 @@ def ensure_populated(s3: S3, scale: str = "small") -> BuildReport:
     redone and a bucket holding the other scale raises ``RuntimeError``.
     """
     _check_scale(scale)
-    readme = _readme(_SHAPES[scale]).encode()
+    readme = _readme(SHAPES[scale]).encode()
     expected = hashlib.md5(readme, usedforsecurity=False).hexdigest()
     with _ensure_lock:
         try:
