@@ -94,12 +94,14 @@ class RangeFile(io.RawIOBase):
     data path) fetch exactly the bytes asked for. Thread-safe.
     """
 
-    def __init__(self, fetch, size: int, *, name: str = ""):
+    def __init__(self, fetch, size: int, *, name: str = "", first: bytes | None = None):
         super().__init__()
         self._fetch = fetch
         self._size = size
         self._pos = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        if first:
+            self._store_first(first)
         self._lock = threading.RLock()
         self.name = name
         self.error: BaseException | None = None  # the last fetch failure (h5py hides it)
@@ -142,9 +144,7 @@ class RangeFile(io.RawIOBase):
             return self._get(start, length)
         with self._lock:
             if not self._blocks and start < FIRST_BLOCK:
-                first = self._get(0, min(FIRST_BLOCK, self._size))
-                for b in range(0, len(first), BLOCK_SIZE):
-                    self._blocks[b // BLOCK_SIZE] = first[b : b + BLOCK_SIZE]
+                self._store_first(self._get(0, min(FIRST_BLOCK, self._size)))
             first_block, last_block = start // BLOCK_SIZE, (start + length - 1) // BLOCK_SIZE
             missing = [b for b in range(first_block, last_block + 1) if b not in self._blocks]
             if missing:
@@ -163,6 +163,13 @@ class RangeFile(io.RawIOBase):
         joined = b"".join(parts)
         offset = start - first_block * BLOCK_SIZE
         return joined[offset : offset + length]
+
+    def _store_first(self, first: bytes) -> None:
+        """Keep the first :data:`FIRST_BLOCK` bytes (whole blocks only, the tail may be short)."""
+        for b in range(0, len(first), BLOCK_SIZE):
+            block = first[b : b + BLOCK_SIZE]
+            if len(block) == BLOCK_SIZE or b + len(block) == self._size:
+                self._blocks[b // BLOCK_SIZE] = block
 
     def _get(self, start: int, length: int) -> bytes:
         try:
@@ -270,16 +277,17 @@ def h5py_error(exc: BaseException, url: str, what: str = "open") -> HDF5Error:
     return HDF5Error(f"Could not {what} {url} as HDF5: {first}")
 
 
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 def s3_error(exc: BaseException, s3: S3, url: str) -> BaseException:
     """Our exception for a failed GET of ``url`` (412 -> :class:`ObjectChanged`, else storage's)."""
-    from botocore.exceptions import ClientError
-
     if isinstance(exc, HDF5Error | StorageError):
         return exc
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in {"PreconditionFailed", "412"}:
-            return ObjectChanged(f"{url} was replaced on the server while open: open it again.")
+    if _error_code(exc) in {"PreconditionFailed", "412"}:
+        return ObjectChanged(f"{url} was replaced on the server while open: open it again.")
     bucket, key = parse_s3_url(url)
     return s3.translate(exc, bucket=bucket, key=key, action="read")
 
@@ -333,11 +341,22 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
     url = url_or_path
     s3 = make_s3(endpoint=endpoint, credentials=credentials, s3=s3)
     bucket, key = parse_s3_url(url)
-    info = s3.head(bucket, key)  # 403 / 404 / unreachable, translated
-    if info.size == 0:
-        raise NotHDF5File(f"{url} is empty (0 bytes), not an HDF5 file.")
     client = s3.client
-    etag = info.etag
+    # One GET of the first block instead of HEAD + GET: its Content-Range gives the size and
+    # its ETag pins every later range (If-Match), so a replaced object is never mixed in.
+    try:
+        response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{FIRST_BLOCK - 1}")
+        first = response["Body"].read()
+    except Exception as exc:
+        if _error_code(exc) in {"InvalidRange", "416"}:  # nothing at byte 0: an empty object
+            raise NotHDF5File(f"{url} is empty (0 bytes), not an HDF5 file.") from None
+        raise s3_error(exc, s3, url) from None
+    stats.add(len(first), metadata=True)
+    content_range = response.get("ContentRange") or ""
+    size = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else len(first)
+    if size == 0:
+        raise NotHDF5File(f"{url} is empty (0 bytes), not an HDF5 file.")
+    etag = str(response.get("ETag", "")).strip('"')
 
     def get(start: int, length: int) -> bytes:
         extra = {"IfMatch": f'"{etag}"'} if etag else {}
@@ -362,14 +381,14 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
         stats.add(len(data), metadata=True)
         return data
 
-    rangefile = RangeFile(meta_fetch, info.size, name=url)
+    rangefile = RangeFile(meta_fetch, size, name=url, first=first)
     try:
         file = h5py.File(rangefile, "r")
     except OSError as exc:
         if rangefile.error is not None:
             raise s3_error(rangefile.error, s3, url) from None
         raise h5py_error(exc, url) from None
-    source = Source(url=url, file=file, size=info.size, etag=etag,
+    source = Source(url=url, file=file, size=size, etag=etag,
                     cache_key=("s3", s3.endpoint, bucket, key, etag), read=read, stats=stats,
                     s3=s3, rangefile=rangefile)
     return source
