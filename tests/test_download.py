@@ -171,7 +171,7 @@ def test_download_is_byte_identical_with_monotonic_progress(s3, bucket, tmp_path
     assert all(0 < c.file_bytes <= c.file_total for c in per_file)
 
 
-def test_progress_is_throttled_by_default(s3, bucket, tmp_path):
+def test_progress_is_throttled(s3, bucket, tmp_path):
     put(s3, bucket, OBJECTS)
     record = Recorder()
     download_objects(s3, bucket, list(OBJECTS), tmp_path, progress=record,
