@@ -119,6 +119,8 @@ class DirectReader:
         self._index: dict[tuple, tuple | None] = {}
         self._index_complete = threading.Event()
         self._index_lock = threading.Lock()
+        self._waiting = 0  # lookups waiting for source.lock: the index build steps aside
+        self._waiting_changed = threading.Condition()
         self._chunk_cache = LRUBytes(CHUNK_CACHE_BYTES)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -129,20 +131,32 @@ class DirectReader:
     def index_complete(self) -> bool:
         return self._index_complete.is_set()
 
-    def build_index(self) -> None:
-        """Read the whole chunk index in one pass (run in the background after the first frame)."""
+    def build_index(self, stop: threading.Event | None = None) -> None:
+        """Read the whole chunk index (run in the background after the first frame).
+
+        HDF5 walks the index holding its global lock, fetching index nodes over the network
+        one by one; so that a frame asked for meanwhile does not wait for the whole walk, the
+        walk stops as soon as a lookup is waiting, lets it through, and starts again (nodes
+        already read are in the block cache, so a restart costs no request).
+        """
         if self.layout != "chunked" or self.index_complete:
             return
-        entries: dict[tuple, tuple] = {}
+        while stop is None or not stop.is_set():
+            entries: dict[tuple, tuple] = {}
 
-        def visit(info) -> None:
-            entries[tuple(info.chunk_offset)] = (info.byte_offset, info.size, info.filter_mask)
+            def visit(info):
+                entries[tuple(info.chunk_offset)] = (info.byte_offset, info.size, info.filter_mask)
+                return True if self._waiting else None
 
-        with self.source.lock:
-            self.dset.id.chunk_iter(visit)
-        with self._index_lock:
-            self._index.update(entries)
-        self._index_complete.set()
+            with self.source.lock:
+                interrupted = self.dset.id.chunk_iter(visit)
+            with self._index_lock:
+                self._index.update(entries)
+            if interrupted is None:
+                self._index_complete.set()
+                return
+            with self._waiting_changed:
+                self._waiting_changed.wait_for(lambda: not self._waiting, timeout=5)
 
     def lookup(self, coord: tuple) -> tuple | None:
         """``(byte_offset, size, filter_mask)`` of the chunk at ``coord``, ``None`` if unwritten."""
@@ -151,8 +165,15 @@ class DirectReader:
                 return self._index[coord]
         if self.index_complete:
             return None
-        with self.source.lock:
-            info = self.dset.id.get_chunk_info_by_coord(coord)
+        with self._waiting_changed:
+            self._waiting += 1
+        try:
+            with self.source.lock:
+                info = self.dset.id.get_chunk_info_by_coord(coord)
+        finally:
+            with self._waiting_changed:
+                self._waiting -= 1
+                self._waiting_changed.notify_all()
         entry = None
         if info.byte_offset is not None and info.size:
             entry = (info.byte_offset, info.size, info.filter_mask)

@@ -160,6 +160,7 @@ class FrameStack:
         self._previous: int | None = None
         self._candidates: list[Candidate] | None = None
         self._index_thread: threading.Thread | None = None
+        self._stop = threading.Event()
         with source.lock:
             try:
                 self._dset = self._resolve(dataset)
@@ -487,7 +488,7 @@ class FrameStack:
 
             def build() -> None:
                 try:
-                    direct.build_index()
+                    direct.build_index(self._stop)
                 except Exception as exc:  # lookups stay lazy; the next frame shows any error
                     log.info("chunk index of %s not built in the background: %s", self.dataset, exc)
 
@@ -524,6 +525,7 @@ class FrameStack:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
         with self._idle:
             pool, self._pool = self._pool, None
         if pool is not None:
