@@ -262,3 +262,20 @@ def test_frames_are_read_only_and_candidates_listed(store):
         paths = [c.path for c in stack.candidates]
         assert "/exchange/data" in paths and "/exchange/data_dark" in paths
         assert "/exchange/theta" not in paths
+
+
+def test_stale_prefetch_is_skipped_and_describe_reuses_the_open_stack(store):
+    from dashboard.hdf5.tree import describe
+
+    with open_stack(f"s3://{store['bucket']}/syn_one_frame_chunks.h5", s3=store["s3"],
+                    cache=LRUBytes(1 << 26)) as stack:
+        stack.frame(5)
+        assert stack.wait_prefetch(30)
+        before = stack.stats
+        assert stack._prefetch(0) is None  # |0 - 5| > 2: the user has moved on
+        after = stack.stats
+        assert after["prefetch_cancelled"] == before["prefetch_cancelled"] + 1
+        assert after["data_requests"] == before["data_requests"]
+        doc = describe(stack)
+        assert doc["default_stack"] == "/entry/data/data"
+        assert stack.stats["get_requests"] == after["get_requests"]  # metadata already cached

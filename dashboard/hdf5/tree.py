@@ -453,7 +453,8 @@ def default_stack(source, *, candidates: list[Candidate] | None = None) -> str |
 
 def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=None,
              limit: int = DEFAULT_NODE_LIMIT) -> dict:
-    """The ``info --json`` document of a file (or an open Source).
+    """The ``info --json`` document of a file (or of an open Source / FrameStack: no new GETs
+    for what is already cached).
 
     Returns
     -------
@@ -464,6 +465,8 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
     """
     from .source import Source, open_source
 
+    if isinstance(getattr(url_or_path, "source", None), Source):  # an open FrameStack
+        url_or_path = url_or_path.source
     own = not isinstance(url_or_path, Source)
     source = (
         open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials)
