@@ -196,3 +196,17 @@ def test_timeout_after_retries():
         for conn in held:
             conn.close()
         sock.close()
+
+
+def test_object_replaced_while_open(s3, bucket, testdata):
+    """Ranges are pinned to the ETag seen at open: a replaced object is an error, not garbage."""
+    from dashboard.hdf5.chunks import LRUBytes
+    from dashboard.hdf5.errors import ObjectChanged
+
+    s3.client.upload_file(str(testdata / "diamond_k11_diad_imaging.h5"), bucket, "scan.h5")
+    with open_stack(f"s3://{bucket}/scan.h5", s3=s3, prefetch=False, cache=LRUBytes(1 << 20)) as stack:
+        stack.frame(0)
+        s3.client.upload_file(str(testdata / "aps_tooth_dataexchange.h5"), bucket, "scan.h5")
+        with pytest.raises(ObjectChanged) as info:
+            stack.frame(1000)
+        assert "replaced" in _one_line(info.value)

@@ -146,7 +146,7 @@ class DirectReader:
 
             def visit(info):
                 entries[tuple(info.chunk_offset)] = (info.byte_offset, info.size, info.filter_mask)
-                return True if self._waiting else None
+                return True if self._waiting or (stop is not None and stop.is_set()) else None
 
             with self.source.lock:
                 interrupted = self.dset.id.chunk_iter(visit)

@@ -240,7 +240,8 @@ class Source:
     def translate(self, exc: BaseException, what: str = "read") -> BaseException:
         """Best user-facing error for an h5py failure (uses the fetch error h5py swallowed)."""
         if self._rangefile is not None and self._rangefile.error is not None:
-            return s3_error(self._rangefile.error, self.s3, self.url)
+            error, self._rangefile.error = self._rangefile.error, None
+            return s3_error(error, self.s3, self.url)
         return h5py_error(exc, self.url, what)
 
     def close(self) -> None:
@@ -377,7 +378,8 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
             raise s3_error(exc, s3, url) from None
 
     def meta_fetch(start: int, length: int) -> bytes:
-        data = get(start, length)
+        # translated here: h5py sometimes re-raises the driver's exception as it is
+        data = read(start, length)
         stats.add(len(data), metadata=True)
         return data
 
