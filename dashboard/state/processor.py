@@ -72,6 +72,10 @@ class ProcessorState(param.Parameterized):
         if viewer is None or viewer.stack is None:
             return "Select an .h5 file in the browser first, then press Load Selected H5 File."
         n = viewer.n_frames
+        if n == 1:
+            return (f"{viewer.stack.dataset} is a single 2-D image, not a stack: processing needs "
+                    f"at least {FLAT_FRAMES + 1} frames (20 for the flat field, then the frames "
+                    "to process).")
         if n <= FLAT_FRAMES:
             return (f"This stack has only {n} frames: processing needs at least "
                     f"{FLAT_FRAMES + 1} (20 for the flat field, then the frames to process).")
@@ -136,22 +140,13 @@ class ProcessorState(param.Parameterized):
         if message:
             self.status = message
             return
-        from ..processing.batch import plan_batch
-
-        stack = self.viewer.stack
-        try:
-            plan = plan_batch(
-                stack.spec(), start=self.start, end=self.end, step=self.step,
-                sigma=float(self.sigma), fmt=self.format.lower(), out=self.output.strip(),
-            )
-        except Exception as exc:  # noqa: BLE001
-            self.status = user_message(exc, "plan the batch")
-            return
         self._cancel.clear()
         total = len(range(self.start, self.end + 1, self.step))
         self.param.update(running=True, done=0, total=total, progress=0, frames_per_s=0.0,
                           eta_s=None, summary="", status=f"Processing {total} frames…")
-        self.tasks.submit(self._run, plan)
+        params = dict(start=self.start, end=self.end, step=self.step, sigma=float(self.sigma),
+                      fmt=self.format.lower(), out=self.output.strip())
+        self.tasks.submit(self._run, self.viewer.stack, self.viewer.browser.s3, params)
 
     @param.depends("cancel", watch=True)
     def _on_cancel(self) -> None:
@@ -159,8 +154,8 @@ class ProcessorState(param.Parameterized):
             self._cancel.set()
             self.status = "Cancelling after the frames in flight…"
 
-    def _run(self, plan) -> None:
-        from ..processing.batch import run_batch
+    def _run(self, stack, s3, params: dict) -> None:
+        from ..processing.batch import plan_batch, run_batch
 
         def progress(p) -> None:
             self.param.update(
@@ -170,12 +165,14 @@ class ProcessorState(param.Parameterized):
             )
 
         try:
+            plan = plan_batch(stack, s3=s3, **params)
             result = run_batch(plan, progress=progress, cancel=self._cancel)
         except Exception as exc:  # noqa: BLE001
             self.param.update(running=False, status=user_message(exc, "run the batch"))
             return
-        self.param.update(running=False, summary=_summary(result, plan),
-                          status="Batch cancelled." if self._cancel.is_set() else "Batch finished.")
+        finished = {"complete": "Batch finished.", "incomplete": "Batch cancelled."}
+        self.param.update(running=False, summary=result.summary,
+                          status=finished.get(result.status, "Batch failed."))
 
     @param.depends("done", "total", "frames_per_s", "eta_s", "running")
     def progress_text(self) -> str:
@@ -201,11 +198,6 @@ def _duration(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
-
-
-def _summary(result, plan) -> str:
-    text = getattr(result, "summary", None)
-    return text() if callable(text) else str(text or result)
 
 
 def _default_output() -> str:

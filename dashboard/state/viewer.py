@@ -96,10 +96,12 @@ class ViewerState(param.Parameterized):
             return
         self._replace_stack(stack, url=url, tree=tree)
         n = len(stack)
+        size = f"{stack.shape[-1]}×{stack.shape[-2]} {stack.dtype}"
+        name = url.rsplit("/", 1)[-1]
         self.param.update(
             loading=False,
-            status=(f"{url.rsplit('/', 1)[-1]}: {stack.dataset}, {n} frames of "
-                    f"{stack.shape[-1]}×{stack.shape[-2]} {stack.dtype}."),
+            status=(f"{name}: {stack.dataset} is a single 2-D image ({size}), not a stack."
+                    if len(stack.shape) == 2 else f"{name}: {stack.dataset}, {n} frames of {size}."),
         )
         self._frames.request(0)
 
