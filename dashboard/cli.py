@@ -93,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.debug:
+    if args.debug:
+        from .storage.redact import install_log_redaction
+
+        install_log_redaction()  # before any library logs a request
+    else:
         logging.getLogger("dashboard").setLevel(logging.INFO)
     handler = globals()[f"_cmd_{args.command}"]
     try:

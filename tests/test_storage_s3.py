@@ -214,7 +214,7 @@ def test_valid_iam_keys_work_and_users_see_only_their_buckets(auth_server):
     with pytest.raises(AccessDenied) as info:
         bob.list_objects("alice-data")
     assert str(info.value) == (
-        f"Permission denied to list objects bucket 'alice-data' at {auth_server.endpoint} (403)."
+        f"Permission denied to list objects in bucket 'alice-data' at {auth_server.endpoint} (403)."
     )
     with pytest.raises(AccessDenied):
         bob.get_range("alice-data", "scan.h5", 0, 1)

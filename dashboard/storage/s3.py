@@ -292,7 +292,7 @@ def translate_error(
 
     if isinstance(exc, StorageError):
         return exc
-    where = f"s3://{bucket}/{key}" if bucket and key else (f"bucket {bucket!r}" if bucket else "")
+    where = f"s3://{bucket}/{key}" if bucket and key else (f"in bucket {bucket!r}" if bucket else "")
     at = f" at {endpoint}"
     if isinstance(exc, NoCredentialsError):
         return AccessDenied(f"No S3 credentials found to {action}{at}: give a key file or set AWS keys.")
