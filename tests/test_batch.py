@@ -205,6 +205,28 @@ def test_cancel_leaves_only_complete_files_and_resume_completes_identically(
     assert record["status"] == "complete" and record["frames_written"] == list(range(20, 40))
 
 
+def test_ctrl_c_records_an_incomplete_run_and_reraises(s3, source, tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_module, "PROGRESS_INTERVAL_S", 0.0)
+    out = tmp_path / "out"
+
+    pressed = []
+
+    def progress(p: BatchProgress) -> None:
+        if p.done >= 3 and not pressed:
+            pressed.append(p.done)
+            raise KeyboardInterrupt  # Ctrl-C arrives in the main thread, which runs this
+
+    plan = plan_batch(source, start=20, end=39, fmt="npy", out=str(out), s3=s3)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(plan, progress=progress, workers=2)
+    plan.close()
+    record = json.loads((out / "scan_0001_processing.json").read_text())
+    assert record["status"] == "incomplete" and 3 <= len(record["frames_written"]) < 20
+    names = sorted(p.name for p in out.iterdir() if p.suffix == ".npy")
+    assert names == [f"scan_0001_{i:06d}.npy" for i in record["frames_written"]]
+    assert all(is_complete(out / name, "npy", (64, 64)) for name in names)
+
+
 def test_explicit_resume_skips_complete_outputs_and_redoes_broken_ones(s3, source, tmp_path):
     out = tmp_path / "out"
     plan = plan_batch(source, start=20, end=25, fmt="npy", out=str(out), s3=s3)

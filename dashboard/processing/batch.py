@@ -29,7 +29,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -536,7 +536,10 @@ class _Tracker:
         rate = len(self.written) / elapsed if elapsed > 0 and self.written else 0.0
         remaining = self.total - done
         eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
-        self.progress(BatchProgress(done=done, total=self.total, frames_per_s=rate, eta_s=eta))
+        try:
+            self.progress(BatchProgress(done=done, total=self.total, frames_per_s=rate, eta_s=eta))
+        except Exception:  # a broken progress display must not stop the run
+            log.exception("the batch progress callback failed")
 
     def result(self, status: str, error: str | None = None) -> BatchResult:
         return BatchResult(
@@ -621,10 +624,10 @@ def run_batch(
         raise BatchFailed(message, result) from None
     done = tracker.skipped + len(tracker.written)
     status = "complete" if done == tracker.total else "incomplete"
-    tracker.report()
     tracker.record(status, finished=True)
     if interrupted:
         raise KeyboardInterrupt
+    tracker.report()
     return tracker.result(status)
 
 
@@ -649,53 +652,55 @@ def _run_threads(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
     def finished(index: int, future) -> None:
         completions.put((index, future))
 
-    inflight = 0
+    pending: dict[int, Future] = {}
     failure: BaseException | None = None
 
-    def drain(block: bool) -> None:
-        nonlocal inflight, failure
-        while inflight:
-            try:
-                index, future = completions.get(timeout=0.1) if block else completions.get_nowait()
-            except queue.Empty:
-                if block and not cancel.is_set():
-                    continue
-                return
-            inflight -= 1
-            block = False
-            exc = future.exception()
-            if exc is not None:
-                failure = failure or exc
-                continue
+    def collect(timeout: float | None) -> bool:
+        """Take one finished frame off the queue (False when none came within ``timeout``)."""
+        nonlocal failure
+        try:
+            item = completions.get(timeout=timeout) if timeout else completions.get_nowait()
+        except queue.Empty:
+            return False
+        index, future = item
+        del pending[index]
+        if future.cancelled():
+            return True
+        if future.exception() is not None:
+            failure = failure or future.exception()
+        else:
             tracker.add(index, future.result())
+        return True
 
     _single_threaded_opencv()
     frames = plan.stack.frames(todo)
     with ThreadPoolExecutor(n_workers, thread_name_prefix="echo-batch") as pool:
         try:
             for index in todo:
-                drain(block=inflight >= window)
+                while collect(None):
+                    pass
+                while len(pending) >= window and not cancel.is_set() and failure is None:
+                    collect(0.1)
                 if cancel.is_set() or failure is not None:
                     break
                 t0 = time.perf_counter()
                 frame = next(frames)
                 tracker.timings["read_wait"] += time.perf_counter() - t0
                 future = pool.submit(work, index, frame)
-                inflight += 1
+                pending[index] = future
                 future.add_done_callback(lambda f, i=index: finished(i, f))
                 del frame
+        except BaseException:  # e.g. KeyboardInterrupt: stop as if cancelled
+            cancel.set()
+            raise
         finally:
             frames.close()  # stops the read-ahead
-            while inflight:  # frames in flight finish: about one frame's time
-                try:
-                    index, future = completions.get(timeout=60)
-                except queue.Empty:  # pragma: no cover - a stuck write; the pool waits anyway
+            if cancel.is_set() or failure is not None:
+                for future in list(pending.values()):
+                    future.cancel()  # queued frames never start; running ones finish
+            while pending:
+                if not collect(60):  # pragma: no cover - a stuck write; the pool waits anyway
                     break
-                inflight -= 1
-                if future.exception() is None:
-                    tracker.add(index, future.result())
-                else:
-                    failure = failure or future.exception()
     if failure is not None:
         raise failure
 
