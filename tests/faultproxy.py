@@ -311,3 +311,52 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+# -- helpers shared by the fault tests ------------------------------------------------------
+
+#: Connection settings of the "everything fails" tests: short timeouts, two attempts.
+FAST_FAIL = {"connect_timeout": 1.0, "read_timeout": 1.0, "max_attempts": 2}
+
+
+def failure_bound(*, connect_timeout: float, read_timeout: float, max_attempts: int,
+                  delay: float = 0.0, requests: int = 1, slack: float = 15.0) -> float:
+    """A generous upper bound (s) for ``requests`` sequential requests that all fail.
+
+    Each attempt may take connect + read timeout + injected delay; botocore's standard mode
+    sleeps at most ``2 ** attempt`` s (with jitter) between attempts. A sanity bound that
+    proves an action *ends*, not a speed claim.
+    """
+    per_request = max_attempts * (connect_timeout + read_timeout + delay) + sum(
+        2.0**i for i in range(1, max_attempts))
+    return requests * per_request + slack
+
+
+def assert_clear_message(exc: BaseException, *secrets: str) -> str:
+    """``exc`` is an EchoError whose text is one short line with no traceback or secret."""
+    from dashboard.errors import EchoError
+
+    assert isinstance(exc, EchoError), f"{type(exc).__name__}: {exc}"
+    text = str(exc)
+    assert text and "\n" not in text, text
+    assert "Traceback" not in text and 'File "' not in text, text
+    assert len(text) < 400, text
+    for secret in secrets:
+        assert secret not in text, text
+    return text
+
+
+def write_stack(path, n: int = 30, h: int = 48, w: int = 64, *, seed: int = 0):
+    """A small Bitshuffle-LZ4 uint16 stack at /entry/data/data, one frame per chunk."""
+    import h5py
+    import hdf5plugin
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    beam = 2000 + 1500 * np.exp(-((x - w / 2) ** 2 + (y - h / 2) ** 2) / (w * h / 5))
+    data = np.stack([rng.poisson(beam * (1 + 0.02 * k)) for k in range(n)]).astype("uint16")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("/entry/data/data", data=data, chunks=(1, h, w),
+                         **hdf5plugin.Bitshuffle(cname="lz4"))
+    return data
