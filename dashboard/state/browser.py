@@ -148,9 +148,13 @@ class BrowserState(param.Parameterized):
             message = user_message(exc, "connect")
             if credentials is not None:
                 message = credentials.scrub(message)
-            self._disconnect(f"Not connected: {message}")
+            self.tasks.post(self._disconnect, f"Not connected: {message}")
             return
         del text
+        self.tasks.post(self._connected, s3, credentials, buckets)
+
+    def _connected(self, s3: S3, credentials: Credentials, buckets: list[str]) -> None:
+        endpoint = s3.endpoint
         self.s3, self._credentials = s3, credentials
         who = f"keys {mask(credentials.access_key)}" if credentials.access_key else credentials.source
         self.param.bucket.objects = buckets
@@ -199,6 +203,9 @@ class BrowserState(param.Parameterized):
         except Exception as exc:  # noqa: BLE001
             self._done(user_message(exc, f"list bucket {bucket!r}"))
             return
+        self.tasks.post(self._listed, listing, bucket, generation)
+
+    def _listed(self, listing, bucket: str, generation: int) -> None:
         if generation != self._generation or bucket != self.bucket:
             self.busy = False
             return  # the user reconnected or switched buckets meanwhile
@@ -248,7 +255,8 @@ class BrowserState(param.Parameterized):
         from ..storage.download import download_objects
 
         def progress(p) -> None:
-            self.param.update(
+            self.tasks.post(
+                self.param.update,
                 download_progress=int(100 * p.fraction),
                 download_status=f"Downloading {p.files_done}/{p.files_total} done"
                 + (f": {p.key}" if p.key else ""),
@@ -258,10 +266,11 @@ class BrowserState(param.Parameterized):
             report = download_objects(s3, bucket, keys, out_dir, progress=progress,
                                       cancel=self._download_cancel)
         except Exception as exc:  # noqa: BLE001
-            self.param.update(downloading=False,
-                              download_status=user_message(exc, "download the selection"))
+            self.tasks.post(self.param.update, downloading=False,
+                            download_status=user_message(exc, "download the selection"))
             return
-        self.param.update(
+        self.tasks.post(
+            self.param.update,
             downloading=False,
             download_progress=100 if not self._download_cancel.is_set() else self.download_progress,
             download_status=_download_summary(report, out_dir, self._download_cancel.is_set()),
@@ -286,10 +295,10 @@ class BrowserState(param.Parameterized):
                 frame = stack.last_frame()
                 title = f"{url.rsplit('/', 1)[-1]} — frame {len(stack) - 1} of {stack.dataset}"
         except Exception as exc:  # noqa: BLE001
-            self.param.update(thumbnail=None, thumbnail_title="")
+            self.tasks.post(self.param.update, thumbnail=None, thumbnail_title="")
             self._done(user_message(exc, f"read the last frame of {url}"))
             return
-        self.param.update(thumbnail=frame, thumbnail_title=title)
+        self.tasks.post(self.param.update, thumbnail=frame, thumbnail_title=title)
         self._done(f"Last frame of {url} shown ({frame.shape[1]}×{frame.shape[0]}).")
 
     # -- helpers --------------------------------------------------------------------------
@@ -304,7 +313,7 @@ class BrowserState(param.Parameterized):
         self.param.update(busy=True, status=message)
 
     def _done(self, message: str) -> None:
-        self.param.update(busy=False, status=message)
+        self.tasks.post(self.param.update, busy=False, status=message)
 
     def close(self) -> None:
         """Cancel a running download (the session is going away)."""

@@ -121,9 +121,11 @@ class ProcessorState(param.Parameterized):
             flat = flat_from_frames(stack.frames(range(index - FLAT_FRAMES, index)))
             stages = process(frame, flat, sigma)
         except Exception as exc:  # noqa: BLE001
-            self.param.update(previewing=False, status=user_message(exc, "compute the preview"))
+            self.tasks.post(self.param.update, previewing=False,
+                            status=user_message(exc, "compute the preview"))
             return
-        self.param.update(
+        self.tasks.post(
+            self.param.update,
             stages=stages, previewing=False, preview_sigma=sigma,
             preview_title=f"Frame {index}, flat field from frames {index - FLAT_FRAMES}–{index - 1}, σ = {sigma:g}",
             status=f"Preview of frame {index} ready.",
@@ -158,7 +160,8 @@ class ProcessorState(param.Parameterized):
         from ..processing.batch import plan_batch, run_batch
 
         def progress(p) -> None:
-            self.param.update(
+            self.tasks.post(
+                self.param.update,
                 done=p.done, total=p.total,
                 progress=int(100 * p.done / p.total) if p.total else 100,
                 frames_per_s=float(p.frames_per_s or 0.0), eta_s=p.eta_s,
@@ -168,11 +171,12 @@ class ProcessorState(param.Parameterized):
             plan = plan_batch(stack, s3=s3, **params)
             result = run_batch(plan, progress=progress, cancel=self._cancel)
         except Exception as exc:  # noqa: BLE001
-            self.param.update(running=False, status=user_message(exc, "run the batch"))
+            self.tasks.post(self.param.update, running=False,
+                            status=user_message(exc, "run the batch"))
             return
         finished = {"complete": "Batch finished.", "incomplete": "Batch cancelled."}
-        self.param.update(running=False, summary=result.summary,
-                          status=finished.get(result.status, "Batch failed."))
+        self.tasks.post(self.param.update, running=False, summary=result.summary,
+                        status=finished.get(result.status, "Batch failed."))
 
     @param.depends("done", "total", "frames_per_s", "eta_s", "running")
     def progress_text(self) -> str:

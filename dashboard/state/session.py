@@ -60,7 +60,12 @@ class Session(param.Parameterized):
         if connect is None:
             connect = credentials is not None or settings.credentials_path is not None
         if connect:
-            browser.connect_now(credentials, endpoint=settings.endpoint)
+            self.start(credentials=credentials)
+
+    def start(self, *, credentials: Credentials | None = None) -> None:
+        """Connect now (in the background) if keys were given or a key file is configured."""
+        if credentials is not None or self.settings.credentials_path is not None:
+            self.browser.connect_now(credentials, endpoint=self.settings.endpoint)
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the background work started so far has finished (tests, notebooks)."""

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import partial
 
 from ..errors import EchoError
 
@@ -29,6 +30,13 @@ def user_message(exc: BaseException, action: str) -> str:
     return f"Could not {action}: unexpected {type(exc).__name__} (details are in the server log)."
 
 
+def _logged(fn: Callable, *args, **kwargs) -> None:
+    try:
+        fn(*args, **kwargs)
+    except Exception:  # a failing view must not take the session down
+        log.exception("Applying a background result failed")
+
+
 class Tasks:
     """The worker threads of one session.
 
@@ -38,8 +46,13 @@ class Tasks:
         Threads of this session; listing, a download and a batch can run side by side.
     """
 
-    def __init__(self, max_workers: int = 4, name: str = "echo-session"):
+    def __init__(self, max_workers: int = 4, name: str = "echo-session",
+                 dispatch: Callable[[Callable[[], None]], None] | None = None):
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+        #: How results reach the state: ``None`` applies them on the worker thread (tests,
+        #: notebooks); the served app sets a function that schedules them on the session's
+        #: event loop, where Panel and HoloViews may touch the page's models.
+        self.dispatch = dispatch
         self._futures: set[Future] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -56,6 +69,13 @@ class Tasks:
             self._futures.add(future)
         future.add_done_callback(self._done)
         return future
+
+    def post(self, fn: Callable, *args, **kwargs) -> None:
+        """Apply ``fn(*args, **kwargs)`` (a state update) through :attr:`dispatch`."""
+        if self.dispatch is None:
+            fn(*args, **kwargs)
+        else:
+            self.dispatch(partial(_logged, fn, *args, **kwargs))
 
     def _done(self, future: Future) -> None:
         with self._lock:

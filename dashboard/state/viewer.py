@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import param
 
@@ -56,6 +57,9 @@ class ViewerState(param.Parameterized):
         self.tasks = tasks or Tasks()
         self._frames = LatestOnly(self.tasks, self._read_frame)
         self._opening = False
+        self._lock = threading.Lock()
+        self._latest = None
+        self._posted = False
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -90,10 +94,13 @@ class ViewerState(param.Parameterized):
                 tree = describe(url, s3=s3)
             stack = open_stack(url, dataset, s3=s3)
         except Exception as exc:  # noqa: BLE001 - action boundary
-            if tree is not None and dataset is None:
-                self._replace_stack(None, url=url, tree=tree)
-            self.param.update(loading=False, status=user_message(exc, f"open {url}"))
+            if tree is not None and dataset is None:  # no stack, but the tree is worth seeing
+                self.tasks.post(self._replace_stack, None, url=url, tree=tree)
+            self.tasks.post(self.param.update, loading=False, status=user_message(exc, f"open {url}"))
             return
+        self.tasks.post(self._opened, stack, url, tree)
+
+    def _opened(self, stack, url: str, tree) -> None:
         self._replace_stack(stack, url=url, tree=tree)
         n = len(stack)
         size = f"{stack.shape[-1]}×{stack.shape[-2]} {stack.dtype}"
@@ -163,8 +170,20 @@ class ViewerState(param.Parameterized):
         try:
             frame = stack.frame(index)
         except Exception as exc:  # noqa: BLE001
-            self.status = user_message(exc, f"read frame {index}")
+            self.tasks.post(self.param.update, status=user_message(exc, f"read frame {index}"))
             return
+        # Coalesce: if the page has not shown the previous frame yet, replace it.
+        with self._lock:
+            self._latest = (stack, index, frame)
+            if self._posted:
+                return
+            self._posted = True
+        self.tasks.post(self._show_latest)
+
+    def _show_latest(self) -> None:
+        with self._lock:
+            stack, index, frame = self._latest
+            self._latest, self._posted = None, False
         if stack is not self.stack:
             return  # another file was opened meanwhile
         self.param.update(frame=frame, shown_index=index, frame_serial=self.frame_serial + 1)

@@ -1,0 +1,211 @@
+"""The Connect sidebar and the Browse step: thin views over :class:`BrowserState`."""
+
+from __future__ import annotations
+
+import pandas as pd
+import panel as pn
+
+from ..state.browser import BrowserState
+from ..storage.listing import human_size
+from . import plots
+
+COLUMNS = ["Key", "Size", "Modified (local time)"]
+
+
+def objects_frame(objects) -> pd.DataFrame:
+    """The table rows: key, human-readable size and local date of each object."""
+    return pd.DataFrame(
+        {
+            "Key": [o.key for o in objects],
+            "Size": [human_size(o.size) for o in objects],
+            "Modified (local time)": [
+                o.last_modified.astimezone().strftime("%Y-%m-%d %H:%M") for o in objects
+            ],
+        },
+        columns=COLUMNS,
+        dtype=object,  # plain strings: Tabulator shows pandas' newer string dtype as NaN
+    )
+
+
+def status_line(text, *, css_class: str, **kwargs) -> pn.pane.Markdown:
+    """A one-line status message (bound to a parameter or function)."""
+    return pn.pane.Markdown(text, css_classes=["echo-status", css_class], margin=(0, 10),
+                            **kwargs)
+
+
+class ConnectView(pn.viewable.Viewer):
+    """Endpoint, key file path, pasted/uploaded keys, "Connect" and a status line."""
+
+    def __init__(self, state: BrowserState, **params):
+        super().__init__(**params)
+        self.state = state
+        self._password = pn.widgets.PasswordInput(
+            name="…or paste keys (JSON)", placeholder='{"access_key": "…", "secret_key": "…"}',
+            sizing_mode="stretch_width",
+        )
+        self._upload = pn.widgets.FileInput(accept=".json,application/json", multiple=False,
+                                            sizing_mode="stretch_width")
+        # One way only: the keys go from the widget into the session's state, never back.
+        self._password.param.watch(self._take_password, ["value", "value_input"])
+        self._upload.param.watch(self._take_upload, "value")
+        state.param.watch(self._clear_secrets, "connect")
+        self._layout = pn.Column(
+            pn.widgets.TextInput.from_param(state.param.endpoint, sizing_mode="stretch_width"),
+            pn.widgets.TextInput.from_param(
+                state.param.credentials_path, placeholder="~/.echo/keys.json",
+                sizing_mode="stretch_width",
+            ),
+            self._password,
+            pn.pane.Markdown("…or upload a key file:", margin=(0, 10)),
+            self._upload,
+            pn.widgets.Button.from_param(state.param.connect, button_type="primary",
+                                         sizing_mode="stretch_width"),
+            pn.Row(
+                pn.indicators.LoadingSpinner(value=state.param.busy, size=20, width=20,
+                                             height=20, margin=(12, 0, 0, 10)),
+                status_line(state.param.status, css_class="echo-connect-status",
+                            sizing_mode="stretch_width"),
+            ),
+            status_line(pn.bind(lambda c: f"**Connected:** {c}" if c else "", state.param.connection),
+                        css_class="echo-connection"),
+            sizing_mode="stretch_width",
+        )
+
+    def _take_password(self, *events) -> None:
+        for event in events:
+            if event.new:
+                self.state.credentials_text = event.new
+
+    def _take_upload(self, event) -> None:
+        if event.new:
+            try:
+                self.state.credentials_text = event.new.decode("utf-8")
+            except UnicodeDecodeError:
+                self.state.status = "The uploaded key file is not UTF-8 text."
+            else:
+                self.state.status = "Key file received; press Connect."
+
+    def _clear_secrets(self, event) -> None:
+        # Runs after the state has read the keys; wipe them from the page.
+        self._password.param.update(value="", value_input="")
+        self._upload.clear()
+
+    def __panel__(self):
+        return self._layout
+
+
+class BrowseView(pn.viewable.Viewer):
+    """Bucket, listing, filters, the objects table, download and the last-frame thumbnail."""
+
+    def __init__(self, state: BrowserState, **params):
+        super().__init__(**params)
+        self.state = state
+        self._syncing = False
+        self._keys: list[str] = []
+        self._table = pn.widgets.Tabulator(
+            objects_frame([]), selectable="checkbox", show_index=False, disabled=True,
+            pagination="local", page_size=15, sizing_mode="stretch_width",
+            layout="fit_data_stretch", header_align="left", name="Objects",
+            css_classes=["echo-objects"], theme="bootstrap5",
+        )
+        self._table.param.watch(self._selection_from_table, "selection")
+        state.param.watch(self._refresh_table, ["listing", "directory", "keyword", "sort_by",
+                                                "descending", "hdf5_only"])
+        state.param.watch(self._selection_to_table, "selection")
+        controls = pn.Row(
+            pn.widgets.Select.from_param(state.param.bucket, width=200),
+            pn.widgets.Button.from_param(state.param.list_objects, button_type="primary",
+                                         width=120, margin=(28, 10, 10, 10)),
+            pn.widgets.Select.from_param(state.param.directory, width=260),
+            pn.widgets.TextInput.from_param(state.param.keyword, width=180,
+                                            placeholder="part of the name"),
+            pn.widgets.Select.from_param(state.param.sort_by, width=110),
+            pn.Column(
+                pn.widgets.Checkbox.from_param(state.param.descending),
+                pn.widgets.Checkbox.from_param(state.param.hdf5_only),
+                margin=(18, 5, 5, 5),
+            ),
+            sizing_mode="stretch_width",
+        )
+        download = pn.Row(
+            pn.widgets.TextInput.from_param(state.param.download_dir, min_width=200,
+                                            sizing_mode="stretch_width"),
+            pn.widgets.Button.from_param(state.param.download, button_type="success",
+                                         width=170, margin=(28, 10, 10, 10)),
+            pn.widgets.Button.from_param(state.param.cancel_download, width=150,
+                                         margin=(28, 10, 10, 10)),
+            sizing_mode="stretch_width",
+        )
+        progress = pn.indicators.Progress(value=state.param.download_progress, max=100,
+                                          sizing_mode="stretch_width", height=12,
+                                          css_classes=["echo-download-progress"])
+        thumbnail = pn.Column(
+            "### Last frame",
+            pn.widgets.Button.from_param(state.param.view_last_frame, width=160),
+            pn.Column(  # visibility on a wrapper: toggling it on a HoloViews pane breaks it
+                pn.pane.HoloViews(pn.bind(plots.thumbnail, state.param.thumbnail),
+                                  width=320, height=320, css_classes=["echo-thumbnail"]),
+                visible=state.param.thumbnail.rx.is_not(None),
+            ),
+            status_line(state.param.thumbnail_title, css_class="echo-thumbnail-title"),
+            width=340,
+        )
+        self._layout = pn.Column(
+            controls,
+            status_line(state.param.status, css_class="echo-browse-status"),
+            pn.Row(
+                pn.Column(
+                    status_line(state.count_text, css_class="echo-count"),
+                    self._table,
+                    download,
+                    progress,
+                    status_line(state.param.download_status, css_class="echo-download-status"),
+                    sizing_mode="stretch_width",
+                ),
+                thumbnail,
+                sizing_mode="stretch_width",
+            ),
+            sizing_mode="stretch_width",
+        )
+        self._refresh_table()
+
+    # The table is the one piece of view glue: rows follow `objects()`, ticks follow `selection`.
+
+    def _refresh_table(self, *events) -> None:
+        objects = self.state.objects()
+        self._keys = [o.key for o in objects]
+        selected = [k for k in self.state.selection if k in set(self._keys)]
+        self._syncing = True
+        try:
+            self._table.value = objects_frame(objects)
+            self._table.selection = [self._keys.index(k) for k in selected]
+        finally:
+            self._syncing = False
+        if selected != self.state.selection:
+            self.state.selection = selected
+
+    def _selection_from_table(self, event) -> None:
+        if self._syncing:
+            return
+        keys = self._keys
+        chosen = [keys[i] for i in event.new if i < len(keys)]
+        # Keep the order in which the user ticked rows (the first .h5 is the one viewed).
+        ordered = [k for k in self.state.selection if k in chosen] + [
+            k for k in chosen if k not in self.state.selection
+        ]
+        self.state.selection = ordered
+
+    def _selection_to_table(self, event) -> None:
+        if self._syncing:
+            return
+        keys = self._keys
+        wanted = sorted(keys.index(k) for k in event.new if k in keys)
+        if sorted(self._table.selection) != wanted:
+            self._syncing = True
+            try:
+                self._table.selection = wanted
+            finally:
+                self._syncing = False
+
+    def __panel__(self):
+        return self._layout

@@ -1,0 +1,171 @@
+"""Pure HoloViews builders: frame images, histograms, the five-panel preview.
+
+Images are ``hv.Image`` in pixel coordinates (x = column, y = row, row 0 at the top) so that the
+hover shows the pixel a scientist would name. Every image goes through Datashader's
+``rasterize``: only about the viewport's pixels cross the websocket, and zoom survives updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import holoviews as hv
+import numpy as np
+from bokeh.models import EqHistColorMapper, LinearColorMapper
+from holoviews.operation.datashader import rasterize
+
+HOVER = [("x (column)", "$x{0}"), ("y (row)", "$y{0}"), ("value", "@image")]
+HIST_BINS = 128
+HIST_MAX_PIXELS = 1 << 20  # histograms of larger frames use an even sample of ~1 M pixels
+
+STAGE_NAMES = ("original", "normalized", "flat_corrected", "stretched", "smoothed")
+STAGE_TITLES = {
+    "original": "Original",
+    "normalized": "Normalized",
+    "flat_corrected": "Flat-field corrected",
+    "stretched": "Stretched (1%/99%)",
+    "smoothed": "Gaussian (σ={sigma:g})",
+}
+
+
+def frame_image(frame: np.ndarray | None, *, label: str = "value",
+                shape: tuple[int, int] | None = None) -> hv.Image:
+    """A 2-D frame as an ``hv.Image`` with x = column and y = row (no copy of the pixels).
+
+    Parameters
+    ----------
+    frame : (M, N) ndarray or None
+        ``None`` gives a blank placeholder of ``shape`` (default 2×2) that costs no memory.
+    """
+    if frame is None:
+        height, width = shape if shape and min(shape) >= 2 else (2, 2)
+        frame = np.broadcast_to(np.float32(0), (height, width))
+    height, width = frame.shape
+    # hv.Image puts the first row at the top (max y); flipping the view and inverting the
+    # y axis makes y equal the row index, row 0 at the top.
+    return hv.Image(
+        frame[::-1], bounds=(-0.5, -0.5, width - 0.5, height - 0.5),
+        kdims=["x", "y"], vdims=[label],
+    )
+
+
+def color_mapper_hook(equalize: Callable[[], bool]):
+    """A plot hook that swaps the colour mapper between histogram-equalized and linear.
+
+    HoloViews keeps the colour mapper type of the first render; this hook replaces it when the
+    equalize switch changes, keeping the palette and limits. The hover still shows raw values.
+    """
+
+    def hook(plot, element) -> None:
+        wanted = EqHistColorMapper if equalize() else LinearColorMapper
+        mapper = plot.handles.get("color_mapper")
+        if mapper is None or type(mapper) is wanted:
+            return
+        new = wanted(palette=mapper.palette, low=mapper.low, high=mapper.high,
+                     nan_color=mapper.nan_color)
+        plot.handles["color_mapper"] = new
+        plot.handles["glyph"].color_mapper = new
+        if "colorbar" in plot.handles:
+            plot.handles["colorbar"].color_mapper = new
+
+    return hook
+
+
+def rasterized_frames(callback, *, equalize: Callable[[], bool], cmap="gray", **opts):
+    """``rasterize(hv.DynamicMap(callback))`` styled as the main frame view.
+
+    Parameters
+    ----------
+    callback
+        A ``param.depends``/``pn.bind`` function returning :func:`frame_image` output; its
+        dependencies become the DynamicMap's streams.
+    equalize
+        Returns whether the colour mapping is histogram-equalized (see :func:`color_mapper_hook`).
+    cmap
+        A colormap name or a parameter (dynamic).
+    """
+    dmap = hv.DynamicMap(callback)
+    style = dict(
+        cmap="gray", colorbar=True, tools=["hover"], hover_tooltips=HOVER, invert_yaxis=True,
+        data_aspect=1, responsive=True, min_height=480, active_tools=["wheel_zoom"],
+        xlabel="x (column)", ylabel="y (row)", hooks=[color_mapper_hook(equalize)],
+        toolbar="above",
+    )
+    style.update(opts)
+    return rasterize(dmap).opts(**style).apply.opts(cmap=cmap)
+
+
+def thumbnail(frame: np.ndarray | None, *, size: int = 260) -> hv.Image:
+    """A small, static, rasterized image of one frame (the browser's "View Last Frame")."""
+    return rasterize(frame_image(frame), dynamic=False, width=size, height=size).opts(
+        cmap="gray", cnorm="eq_hist", tools=["hover"], hover_tooltips=HOVER, invert_yaxis=True,
+        data_aspect=1, frame_width=size, xaxis=None, yaxis=None, toolbar=None,
+    )
+
+
+def histogram(frame: np.ndarray | None, *, bins: int = HIST_BINS, title: str = "Histogram",
+              **opts) -> hv.Histogram:
+    """The histogram of a frame's finite values (an even sample for frames over ~1 M pixels)."""
+    if frame is None or frame.size == 0:
+        counts, edges = np.zeros(1), np.array([0.0, 1.0])
+    else:
+        sample = _sample(frame)
+        finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
+        if finite.size == 0:
+            counts, edges = np.zeros(1), np.array([0.0, 1.0])
+        else:
+            low, high = float(finite.min()), float(finite.max())
+            if high <= low:
+                high = low + 1.0
+            counts, edges = np.histogram(finite, bins=bins, range=(low, high))
+    style = dict(title=title, xlabel="value", ylabel="pixels", color="#4c72b0", line_color=None,
+                 responsive=True, height=200, tools=["hover"], toolbar=None, framewise=True,
+                 axiswise=True)
+    style.update(opts)
+    return hv.Histogram((edges, counts), kdims=["value"], vdims=["pixels"]).opts(**style)
+
+
+def _sample(frame: np.ndarray) -> np.ndarray:
+    step = int(np.ceil(np.sqrt(frame.size / HIST_MAX_PIXELS))) if frame.size > HIST_MAX_PIXELS else 1
+    return frame[::step, ::step]
+
+
+def stage_panels(get_stages: Callable[[], object], depends: dict, *, size: int = 200) -> hv.Layout:
+    """Five images (Original → Gaussian) with their histograms beneath, in two rows.
+
+    Parameters
+    ----------
+    get_stages
+        Returns the current :class:`~dashboard.processing.pipeline.Stages` (or ``None``).
+    depends
+        Parameters the panels follow, e.g. ``{"stages": state.param.stages, "sigma": ...}``;
+        the builders receive them as keyword arguments (``sigma`` titles the last panel).
+    """
+    import panel as pn
+
+    images, hists = [], []
+    for name in STAGE_NAMES:
+
+        def image(name=name, **kwargs):
+            # Static rasterization per preview: the panels are small and not for zooming.
+            stages = get_stages()
+            array = getattr(stages, name) if stages is not None else None
+            title = STAGE_TITLES[name].format(sigma=kwargs.get("sigma", 0.0))
+            return rasterize(frame_image(array), dynamic=False, width=size,
+                             height=size).relabel(title)
+
+        def hist(name=name, **kwargs):
+            stages = get_stages()
+            array = getattr(stages, name) if stages is not None else None
+            return histogram(array, title="", responsive=False, frame_width=size - 40,
+                             height=130, fontsize={"ticks": 8, "labels": 9})
+
+        images.append(
+            hv.DynamicMap(pn.bind(image, **depends)).opts(
+                cmap="gray", tools=["hover"], hover_tooltips=HOVER, invert_yaxis=True,
+                frame_width=size, frame_height=size, xaxis=None, yaxis=None, toolbar=None,
+                colorbar=False, axiswise=True, framewise=True, fontsize={"title": 11},
+            )
+        )
+        hists.append(hv.DynamicMap(pn.bind(hist, **depends)))
+    return hv.Layout(images + hists).cols(5).opts(shared_axes=False)

@@ -1,0 +1,54 @@
+"""The Process step: parameters, the five-panel preview, the batch with progress and Cancel."""
+
+from __future__ import annotations
+
+import panel as pn
+
+from ..state.processor import ProcessorState
+from . import plots
+from .browser import status_line
+
+
+class ProcessView(pn.viewable.Viewer):
+    """Thin view over :class:`ProcessorState`."""
+
+    def __init__(self, state: ProcessorState, **params):
+        super().__init__(**params)
+        self.state = state
+        p = state.param
+        form = pn.Column(
+            pn.Row(pn.widgets.IntInput.from_param(p.start, width=110),
+                   pn.widgets.IntInput.from_param(p.end, width=110),
+                   pn.widgets.IntInput.from_param(p.step, width=90),
+                   pn.widgets.FloatInput.from_param(p.sigma, step=0.5, width=150),
+                   pn.widgets.Select.from_param(p.format, width=100)),
+            pn.widgets.TextInput.from_param(p.output, sizing_mode="stretch_width"),
+            status_line(state.check, css_class="echo-process-check"),
+            pn.Row(
+                pn.widgets.Button.from_param(p.preview, button_type="primary", width=170),
+                pn.widgets.Button.from_param(p.batch, button_type="success", width=190),
+                pn.widgets.Button.from_param(p.cancel, button_type="danger", width=100,
+                                             disabled=p.running.rx.not_()),
+            ),
+            pn.indicators.Progress(value=p.progress, max=100, sizing_mode="stretch_width",
+                                   css_classes=["echo-batch-progress"]),
+            status_line(state.progress_text, css_class="echo-batch-progress-text"),
+            status_line(p.status, css_class="echo-process-status"),
+            status_line(p.summary, css_class="echo-batch-summary"),
+            width=620,
+        )
+        preview = pn.Column(
+            status_line(p.preview_title, css_class="echo-preview-title"),
+            pn.pane.Markdown("Press **Preview Last Frame** to see the five stages of the pipeline.",
+                             visible=p.stages.rx.is_(None)),
+            pn.pane.HoloViews(
+                plots.stage_panels(lambda: state.stages,
+                                   {"stages": p.stages, "sigma": p.preview_sigma}),
+                css_classes=["echo-preview"],
+            ),
+            sizing_mode="stretch_width",
+        )
+        self._layout = pn.Column(form, preview, sizing_mode="stretch_width")
+
+    def __panel__(self):
+        return self._layout

@@ -1,0 +1,114 @@
+"""Fixtures for the end-to-end tests: a dashboard server on 127.0.0.1 and Debian's Chromium.
+
+Import into a test module with ``from browser_fixtures import *``. Browser tests are skipped
+when Playwright or Chromium is missing, unless ``REQUIRE_BROWSER=1`` (CI), where they fail.
+Screenshots go to ``test-artifacts/screenshots/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = os.environ.get("ECHO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+TIMEOUT_MS = 30_000
+
+__all__ = ["browser", "dashboard_server", "page", "new_page", "shot", "connect", "keys_json",
+           "TIMEOUT_MS", "status", "click", "tab", "re"]
+
+
+def _missing(reason: str):
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        _missing(f"Chromium not found at {CHROMIUM}")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard_server(moto_server):
+    """The dashboard on a free port, its endpoint defaulting to the test S3 server."""
+    from dashboard.app import RunningServer
+    from dashboard.config import Settings
+
+    server = RunningServer(Settings(endpoint=moto_server.endpoint))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def new_page(browser, url: str):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role("button", name="Connect").wait_for()
+    return page
+
+
+@pytest.fixture
+def page(browser, dashboard_server):
+    page = new_page(browser, dashboard_server.url)
+    try:
+        yield page
+    finally:
+        page.context.close()
+
+
+def shot(page, name: str) -> Path:
+    """Save a full-page screenshot ``test-artifacts/screenshots/<name>.png``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def keys_json(credentials) -> str:
+    return json.dumps({"access_key": credentials.access_key, "secret_key": credentials.secret_key})
+
+
+def status(page, css_class: str):
+    """The locator of a status line (``echo-...`` CSS class)."""
+    return page.locator(f".{css_class}").first
+
+
+def click(page, name: str) -> None:
+    page.get_by_role("button", name=name, exact=True).click()
+
+
+def tab(page, title: str) -> None:
+    page.locator(".bk-tab", has_text=title).first.click()
+
+
+def connect(page, *, endpoint: str, credentials, expect: str = "Connected to") -> None:
+    """Fill endpoint and pasted keys, press Connect, wait for the status line."""
+    from playwright.sync_api import expect as pw_expect
+
+    page.get_by_label("Endpoint").fill(endpoint)
+    page.get_by_placeholder('{"access_key"').fill(keys_json(credentials))
+    click(page, "Connect")
+    pw_expect(status(page, "echo-connect-status")).to_contain_text(expect)
