@@ -149,3 +149,18 @@ def write_only2d(path: Path) -> Path:
         f.create_dataset("small", data=np.zeros((10, 10), "float32"))
         f.create_dataset("image", data=np.ones((40, 50), "float32"))
     return path
+
+
+def write_filter_mask(path: Path) -> tuple[Path, np.ndarray]:
+    """gzip+shuffle stack whose chunks 1 and 2 were stored with filters skipped (filter_mask)."""
+    frames = _frames("uint16", n=3)
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("/data", shape=frames.shape, dtype="uint16", chunks=(1, H, W),
+                             compression="gzip", shuffle=True)
+        filters = [d.id.get_create_plist().get_filter(k)[0] for k in range(2)]
+        assert filters == [2, 1]  # shuffle first, then gzip
+        d[0] = frames[0]
+        shuffled = frames[1].view(np.uint8).reshape(-1, 2).T.tobytes()
+        d.id.write_direct_chunk((1, 0, 0), shuffled, filter_mask=0b10)  # gzip skipped
+        d.id.write_direct_chunk((2, 0, 0), frames[2].tobytes(), filter_mask=0b11)  # both skipped
+    return path, frames

@@ -279,3 +279,17 @@ def test_stale_prefetch_is_skipped_and_describe_reuses_the_open_stack(store):
         doc = describe(stack)
         assert doc["default_stack"] == "/entry/data/data"
         assert stack.stats["get_requests"] == after["get_requests"]  # metadata already cached
+
+
+def test_filter_mask_skips_filters_per_chunk(store, tmp_path):
+    path, frames = hdf5_files.write_filter_mask(tmp_path / "mask.h5")
+    with h5py.File(path) as f:
+        assert f["/data"].id.get_chunk_info_by_coord((1, 0, 0)).filter_mask == 0b10
+        np.testing.assert_array_equal(f["/data"][()], frames)  # HDF5 itself agrees
+    store["s3"].client.upload_file(str(path), store["bucket"], "mask.h5")
+    with open_stack(f"s3://{store['bucket']}/mask.h5", s3=store["s3"], prefetch=False,
+                    cache=LRUBytes(1 << 24)) as stack:
+        assert stack.direct
+        for i in range(3):
+            np.testing.assert_array_equal(stack.frame(i), frames[i])
+        assert stack.stats["direct_frames"] == 3
