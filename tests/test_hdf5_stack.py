@@ -293,3 +293,20 @@ def test_filter_mask_skips_filters_per_chunk(store, tmp_path):
         for i in range(3):
             np.testing.assert_array_equal(stack.frame(i), frames[i])
         assert stack.stats["direct_frames"] == 3
+
+
+def test_background_index_is_complete_while_frames_are_read(store):
+    """The chunk-index walk steps aside for frame lookups and still ends with every chunk."""
+    name = "diamond_k11_diad_imaging.h5"
+    with h5py.File(store["local"][name]) as f:
+        d = f[TESTDATA_STACKS[name]]
+        truth = {tuple(i.chunk_offset): (i.byte_offset, i.size) for i in
+                 (d.id.get_chunk_info(k) for k in range(d.id.get_num_chunks()))}
+    with open_stack(f"s3://{store['bucket']}/{name}", s3=store["s3"], prefetch=False,
+                    cache=LRUBytes(1 << 24)) as stack:
+        stack.frame(0)  # starts the background walk
+        for i in (3000, 1500, 2999, 17):
+            np.testing.assert_array_equal(stack.frame(i), expected(store["local"][name], stack.dataset, i))
+        assert stack.wait_index(60)
+        index = stack._direct._index
+        assert {k: v[:2] for k, v in index.items() if v is not None} == truth

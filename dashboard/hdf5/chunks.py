@@ -100,7 +100,7 @@ def _layout(dset: h5py.Dataset) -> str | None:
 class DirectReader:
     """Reads frames of one dataset straight from the file's bytes. Build with :func:`direct_reader`.
 
-    ``source.lock`` is taken only for h5py calls (chunk-index lookups); GETs and decoding run
+    ``source.h5()`` is taken only for h5py calls (chunk-index lookups); GETs and decoding run
     in the calling thread, so many frames can be read at once.
     """
 
@@ -119,8 +119,6 @@ class DirectReader:
         self._index: dict[tuple, tuple | None] = {}
         self._index_complete = threading.Event()
         self._index_lock = threading.Lock()
-        self._waiting = 0  # lookups waiting for source.lock: the index build steps aside
-        self._waiting_changed = threading.Condition()
         self._chunk_cache = LRUBytes(CHUNK_CACHE_BYTES)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -136,7 +134,7 @@ class DirectReader:
 
         HDF5 walks the index holding its global lock, fetching index nodes over the network
         one by one; so that a frame asked for meanwhile does not wait for the whole walk, the
-        walk stops as soon as a lookup is waiting, lets it through, and starts again (nodes
+        walk stops as soon as another h5py call is waiting, lets it through, and starts again (nodes
         already read are in the block cache, so a restart costs no request).
         """
         if self.layout != "chunked" or self.index_complete:
@@ -146,7 +144,7 @@ class DirectReader:
 
             def visit(info):
                 entries[tuple(info.chunk_offset)] = (info.byte_offset, info.size, info.filter_mask)
-                return True if self._waiting or (stop is not None and stop.is_set()) else None
+                return True if self.source.waiting or (stop is not None and stop.is_set()) else None
 
             with self.source.lock:
                 interrupted = self.dset.id.chunk_iter(visit)
@@ -155,8 +153,7 @@ class DirectReader:
             if interrupted is None:
                 self._index_complete.set()
                 return
-            with self._waiting_changed:
-                self._waiting_changed.wait_for(lambda: not self._waiting, timeout=5)
+            self.source.wait_for_no_waiters(timeout=5)
 
     def lookup(self, coord: tuple) -> tuple | None:
         """``(byte_offset, size, filter_mask)`` of the chunk at ``coord``, ``None`` if unwritten."""
@@ -165,15 +162,8 @@ class DirectReader:
                 return self._index[coord]
         if self.index_complete:
             return None
-        with self._waiting_changed:
-            self._waiting += 1
-        try:
-            with self.source.lock:
-                info = self.dset.id.get_chunk_info_by_coord(coord)
-        finally:
-            with self._waiting_changed:
-                self._waiting -= 1
-                self._waiting_changed.notify_all()
+        with self.source.h5():
+            info = self.dset.id.get_chunk_info_by_coord(coord)
         entry = None
         if info.byte_offset is not None and info.size:
             entry = (info.byte_offset, info.size, info.filter_mask)
@@ -291,7 +281,7 @@ class DirectReader:
 def direct_reader(source, dset: h5py.Dataset) -> DirectReader | None:
     """A :class:`DirectReader` if the direct path applies to ``dset``, else ``None``.
 
-    Call with ``source.lock`` held.
+    Call inside ``source.h5()``.
     """
     layout = _layout(dset)
     if layout is None:

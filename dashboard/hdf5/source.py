@@ -9,12 +9,14 @@ One :class:`Source` per open file holds
   threads may call at once, used for chunk data;
 * an :class:`IOStats` counting requests and bytes, split into metadata and data.
 
-h5py calls must hold :attr:`Source.lock` (HDF5 is not re-entrant across threads anyway);
-:meth:`read_range` never needs it.
+h5py calls go through ``with source.h5():`` (HDF5 serialises them anyway); it counts the
+threads waiting so that a long background walk (the chunk index) can step aside for them.
+:meth:`read_range` needs no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -213,6 +215,8 @@ class Source:
         self.stats = stats
         self.s3 = s3
         self.lock = threading.RLock()
+        self._waiters = 0
+        self._waiters_changed = threading.Condition()
         self._read = read
         self._rangefile = rangefile
         self._closers: list = []
@@ -220,6 +224,31 @@ class Source:
     @property
     def is_s3(self) -> bool:
         return self.s3 is not None
+
+    @contextlib.contextmanager
+    def h5(self):
+        """Hold the lock for h5py calls, counted in :attr:`waiting` while queueing for it."""
+        with self._waiters_changed:
+            self._waiters += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._waiters_changed:
+                self._waiters -= 1
+                self._waiters_changed.notify_all()
+        try:
+            yield self.file
+        finally:
+            self.lock.release()
+
+    @property
+    def waiting(self) -> int:
+        """Threads queueing in :meth:`h5` right now."""
+        return self._waiters
+
+    def wait_for_no_waiters(self, timeout: float | None = None) -> bool:
+        with self._waiters_changed:
+            return self._waiters_changed.wait_for(lambda: not self._waiters, timeout)
 
     @property
     def metadata_reads(self) -> int | None:
@@ -245,7 +274,7 @@ class Source:
         return h5py_error(exc, self.url, what)
 
     def close(self) -> None:
-        with self.lock:
+        with self.h5():
             try:
                 self.file.close()
             except Exception:  # closing twice or after a failed read

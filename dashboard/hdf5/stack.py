@@ -161,7 +161,7 @@ class FrameStack:
         self._candidates: list[Candidate] | None = None
         self._index_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        with source.lock:
+        with source.h5():
             try:
                 self._dset = self._resolve(dataset)
                 self.dataset = self._dset.name
@@ -299,7 +299,7 @@ class FrameStack:
             except DecodeError as exc:
                 log.warning("direct read of %s[%d] failed (%s); using h5py", self.dataset, i, exc)
         before = self.source.stats.snapshot()
-        with self.source.lock:
+        with self.source.h5():
             try:
                 frame = self._dset[coords] if coords else self._dset[()]
             except OSError as exc:

@@ -127,12 +127,12 @@ def _file(obj) -> h5py.File:
 
 
 def _lock(obj):
+    """``source.h5()`` for a Source or FrameStack, nothing for a bare ``h5py.File``."""
     import contextlib
 
-    lock = getattr(obj, "lock", None)
-    if lock is None and hasattr(obj, "source"):
-        lock = getattr(obj.source, "lock", None)
-    return lock if lock is not None else contextlib.nullcontext()
+    source = getattr(obj, "source", obj)
+    h5 = getattr(source, "h5", None)
+    return h5() if callable(h5) else contextlib.nullcontext()
 
 
 def frame_count(shape) -> int:
