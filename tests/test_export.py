@@ -71,6 +71,15 @@ def test_png_is_8bit_rounded_clipped_and_deterministic():
         encode(x, "png", png_level=10)
 
 
+def test_png_without_opencv_uses_pillow_with_the_same_pixels(monkeypatch):
+    x = image()
+    with_cv2 = encode(x, "png")
+    monkeypatch.setattr(export, "_cv2", None)
+    assert export.png_encoder() == "pillow"
+    without = encode(x, "png")
+    np.testing.assert_array_equal(decode(without, "png"), decode(with_cv2, "png"))
+
+
 def test_tiff_is_float32_with_description_and_software():
     x = image()
     description = json.dumps({"frame": 20, "sigma": 4.0})

@@ -199,6 +199,18 @@ def test_gaussian_of_a_constant_is_that_constant_and_sigma_must_be_positive():
         gaussian(x, sigma=0.0)
 
 
+def test_gaussian_without_opencv_falls_back_to_scipy(monkeypatch):
+    x = frozen(RNG.random((50, 40), dtype=np.float32))
+    monkeypatch.setattr(pipeline, "_cv2", None)
+    assert pipeline.gaussian_backend() == "scipy"
+    expected = ndimage.gaussian_filter(x, 3.0)
+    np.testing.assert_array_equal(gaussian(x, sigma=3.0), expected)
+    np.testing.assert_array_equal(gaussian(x, sigma=3.0, backend="opencv"), expected)
+    frame, flat = make_frame_and_flat()
+    stages = process(frame, flat, 3.0)
+    np.testing.assert_array_equal(stages.smoothed, ndimage.gaussian_filter(stages.stretched, 3.0))
+
+
 def test_gaussian_kernel_matches_scipy_radius():
     for sigma in SIGMAS:
         kernel = pipeline.gaussian_kernel(sigma)
@@ -210,17 +222,21 @@ def test_gaussian_kernel_matches_scipy_radius():
 
 def equalize_by_loops(image: np.ndarray, nbins: int) -> np.ndarray:
     """An independent, slow equalization: explicit bins, counts and interpolation."""
+    import bisect
+
     values = [float(v) for v in image.ravel()]
     vmin, vmax = min(values), max(values)
+    # the bins: nbins equal intervals; the last one closed (edges as numpy spells them)
+    edges = [float(e) for e in np.linspace(vmin, vmax, nbins + 1)]
     width = (vmax - vmin) / nbins
     counts = [0] * nbins
     for v in values:
-        counts[min(int((v - vmin) / width), nbins - 1)] += 1
+        counts[min(bisect.bisect_right(edges, v) - 1, nbins - 1)] += 1
     total, running, cdf = len(values), 0, []
     for c in counts:
         running += c
         cdf.append(running / total)
-    centers = [vmin + (k + 0.5) * width for k in range(nbins)]
+    centers = [(edges[k] + edges[k + 1]) / 2 for k in range(nbins)]
     out = []
     for v in values:
         if v <= centers[0]:

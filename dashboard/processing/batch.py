@@ -68,6 +68,7 @@ __all__ = [
 PROVENANCE_INTERVAL_S = 2.0  # the provenance file is rewritten at most this often while running
 PROGRESS_INTERVAL_S = 0.1
 FRAMES_PER_TASK = 4  # Dask: frames per task (their reads overlap inside the task)
+DASK_CONNECT_TIMEOUT_S = 10
 
 
 class BatchError(EchoError):
@@ -592,8 +593,18 @@ def run_batch(
         raise InvalidBatch(f"The number of workers must be at least 1 (got {workers}).")
     scheduler_name = "threads" if scheduler is None else (
         scheduler if isinstance(scheduler, str) else "dask client")
-    tracker = _Tracker(plan, progress, scheduler_name)
     todo = plan.todo
+    # Connect before writing anything: an unreachable scheduler leaves the output untouched.
+    connection = _connect_dask(scheduler, workers) if scheduler is not None and todo else None
+    try:
+        return _run(plan, todo, progress, cancel, workers, connection, scheduler_name)
+    finally:
+        if connection is not None:
+            _disconnect(*connection)
+
+
+def _run(plan, todo, progress, cancel, workers, connection, scheduler_name) -> BatchResult:
+    tracker = _Tracker(plan, progress, scheduler_name)
     interrupted = False
     try:
         tracker.record("incomplete")
@@ -603,10 +614,10 @@ def run_batch(
         tracker.report()
         recipe = _recipe(plan, flat)
         if todo and not cancel.is_set():
-            if scheduler is None:
+            if connection is None:
                 _run_threads(plan, recipe, todo, tracker, cancel, workers)
             else:
-                _run_dask(plan, recipe, todo, tracker, cancel, scheduler, workers)
+                _run_dask(plan, recipe, todo, tracker, cancel, connection[0])
     except KeyboardInterrupt:
         cancel.set()
         interrupted = True
@@ -786,7 +797,7 @@ def _dask_task(context: _DaskContext, indices: list[int]) -> list[tuple]:
 
 
 def _connect_dask(scheduler, workers):
-    """(client, cluster, owns_client) for "local", an address or a Client."""
+    """``(client, cluster, owns_client)`` for "local", an address or a ``distributed.Client``."""
     from distributed import Client, LocalCluster
 
     if not isinstance(scheduler, str):
@@ -796,39 +807,45 @@ def _connect_dask(scheduler, workers):
                                dashboard_address=None, silence_logs=logging.WARNING)
         return Client(cluster), cluster, True
     try:
-        return Client(scheduler, timeout="15s"), None, True
-    except (OSError, TimeoutError) as exc:
+        return Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S), None, True
+    except (OSError, TimeoutError, ValueError) as exc:
         raise BatchError(
-            f"Could not connect to the Dask scheduler at {scheduler} ({type(exc).__name__})."
+            f"Could not connect to the Dask scheduler at {scheduler} ({type(exc).__name__}); "
+            "nothing was written."
         ) from None
 
 
+def _disconnect(client, cluster, owns: bool) -> None:
+    if owns:
+        client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 def _run_dask(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
-              cancel: threading.Event, scheduler, workers) -> None:
+              cancel: threading.Event, client) -> None:
     from distributed import wait
 
-    client, cluster, owns = _connect_dask(scheduler, workers)
     output = plan.output
     remote_output = None
     if isinstance(output, S3Output):
         s3 = output.s3
         remote_output = ("s3", s3.endpoint, s3.credentials, output.bucket, output.prefix)
     run_id = uuid.uuid4().hex[:12]
-    futures = []
+    pending: set = set()
+    context = _DaskContext(recipe, plan.spec(), remote_output)
+    # hash=False: a random key, not a hash of the context (which holds the credentials)
+    [context_future] = client.scatter([context], broadcast=True, hash=False)
     try:
-        context = _DaskContext(recipe, plan.spec(), remote_output)
-        [context_future] = client.scatter([context], broadcast=True, hash=False)
         blocks = [todo[k:k + FRAMES_PER_TASK] for k in range(0, len(todo), FRAMES_PER_TASK)]
         threads = sum(client.nthreads().values()) or 1
         window = 2 * threads
         next_block = 0
-        pending: set = set()
         while next_block < len(blocks) or pending:
             while not cancel.is_set() and next_block < len(blocks) and len(pending) < window:
                 block = blocks[next_block]
                 future = client.submit(_dask_task, context_future, block, pure=False,
                                        key=f"echo-process-{run_id}-{block[0]:06d}")
-                futures.append(future)
                 pending.add(future)
                 next_block += 1
             if cancel.is_set():
@@ -848,9 +865,6 @@ def _run_dask(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
                         timing["write"] = time.perf_counter() - t0
                     tracker.add(index, timing)
     finally:
-        if futures:
-            client.cancel(futures)
-        if owns:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        # Queued tasks are dropped; a task already running finishes on its worker (an S3
+        # output then still gets its complete objects, which a resume will find).
+        client.cancel([*pending, context_future])

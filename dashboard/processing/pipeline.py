@@ -370,7 +370,9 @@ def equalize(image: np.ndarray, *, nbins: int = EQUALIZE_BINS) -> np.ndarray:
     values = np.asarray(image)
     if values.dtype.kind not in "uifb":
         raise TypeError(f"cannot equalize an image of dtype {values.dtype}")
-    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    # float64 throughout: with float32 data numpy would place the bin edges in float32
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    finite = finite.astype(np.float64, copy=False)
     out = np.zeros(values.shape, dtype=np.float32)
     if finite.size == 0:
         return out
