@@ -298,17 +298,18 @@ class FrameStack:
                                "seconds": time.perf_counter() - t0}
             except DecodeError as exc:
                 log.warning("direct read of %s[%d] failed (%s); using h5py", self.dataset, i, exc)
-        before = self.source.stats.snapshot()
         with self.source.h5():
+            before = self.source.stats.snapshot()
             try:
                 frame = self._dset[coords] if coords else self._dset[()]
             except OSError as exc:
                 raise self._read_error(exc) from None
-        after = self.source.stats.snapshot()
+            after = self.source.stats.snapshot()
+        # h5py's reads all pass through the metadata file object, under the lock held above
         return _readonly(np.asarray(frame)), {
             "index": i, "path": "h5py",
-            "requests": after["get_requests"] - before["get_requests"],
-            "bytes": after["bytes_fetched"] - before["bytes_fetched"], "stored_bytes": None,
+            "requests": after["metadata_requests"] - before["metadata_requests"],
+            "bytes": after["metadata_bytes"] - before["metadata_bytes"], "stored_bytes": None,
             "seconds": time.perf_counter() - t0,
         }
 
@@ -378,6 +379,8 @@ class FrameStack:
         batch does not evict what the viewer is showing.
         """
         order = [self._normalize(i) for i in (range(self._n) if indices is None else indices)]
+        if len(order) > 1:
+            self._start_index_build()
         if self._direct is None:
             for i in order:
                 cached = self._cache.get((*self._key, i))
