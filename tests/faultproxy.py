@@ -16,7 +16,8 @@ and paths matching ``path`` (a regular expression):
 ``truncate``  the real status and headers (full ``Content-Length``), half the body, then close
 ``latency``   ``delay`` seconds before forwarding (then a normal answer)
 
-:meth:`FaultProxy.go_down` makes the "server" vanish (connections refused, open ones reset) and
+:meth:`FaultProxy.go_down` makes the "server" vanish (connections refused, open ones reset),
+:meth:`FaultProxy.go_down_after` does so after N more requests (deterministically mid-run), and
 :meth:`FaultProxy.come_back` brings it back on the same port.
 
 The proxy is bounded: it stops itself after ``max_requests`` requests or ``max_lifetime``
@@ -62,6 +63,7 @@ class Fault:
     method: str | None = None
     path: str | None = None
     delay: float = 0.0
+    down: bool = False  # the proxy goes down (go_down_after) instead of one reset
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method != self.method:
@@ -83,6 +85,7 @@ class FaultProxy:
         self.faults: Counter = Counter()
         self.log: list[tuple[str, str, str]] = []  # (method, path, fault kind or "")
         self._rules: list[Fault] = []
+        self._down_after: int | None = None
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -120,7 +123,8 @@ class FaultProxy:
 
     def go_down(self) -> None:
         """Refuse new connections and reset the open ones (the S3 server "stops")."""
-        server, self._server = self._server, None
+        with self._lock:
+            server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -131,8 +135,15 @@ class FaultProxy:
 
     def come_back(self) -> None:
         """Listen again on the same port."""
+        with self._lock:
+            self._down_after = None
         if self._server is None and not self.stopped.is_set():
             self._listen(self.port)
+
+    def go_down_after(self, n: int) -> None:
+        """Answer ``n`` more requests, then go down (the next request is reset)."""
+        with self._lock:
+            self._down_after = self.requests + n
 
     def stop(self) -> None:
         self.stopped.set()
@@ -169,6 +180,10 @@ class FaultProxy:
             if self.requests >= self.max_requests:
                 threading.Thread(target=self.stop, daemon=True).start()
             chosen = None
+            if self._down_after is not None and self.requests > self._down_after:
+                self.faults["down"] += 1
+                self.log.append((method, path, "down"))
+                return Fault("reset", down=True)
             for rule in self._rules:
                 if not rule.matches(method, path):
                     continue
@@ -265,6 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else ""
         if kind == "reset":
             self.close_connection = True
+            if fault.down:
+                self.owner.go_down()  # listener closed before any client sees this reset
             _reset(self.connection)
             return
         if kind in ("slowdown", "internal"):
