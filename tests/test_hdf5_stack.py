@@ -310,3 +310,19 @@ def test_background_index_is_complete_while_frames_are_read(store):
         assert stack.wait_index(60)
         index = stack._direct._index
         assert {k: v[:2] for k, v in index.items() if v is not None} == truth
+
+
+def test_open_stack_with_a_key_file_and_endpoint(store, tmp_path, moto_server):
+    import json
+
+    from conftest import ACCESS_KEY, SECRET_KEY
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"access_key": ACCESS_KEY, "secret_key": SECRET_KEY}))
+    keys.chmod(0o600)
+    url = f"s3://{store['bucket']}/zstd_uint8.h5"
+    with open_stack(url, endpoint=moto_server.endpoint, credentials=str(keys)) as stack:
+        assert stack.dataset == "/DS1" and stack.etag and stack.size == store["local"]["zstd_uint8.h5"].stat().st_size
+        np.testing.assert_array_equal(stack.frame(1), expected(store["local"]["zstd_uint8.h5"], "/DS1", 1))
+        spec = stack.spec()
+    assert spec.endpoint == moto_server.endpoint and spec.credentials.access_key == ACCESS_KEY
