@@ -91,7 +91,7 @@ class ProcessorState(param.Parameterized):
             return "Give an output folder (a local path or s3://bucket/prefix)."
         return ""
 
-    @param.depends("start", "end", "step", "output", "viewer.stack", "viewer.n_frames")
+    @param.depends("start", "end", "step", "format", "output", "viewer.stack", "viewer.n_frames")
     def check(self) -> str:
         """The current problem with the batch parameters, or how many frames a batch would write."""
         message = self.problem()

@@ -61,8 +61,8 @@ class ConnectView(pn.viewable.Viewer):
             pn.widgets.Button.from_param(state.param.connect, button_type="primary",
                                          sizing_mode="stretch_width"),
             pn.Row(
-                pn.indicators.LoadingSpinner(value=state.param.busy, size=20, width=20,
-                                             height=20, margin=(12, 0, 0, 10)),
+                pn.indicators.LoadingSpinner(value=True, visible=state.param.busy, size=20,
+                                             width=20, height=20, margin=(12, 0, 0, 10)),
                 status_line(state.param.status, css_class="echo-connect-status",
                             sizing_mode="stretch_width"),
             ),
@@ -104,7 +104,7 @@ class BrowseView(pn.viewable.Viewer):
         self._keys: list[str] = []
         self._table = pn.widgets.Tabulator(
             objects_frame([]), selectable="checkbox", show_index=False, disabled=True,
-            pagination="local", page_size=15, sizing_mode="stretch_width",
+            pagination="local", page_size=20, sizing_mode="stretch_width",
             layout="fit_data_stretch", header_align="left", name="Objects",
             css_classes=["echo-objects"], theme="bootstrap5",
         )

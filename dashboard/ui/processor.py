@@ -41,10 +41,13 @@ class ProcessView(pn.viewable.Viewer):
             status_line(p.preview_title, css_class="echo-preview-title"),
             pn.pane.Markdown("Press **Preview Last Frame** to see the five stages of the pipeline.",
                              visible=p.stages.rx.is_(None)),
-            pn.pane.HoloViews(
-                plots.stage_panels(lambda: state.stages,
-                                   {"stages": p.stages, "sigma": p.preview_sigma}),
-                css_classes=["echo-preview"],
+            pn.Column(
+                pn.pane.HoloViews(
+                    plots.stage_panels(lambda: state.stages,
+                                       {"stages": p.stages, "sigma": p.preview_sigma}),
+                    css_classes=["echo-preview"],
+                ),
+                visible=p.stages.rx.is_not(None),
             ),
             sizing_mode="stretch_width",
         )

@@ -66,7 +66,8 @@ def tree_html(description: dict | None, current: str | None = None) -> str:
         body += "".join(render(child, depth + 1) for child in children.get(path, []))
         if not body:
             return f"<div style='margin-left:1.1em'>{label}</div>"
-        opened = " open" if depth < 2 else ""
+        on_path = bool(current) and (current == path or current.startswith(path.rstrip("/") + "/"))
+        opened = " open" if depth < 1 or on_path else ""
         return f"<details{opened}><summary>{label}</summary>{body}</details>"
 
     root = next((n for n in nodes if n["path"] == "/"), {"path": "/", "kind": "group"})
@@ -126,8 +127,8 @@ class FramesView(pn.viewable.Viewer):
         self._layout = pn.Column(
             pn.Row(
                 pn.widgets.Button.from_param(state.param.load, button_type="primary", width=200),
-                pn.indicators.LoadingSpinner(value=state.param.loading, size=24, width=24,
-                                             height=24, margin=(12, 5)),
+                pn.indicators.LoadingSpinner(value=True, visible=state.param.loading, size=24,
+                                             width=24, height=24, margin=(12, 5)),
                 status_line(state.param.status, css_class="echo-viewer-status",
                             sizing_mode="stretch_width"),
                 sizing_mode="stretch_width",

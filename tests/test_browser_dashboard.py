@@ -1,0 +1,331 @@
+"""End to end in Debian's Chromium: the whole Browse → Inspect → Frames → Process flow, error
+paths and two isolated sessions, against the demo data in moto. Screenshots of every step go to
+``test-artifacts/screenshots/`` (look at them)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import h5py
+import numpy as np
+import pytest
+from browser_fixtures import *  # noqa: F403 - fixtures and helpers
+from browser_fixtures import click, connect, new_page, shot, status, tab
+from conftest import ACCESS_KEY, SECRET_KEY
+
+from dashboard.demo.store import (
+    DEMO_BUCKET, IMAGE2D_KEY, NEXUS_KEY, NOT_HDF5_KEY, SHORT_KEY, ensure_populated,
+)
+from dashboard.state.processor import START_MESSAGE
+from dashboard.storage.s3 import S3
+
+pytestmark = pytest.mark.browser
+
+LONG_KEY = "long/run_0099_long.h5"
+
+
+@pytest.fixture(scope="module")
+def demo(moto_server, credentials):
+    report = ensure_populated(S3(moto_server.endpoint, credentials), "small")
+    return report
+
+
+@pytest.fixture(scope="module")
+def long_bucket(moto_server, credentials, tmp_path_factory):
+    """A bucket with one longer stack (200 frames of 128²), so that a batch can be cancelled."""
+    s3 = S3(moto_server.endpoint, credentials)
+    name = f"long-{uuid.uuid4().hex[:8]}"
+    s3.client.create_bucket(Bucket=name)
+    path = tmp_path_factory.mktemp("long") / "long.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("/entry/data/data", data=rng.integers(100, 4000, (200, 128, 128),
+                                                               dtype=np.uint16),
+                         chunks=(1, 128, 128))
+    s3.client.upload_file(str(path), name, LONG_KEY)
+    return name
+
+
+def expect(locator):
+    from playwright.sync_api import expect as pw_expect
+
+    return pw_expect(locator)
+
+
+def choose(page, label: str, value: str) -> None:
+    page.locator(".bk-input-group", has_text=label).locator("select").first.select_option(value)
+
+
+def field(page, label: str):
+    return page.locator(".bk-input-group", has_text=label).locator("input").first
+
+
+def type_in(page, label: str, text: str) -> None:
+    box = field(page, label)
+    box.fill(text)
+    box.press("Enter")
+
+
+def checkbox(page, label: str):
+    return page.locator(".bk-Checkbox", has_text=label).locator("input").first
+
+
+def row(page, key: str):
+    return page.locator(".tabulator-row", has_text=key).first
+
+
+def tick(page, key: str) -> None:
+    row(page, key).locator("input[type=checkbox]").check()
+
+
+def frame_pixels(page) -> bytes:
+    return page.locator(".echo-frame canvas").first.screenshot()
+
+
+def changed(page, before: bytes, timeout: float = 15.0) -> None:
+    """Wait until the frame's pixels differ from ``before`` (polling the canvas)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while frame_pixels(page) == before:
+        assert time.monotonic() < deadline, "the frame image did not change"
+        page.wait_for_timeout(100)
+
+
+def wait_frame(page, index: int, last: int) -> None:
+    expect(status(page, "echo-frame-label")).to_have_text(f"Frame {index} of {last}")
+
+
+def list_demo(page, moto_server):
+    connect(page, endpoint=moto_server.endpoint, credentials=_keys())
+    choose(page, "Bucket", DEMO_BUCKET)
+    click(page, "List Objects")
+    expect(status(page, "echo-count")).to_contain_text("objects shown")
+
+
+def _keys():
+    from dashboard.storage.credentials import Credentials
+
+    return Credentials(access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+
+
+def test_the_whole_flow(page, moto_server, demo, tmp_path):
+    shot(page, "01-start")
+    # Connect: the pasted keys are gone from the page afterwards.
+    list_demo(page, moto_server)
+    assert SECRET_KEY not in page.content()
+    assert field(page, "paste keys").input_value() == ""
+    shot(page, "02-connected-listed")
+
+    # Filter by directory, then keyword.
+    choose(page, "Directory", "beamline/2026-11/")
+    in_dir = [k for k in demo.keys if k.startswith("beamline/2026-11/")
+              and k.lower().endswith((".h5", ".nxs", ".hdf5", ".hdf"))]
+    expect(status(page, "echo-count")).to_contain_text(f"{len(in_dir)} of ")
+    expect(page.locator(".tabulator-row").first).to_contain_text("beamline/2026-11/")
+    expect(page.locator(".tabulator-row", has_text="archive/")).to_have_count(0)
+    type_in(page, "Keyword", "scan_0001.NXS")  # case-insensitive
+    expect(page.locator(".tabulator-row")).to_have_count(1)
+    expect(row(page, NEXUS_KEY)).to_contain_text("MB")  # human-readable size
+    shot(page, "03-filtered")
+
+    # Sort by size, descending: the largest object comes first.
+    type_in(page, "Keyword", "")
+    choose(page, "Sort by", "size")
+    checkbox(page, "Descending").check()
+    sizes = {k: demo.path(k).stat().st_size for k in demo.keys if k.startswith("beamline/2026-11/")
+             and k.endswith((".h5", ".nxs"))}
+    largest = max(sizes, key=sizes.get)
+    expect(page.locator(".tabulator-row").first).to_contain_text(largest)
+    shot(page, "04-sorted")
+
+    # Select two files and download them.
+    type_in(page, "Keyword", "_000")
+    tick(page, NEXUS_KEY)
+    tick(page, SHORT_KEY)
+    out = tmp_path / "downloads"
+    type_in(page, "Download folder", str(out))
+    click(page, "Download Selected")
+    expect(status(page, "echo-download-status")).to_contain_text("2 downloaded")
+    expect(page.locator(".echo-download-progress progress")).to_have_attribute("value", "100")
+    for key in (NEXUS_KEY, SHORT_KEY):
+        assert (out / key).read_bytes() == demo.path(key).read_bytes()
+    shot(page, "05-downloaded")
+
+    # View the last frame of the first selected HDF5 file.
+    click(page, "View Last Frame")
+    expect(status(page, "echo-thumbnail-title")).to_contain_text("scan_0001.nxs")
+    expect(page.locator(".echo-thumbnail canvas").first).to_be_visible()
+    shot(page, "06-last-frame")
+
+    # Load it: the Frames step opens on frame 0.
+    tab(page, "Frames")
+    click(page, "Load Selected H5 File")
+    with h5py.File(demo.path(NEXUS_KEY)) as f:
+        last = f["/entry/data/data"].shape[0] - 1
+    wait_frame(page, 0, last)
+    expect(status(page, "echo-viewer-status")).to_contain_text("40 frames of 256×256 uint16")
+    shot(page, "07-frames")
+
+    # Every control moves the frame, and the pixels change.
+    before = frame_pixels(page)
+    for name, index in (("Next", 1), ("Last", last), ("Previous", last - 1), ("First", 0)):
+        click(page, name)
+        wait_frame(page, index, last)
+    type_in(page, "Frame number", "17")
+    wait_frame(page, 17, last)
+    expect(page.locator(".echo-frame-slider")).to_contain_text("17")
+    page.locator(".echo-frame-slider .noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")
+    wait_frame(page, 18, last)
+    changed(page, before)
+    gray = frame_pixels(page)
+    checkbox(page, "Equalize (histogram)").uncheck()
+    choose(page, "Colormap", "viridis")
+    changed(page, gray)
+    shot(page, "08-frame-18-viridis-linear")
+
+    # Inspect: the tree with shapes, dtypes and chunks.
+    tab(page, "Inspect")
+    tree = page.locator(".echo-tree")
+    expect(tree).to_contain_text("40×256×256")
+    expect(tree).to_contain_text("uint16")
+    expect(tree).to_contain_text("chunks")
+    shot(page, "09-inspect")
+
+    # Process: preview five panels, then a 5-frame batch.
+    tab(page, "Process")
+    click(page, "Preview Last Frame")
+    expect(status(page, "echo-process-status")).to_have_text(f"Preview of frame {last} ready.")
+    expect(status(page, "echo-preview-title")).to_contain_text("σ = 4")
+    expect(page.locator(".echo-preview canvas")).not_to_have_count(0)
+    shot(page, "10-preview")
+
+    batch_out = tmp_path / "processed"
+    type_in(page, "Start frame", "20")
+    type_in(page, "End frame", "24")
+    choose(page, "Format", "NPY")
+    type_in(page, "Output folder", str(batch_out))
+    expect(status(page, "echo-process-check")).to_have_text("5 frames will be written as NPY.")
+    click(page, "Batch Process & Save")
+    expect(status(page, "echo-batch-summary")).to_contain_text("Processed 5 of 5 frames")
+    expect(status(page, "echo-batch-progress-text")).to_contain_text("5/5 frames")
+    expect(page.locator(".echo-batch-progress progress")).to_have_attribute("value", "100")
+    assert len(list(batch_out.rglob("*.npy"))) == 5
+    shot(page, "11-batch-done")
+
+
+def test_cancel_a_longer_batch(page, moto_server, long_bucket, tmp_path):
+    connect(page, endpoint=moto_server.endpoint, credentials=_keys())
+    choose(page, "Bucket", long_bucket)
+    click(page, "List Objects")
+    tick(page, LONG_KEY)
+    tab(page, "Frames")
+    click(page, "Load Selected H5 File")
+    wait_frame(page, 0, 199)
+    tab(page, "Process")
+    type_in(page, "Output folder", str(tmp_path / "long"))
+    choose(page, "Format", "TIFF")
+    expect(status(page, "echo-process-check")).to_have_text("180 frames will be written as TIFF.")
+    click(page, "Batch Process & Save")
+    expect(status(page, "echo-batch-progress-text")).to_contain_text("frames/s")
+    click(page, "Cancel")
+    expect(status(page, "echo-process-status")).to_have_text("Batch cancelled.")
+    expect(status(page, "echo-batch-summary")).to_contain_text("Cancelled after")
+    shot(page, "12-batch-cancelled")
+    written = len(list((tmp_path / "long").rglob("*.tif*")))
+    assert 0 < written < 180
+
+
+def test_file_errors_are_messages_and_the_session_keeps_working(page, moto_server, demo):
+    list_demo(page, moto_server)
+    choose(page, "Directory", "beamline/2026-11/")
+    checkbox(page, "HDF5 files only").check()
+
+    def load(key: str) -> None:
+        tab(page, "Browse")
+        type_in(page, "Keyword", key.rsplit("/", 1)[-1])
+        tick(page, key)
+        tab(page, "Frames")
+        click(page, "Load Selected H5 File")
+
+    # Nothing selected yet.
+    tab(page, "Frames")
+    click(page, "Load Selected H5 File")
+    expect(status(page, "echo-viewer-status")).to_have_text("Select an .h5 file in the browser first.")
+
+    load(NOT_HDF5_KEY)
+    expect(status(page, "echo-viewer-status")).to_contain_text("is not an HDF5 file")
+    shot(page, "13-not-hdf5")
+
+    tab(page, "Browse")
+    choose(page, "Directory", "(all)")
+    load(IMAGE2D_KEY)
+    expect(status(page, "echo-viewer-status")).to_contain_text("is a single 2-D image")
+    tab(page, "Process")
+    expect(status(page, "echo-process-check")).to_contain_text("single 2-D image, not a stack")
+    shot(page, "14-two-d")
+
+    load(SHORT_KEY)
+    expect(status(page, "echo-viewer-status")).to_contain_text("12 frames")
+    tab(page, "Process")
+    expect(status(page, "echo-process-check")).to_contain_text("needs at least 21")
+    click(page, "Batch Process & Save")
+    expect(status(page, "echo-process-status")).to_contain_text("needs at least 21")
+    shot(page, "15-short")
+
+    load(NEXUS_KEY)
+    wait_frame(page, 0, 39)
+    tab(page, "Process")
+    type_in(page, "Start frame", "5")
+    expect(status(page, "echo-process-check")).to_have_text(START_MESSAGE)
+    click(page, "Batch Process & Save")
+    expect(status(page, "echo-process-status")).to_have_text(START_MESSAGE)
+    shot(page, "16-start-below-20")
+    # Still working: a preview runs.
+    click(page, "Preview Last Frame")
+    expect(status(page, "echo-process-status")).to_have_text("Preview of frame 39 ready.")
+    assert "Traceback" not in page.content()
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    from auth_moto import auth_moto_server
+
+    buckets = {"alice": [f"alice-{uuid.uuid4().hex[:6]}"], "bob": [f"bob-{uuid.uuid4().hex[:6]}"]}
+    with auth_moto_server(buckets) as server:
+        yield server
+
+
+def test_wrong_keys_then_right_keys(page, auth_server):
+    from dashboard.storage.credentials import Credentials
+
+    alice = auth_server.credentials("alice")
+    wrong = Credentials(access_key=alice.access_key, secret_key="not-the-secret-123")
+    connect(page, endpoint=auth_server.endpoint, credentials=wrong,
+            expect="keys were rejected")
+    assert "not-the-secret-123" not in page.content()
+    shot(page, "17-wrong-keys")
+    connect(page, endpoint=auth_server.endpoint, credentials=alice)
+    assert alice.secret_key not in page.content()
+
+
+def test_two_browser_contexts_see_only_their_own_buckets(browser, dashboard_server, auth_server):
+    pages = {}
+    try:
+        for user in ("alice", "bob"):
+            pages[user] = new_page(browser, dashboard_server.url)
+            connect(pages[user], endpoint=auth_server.endpoint,
+                    credentials=auth_server.credentials(user))
+        for user, other in (("alice", "bob"), ("bob", "alice")):
+            options = pages[user].locator(".bk-input-group", has_text="Bucket").locator("option")
+            expect(options).to_have_text(list(auth_server.users[user].buckets))
+            content = pages[user].content()
+            for bucket in auth_server.users[other].buckets:
+                assert bucket not in content
+            assert auth_server.credentials(other).access_key not in content
+            shot(pages[user], f"18-isolated-{user}")
+    finally:
+        for p in pages.values():
+            p.context.close()
