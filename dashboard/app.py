@@ -14,6 +14,7 @@ import threading
 import panel as pn
 
 from dashboard.config import Settings
+from dashboard.errors import EchoError
 from dashboard.state.session import Session
 from dashboard.ui.app import TITLE, EchoS3Viewer, extension
 
@@ -31,7 +32,11 @@ def create_app(settings: Settings | None = None, *, credentials=None):
         Keys every new session connects with at once (the demo store's).
     """
     extension()
-    session = Session(settings or Settings.from_env(), connect=False)
+    try:
+        settings = settings or Settings.from_env()
+    except EchoError as exc:  # e.g. a bad ECHO_S3_ENDPOINT: say so instead of a traceback
+        return _error_page(str(exc))
+    session = Session(settings, connect=False)
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
         session.tasks.dispatch = _scheduler(doc)
@@ -39,6 +44,12 @@ def create_app(settings: Settings | None = None, *, credentials=None):
     page = EchoS3Viewer(session=session).template()
     session.start(credentials=credentials)
     return page
+
+
+def _error_page(message: str):
+    return pn.template.FastListTemplate(
+        title=TITLE, main=[pn.pane.Alert(f"The dashboard cannot start: {message}",
+                                         alert_type="danger")])
 
 
 def _scheduler(doc):

@@ -79,6 +79,16 @@ def tick(page, key: str) -> None:
     row(page, key).locator("input[type=checkbox]").check()
 
 
+def shows_an_image(locator) -> bool:
+    """True when the element's screenshot has many grey levels (an image, not a blank box)."""
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(locator.screenshot())).convert("L")
+    return len(picture.getcolors(maxcolors=256) or []) > 40
+
+
 def frame_pixels(page) -> bytes:
     return page.locator(".echo-frame canvas").first.screenshot()
 
@@ -157,6 +167,7 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
     click(page, "View Last Frame")
     expect(status(page, "echo-thumbnail-title")).to_contain_text("scan_0001.nxs")
     expect(page.locator(".echo-thumbnail canvas").first).to_be_visible()
+    assert shows_an_image(page.locator(".echo-thumbnail canvas").first)
     shot(page, "06-last-frame")
 
     # Load it: the Frames step opens on frame 0.
@@ -166,6 +177,7 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
         last = f["/entry/data/data"].shape[0] - 1
     wait_frame(page, 0, last)
     expect(status(page, "echo-viewer-status")).to_contain_text("40 frames of 256×256 uint16")
+    assert shows_an_image(page.locator(".echo-frame canvas").first)
     shot(page, "07-frames")
 
     # Every control moves the frame, and the pixels change.
@@ -199,7 +211,10 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
     click(page, "Preview Last Frame")
     expect(status(page, "echo-process-status")).to_have_text(f"Preview of frame {last} ready.")
     expect(status(page, "echo-preview-title")).to_contain_text("σ = 4")
-    expect(page.locator(".echo-preview canvas")).not_to_have_count(0)
+    panels = page.locator(".echo-preview canvas")
+    expect(panels.first).to_be_visible()
+    assert panels.count() >= 5
+    assert all(shows_an_image(panels.nth(i)) for i in range(5))
     shot(page, "10-preview")
 
     batch_out = tmp_path / "processed"

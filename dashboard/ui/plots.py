@@ -157,7 +157,7 @@ def stage_panels(get_stages: Callable[[], object], depends: dict, *, size: int =
         def hist(name=name, **kwargs):
             stages = get_stages()
             array = getattr(stages, name) if stages is not None else None
-            return histogram(array, title="", responsive=False, frame_width=size - 40,
+            return histogram(array, title="", responsive=False, frame_width=size,
                              height=130, fontsize={"ticks": 8, "labels": 9})
 
         images.append(

@@ -15,6 +15,7 @@ class ProcessView(pn.viewable.Viewer):
     def __init__(self, state: ProcessorState, **params):
         super().__init__(**params)
         self.state = state
+        self._stage_panels = None
         p = state.param
         form = pn.Column(
             pn.Row(pn.widgets.IntInput.from_param(p.start, width=110),
@@ -41,17 +42,20 @@ class ProcessView(pn.viewable.Viewer):
             status_line(p.preview_title, css_class="echo-preview-title"),
             pn.pane.Markdown("Press **Preview Last Frame** to see the five stages of the pipeline.",
                              visible=p.stages.rx.is_(None)),
-            pn.Column(
-                pn.pane.HoloViews(
-                    plots.stage_panels(lambda: state.stages,
-                                       {"stages": p.stages, "sigma": p.preview_sigma}),
-                    css_classes=["echo-preview"],
-                ),
-                visible=p.stages.rx.is_not(None),
-            ),
+            pn.pane.HoloViews(pn.bind(self._panels, p.stages.rx.is_not(None)),
+                              css_classes=["echo-preview"]),
             sizing_mode="stretch_width",
         )
         self._layout = pn.Column(form, preview, sizing_mode="stretch_width")
+
+    def _panels(self, ready: bool):
+        # Built once, at the first preview (so the plots start with real data); afterwards the
+        # DynamicMaps follow `stages` by themselves.
+        if ready and self._stage_panels is None:
+            p = self.state.param
+            self._stage_panels = plots.stage_panels(
+                lambda: self.state.stages, {"stages": p.stages, "sigma": p.preview_sigma})
+        return self._stage_panels
 
     def __panel__(self):
         return self._layout

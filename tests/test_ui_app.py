@@ -1,0 +1,138 @@
+"""The views and builders without a browser: layout builds, plots, escaping, serving entry points."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dashboard.config import Settings
+from dashboard.demo.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_notebook_layout_and_template_build():
+    import panel as pn
+    from bokeh.document import Document
+
+    import dashboard
+    from dashboard.ui.app import TITLE, EchoS3Viewer, extension
+
+    extension()
+    assert dashboard.EchoS3Viewer is EchoS3Viewer
+    viewer = EchoS3Viewer(settings=Settings(endpoint="http://127.0.0.1:9"))
+    root = pn.panel(viewer).get_root(Document())
+    assert root is not None
+    template = viewer.template()
+    assert template.title == TITLE
+    assert [name for name, _ in zip(viewer.tabs._names, range(4))] == [
+        "1 · Browse", "2 · Inspect", "3 · Frames", "4 · Process"]
+    viewer.session.close()
+
+
+def test_frame_image_uses_pixel_coordinates():
+    from dashboard.ui.plots import frame_image
+
+    frame = np.arange(12, dtype=np.uint16).reshape(3, 4)  # 3 rows, 4 columns
+    image = frame_image(frame)
+    for row in range(3):
+        for col in range(4):
+            assert image[col, row] == frame[row, col]
+    blank = frame_image(None, shape=(5, 7))
+    assert blank.dimension_values(2, flat=False).shape == (5, 7)
+
+
+def test_rasterized_frame_is_viewport_sized_and_compact():
+    import holoviews as hv
+    from holoviews.operation.datashader import rasterize
+
+    from dashboard.ui.plots import frame_image
+
+    hv.extension("bokeh")
+    frame = np.random.default_rng(0).integers(0, 60000, (2048, 2048), dtype=np.uint16)
+    out = rasterize(frame_image(frame), dynamic=False, width=800, height=600)
+    data = out.dimension_values(2, flat=False)
+    assert data.shape == (600, 800)
+    assert data.dtype.itemsize <= 4
+
+
+def test_histogram_counts_every_pixel_of_small_frames():
+    from dashboard.ui.plots import histogram
+
+    frame = np.random.default_rng(1).normal(size=(64, 64)).astype(np.float32)
+    frame[0, 0] = np.nan
+    hist = histogram(frame)
+    assert hist.dimension_values(1).sum() == frame.size - 1
+
+
+def test_tree_html_escapes_file_contents():
+    from dashboard.ui.viewer import tree_html
+
+    description = {
+        "url": "s3://b/<evil>.h5",
+        "nodes": [
+            {"path": "/", "kind": "group", "attrs": {"note": "<script>alert(1)</script>"}},
+            {"path": "/<img src=x>", "kind": "dataset", "shape": [3, 4, 5], "dtype": "uint16",
+             "chunks": [1, 4, 5], "filters": [{"id": 32008, "name": "bitshuffle"}], "attrs": {}},
+        ],
+        "truncated": True, "node_limit": 2,
+    }
+    html = tree_html(description, "/<img src=x>")
+    assert "<script>" not in html and "<img src=x>" not in html and "<evil>" not in html
+    assert "3×4×5" in html and "chunks 1×4×5" in html and "bitshuffle" in html
+    assert "(shown)" in html and "Only the first 2 entries" in html
+    assert "No file loaded yet" in tree_html(None)
+
+
+def test_serve_signature_matches_the_cli():
+    from dashboard.app import serve
+
+    params = inspect.signature(serve).parameters
+    assert list(params) == ["settings", "demo", "port", "address", "show",
+                            "allow_websocket_origin", "prefix"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+
+
+def test_jupyter_server_proxy_entry():
+    from dashboard.jupyter import setup_panel_proxy
+
+    spec = setup_panel_proxy()
+    command = spec["command"]
+    assert command[1:4] == ["-m", "panel", "serve"] and Path(command[4]).name == "app.py"
+    assert Path(command[4]).is_file() and "{port}" in command
+    assert "{base_url}echo-s3-viewer" in command and spec["absolute_url"] is True
+    assert spec["launcher_entry"]["title"] == "ECHO S3 Viewer"
+
+
+def test_panel_serve_app_module_is_servable(tmp_path):
+    """``panel serve dashboard/app.py`` builds the page per session (no traceback)."""
+    port = free_port()
+    env = {**os.environ, "ECHO_S3_ENDPOINT": "http://127.0.0.1:9"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", "dashboard/app.py", "--address", "127.0.0.1",
+         "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        body = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/app", timeout=30) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None, process.stderr.read() if process.poll() is not None else "timeout"
+        assert "<title>ECHO S3 Viewer</title>" in body and "Traceback" not in body
+    finally:
+        process.terminate()
+        process.wait(10)
