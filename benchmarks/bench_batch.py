@@ -285,7 +285,8 @@ def main() -> None:
     servers = Servers(root, args.delay)
     results: dict = {"meta": {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
+                   f"Python {platform.python_version()}",
         "delay_ms": args.delay * 1000,
     }, "runs": [], "stages": {}, "rss": []}
 
@@ -357,7 +358,8 @@ def markdown(results: dict) -> str:
         "(`benchmarks/s3_range_server.py`, own process), plain and through "
         f"`benchmarks/latency_proxy.py` adding {meta['delay_ms']:.0f} ms per request. Sigma 4. "
         "frames/s = steady rate over the processed frames; setup = open + 20-frame flat. "
-        f"LocalCluster: 2 worker processes × 1 thread, started once in {meta['cluster_start_s']} s "
+        "LocalCluster: 2 worker processes × 1 thread, started once in "
+        f"{meta['cluster_start_s']} s "
         "(not included below).",
         "",
         "| frame | network | method | format | frames | frames/s | setup s | "
@@ -394,10 +396,10 @@ def markdown(results: dict) -> str:
     for edge, rows in sorted(by_edge.items()):
         a, b = rows.get(20), rows.get(200)
         if a and b:
+            ratio = b["peak_rss_mb"] / a["peak_rss_mb"]
             lines.append(f"- {edge}²: {a['peak_rss_mb']:.0f} MB at 20 frames "
                          f"({a['rss_before_mb']:.0f}), {b['peak_rss_mb']:.0f} MB at 200 frames "
-                         f"({b['rss_before_mb']:.0f}): ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}"
-                         " (target ≤ 1.2).")
+                         f"({b['rss_before_mb']:.0f}): ratio {ratio:.2f} (target ≤ 1.2).")
     lines += ["", "Time per stage, one thread, sequential, median ms per frame:", ""]
     edges = sorted(results["stages"])
     lines.append("| stage | " + " | ".join(f"{e}²" for e in edges) + " |")
@@ -413,9 +415,9 @@ def markdown(results: dict) -> str:
         "(`FrameStack.frames`) with one pipeline thread per core, so at 20 ms per request it "
         "stays close to the local-file ceiling; what is left is CPU (PNG deflate first, then the "
         "blur and the percentiles). Per-thread ms are wall times of threads sharing 2 busy cores. "
-        "The LocalCluster pays process start-up, the flat scattered to every worker and, for a local output "
-        "folder, shipping every encoded frame back to the client (heavy for 4–16 MB TIFF/NPY "
-        "frames): it does not pay on 2 cores and is there for real clusters with S3 output, "
+        "The LocalCluster pays process start-up, the flat scattered to every worker and, for a "
+        "local output folder, shipping every encoded frame back to the client (heavy for "
+        "4–16 MB TIFF/NPY frames): it does not pay on 2 cores and is there for real clusters with S3 output, "
         "where workers upload their frames themselves.",
     ]
     return "\n".join(lines) + "\n"
