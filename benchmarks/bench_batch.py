@@ -417,8 +417,8 @@ def markdown(results: dict) -> str:
         "blur and the percentiles). Per-thread ms are wall times of threads sharing 2 busy cores. "
         "The LocalCluster pays process start-up, the flat scattered to every worker and, for a "
         "local output folder, shipping every encoded frame back to the client (heavy for "
-        "4–16 MB TIFF/NPY frames): it does not pay on 2 cores and is there for real clusters with S3 output, "
-        "where workers upload their frames themselves.",
+        "4–16 MB TIFF/NPY frames): it does not pay on 2 cores and is there for real clusters "
+        "with S3 output, where workers upload their frames themselves.",
     ]
     return "\n".join(lines) + "\n"
 
