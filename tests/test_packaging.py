@@ -11,7 +11,6 @@ from conftest import ROOT
 
 # pip requirement (with extras) -> the conda-forge packages that provide it
 EXTRAS = {
-    "s3fs[boto3]": ["s3fs", "boto3"],
     "dask[distributed]": ["dask", "distributed"],
     "moto[server]": ["moto", "flask", "flask-cors"],
 }
