@@ -23,7 +23,49 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TIMEOUT_MS = 30_000
 
 __all__ = ["browser", "dashboard_server", "page", "new_page", "shot", "connect", "keys_json",
-           "TIMEOUT_MS", "status", "click", "tab", "re"]
+           "TIMEOUT_MS", "status", "click", "tab", "re", "everything_on_the_page", "LONG_KEY",
+           "upload_long_stack"]
+
+_ALL_TEXT = """() => {
+  const parts = [location.href, document.title];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.shadowRoot) walk(el.shadowRoot);
+      if ('value' in el && typeof el.value === 'string') parts.push(el.value);
+      for (const attr of el.attributes || []) parts.push(attr.value);
+      if (el.childNodes) for (const n of el.childNodes) if (n.nodeType === 3) parts.push(n.data);
+    }
+  };
+  walk(document);
+  return parts.join('\\n');
+}"""
+
+
+def everything_on_the_page(page) -> str:
+    """Every text node, attribute and input value, shadow DOMs included, plus the URL."""
+    return page.evaluate(_ALL_TEXT)
+
+
+LONG_KEY = "long/run_0099_long.h5"
+
+
+def upload_long_stack(s3, directory) -> str:
+    """A fresh bucket with one longer stack (200 frames of 128², one chunk per frame, under
+    7 MB for moto), so that a batch runs long enough to be cancelled. Returns the bucket."""
+    import uuid
+
+    import h5py
+    import numpy as np
+
+    name = f"long-{uuid.uuid4().hex[:8]}"
+    s3.client.create_bucket(Bucket=name)
+    path = Path(directory) / "long.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("/entry/data/data", chunks=(1, 128, 128),
+                         data=rng.integers(100, 4000, (200, 128, 128), dtype=np.uint16))
+    s3.client.upload_file(str(path), name, LONG_KEY)
+    return name
 
 
 def _missing(reason: str):

@@ -8,10 +8,12 @@ import json
 import uuid
 
 import h5py
-import numpy as np
 import pytest
 from browser_fixtures import *  # noqa: F403 - fixtures and helpers
-from browser_fixtures import click, connect, new_page, shot, status, tab
+from browser_fixtures import (
+    LONG_KEY, click, connect, everything_on_the_page, new_page, shot, status, tab,
+    upload_long_stack,
+)
 from conftest import ACCESS_KEY, SECRET_KEY
 
 from dashboard.demo.store import (
@@ -22,7 +24,6 @@ from dashboard.storage.s3 import S3
 
 pytestmark = pytest.mark.browser
 
-LONG_KEY = "long/run_0099_long.h5"
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +34,7 @@ def demo(moto_server, credentials):
 
 @pytest.fixture(scope="module")
 def long_bucket(moto_server, credentials, tmp_path_factory):
-    """A bucket with one longer stack (200 frames of 128²), so that a batch can be cancelled."""
-    s3 = S3(moto_server.endpoint, credentials)
-    name = f"long-{uuid.uuid4().hex[:8]}"
-    s3.client.create_bucket(Bucket=name)
-    path = tmp_path_factory.mktemp("long") / "long.h5"
-    rng = np.random.default_rng(5)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("/entry/data/data", data=rng.integers(100, 4000, (200, 128, 128),
-                                                               dtype=np.uint16),
-                         chunks=(1, 128, 128))
-    s3.client.upload_file(str(path), name, LONG_KEY)
-    return name
+    return upload_long_stack(S3(moto_server.endpoint, credentials), tmp_path_factory.mktemp("long"))
 
 
 def expect(locator):
@@ -124,7 +114,8 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
     shot(page, "01-start")
     # Connect: the pasted keys are gone from the page afterwards.
     list_demo(page, moto_server)
-    assert SECRET_KEY not in page.content()
+    seen = everything_on_the_page(page)
+    assert "Listed" in seen and SECRET_KEY not in seen and ACCESS_KEY not in seen
     assert field(page, "paste keys").input_value() == ""
     shot(page, "02-connected-listed")
 
@@ -179,6 +170,14 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
     expect(status(page, "echo-viewer-status")).to_contain_text("40 frames of 256×256 uint16")
     assert shows_an_image(page.locator(".echo-frame canvas").first)
     shot(page, "07-frames")
+
+    # Hover shows the pixel's coordinates and value.
+    box = page.locator(".echo-frame canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+    tooltip = page.locator(".bk-Tooltip, .bk-tooltip").first
+    expect(tooltip).to_contain_text("value")
+    expect(tooltip).to_contain_text("x (column)")
+    shot(page, "07b-hover")
 
     # Every control moves the frame, and the pixels change.
     before = frame_pixels(page)
@@ -313,17 +312,26 @@ def auth_server():
         yield server
 
 
-def test_wrong_keys_then_right_keys(page, auth_server):
+def test_wrong_keys_then_right_keys(page, auth_server, tmp_path):
     from dashboard.storage.credentials import Credentials
 
     alice = auth_server.credentials("alice")
     wrong = Credentials(access_key=alice.access_key, secret_key="not-the-secret-123")
     connect(page, endpoint=auth_server.endpoint, credentials=wrong,
             expect="keys were rejected")
-    assert "not-the-secret-123" not in page.content()
+    assert "not-the-secret-123" not in everything_on_the_page(page)
     shot(page, "17-wrong-keys")
-    connect(page, endpoint=auth_server.endpoint, credentials=alice)
-    assert alice.secret_key not in page.content()
+    # The session keeps working: upload the right key file instead.
+    key_file = tmp_path / "alice.json"
+    key_file.write_text(json.dumps({"access_key": alice.access_key,
+                                    "secret_key": alice.secret_key}))
+    page.locator("input[type=file]").first.set_input_files(str(key_file))
+    expect(status(page, "echo-connect-status")).to_have_text("Key file received; press Connect.")
+    click(page, "Connect")
+    expect(status(page, "echo-connect-status")).to_contain_text("Connected to")
+    seen = everything_on_the_page(page)
+    assert alice.secret_key not in seen and alice.access_key not in seen
+    assert page.locator("input[type=file]").first.input_value() == ""
 
 
 def test_two_browser_contexts_see_only_their_own_buckets(browser, dashboard_server, auth_server):
@@ -336,7 +344,7 @@ def test_two_browser_contexts_see_only_their_own_buckets(browser, dashboard_serv
         for user, other in (("alice", "bob"), ("bob", "alice")):
             options = pages[user].locator(".bk-input-group", has_text="Bucket").locator("option")
             expect(options).to_have_text(list(auth_server.users[user].buckets))
-            content = pages[user].content()
+            content = everything_on_the_page(pages[user])
             for bucket in auth_server.users[other].buckets:
                 assert bucket not in content
             assert auth_server.credentials(other).access_key not in content

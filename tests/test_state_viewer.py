@@ -170,8 +170,13 @@ def test_batch_five_frames(session, tmp_path):
     assert "5/5 frames" in p.progress_text()
 
 
-def test_cancel_a_longer_batch(session, tmp_path):
-    load(session, NEXUS_KEY)
+def test_cancel_a_longer_batch(session, moto_server, credentials, tmp_path):
+    from browser_fixtures import LONG_KEY, upload_long_stack
+
+    from dashboard.storage.s3 import S3
+
+    session.browser.bucket = upload_long_stack(S3(moto_server.endpoint, credentials), tmp_path)
+    load(session, LONG_KEY)
     p = session.processor
     p.param.update(start=20, end=session.viewer.n_frames - 1, format="TIFF",
                    output=str(tmp_path / "long"))
@@ -208,3 +213,21 @@ def test_user_message_hides_unexpected_exceptions():
     assert user_message(EchoError("Plain sentence."), "x") == "Plain sentence."
     text = user_message(KeyError("s3cr3t"), "read frame 3")
     assert text == "Could not read frame 3: unexpected KeyError (details are in the server log)."
+
+
+def test_frames_read_while_the_page_is_busy_are_coalesced(session, demo):
+    """Served sessions apply results on the event loop; stale frames never queue up there."""
+    v = load(session, NEXUS_KEY)
+    assert v.wait_for_frame(0)
+    posted = []
+    session.tasks.dispatch = posted.append  # the "event loop" is busy: nothing runs yet
+    for i in range(1, 31):
+        v.index = i
+    assert session.wait(30)
+    shows = [p for p in posted if getattr(p.args[0], "__name__", "") == "_show_latest"]
+    assert len(shows) == 1  # one pending update, whatever the number of frames read
+    session.tasks.dispatch = None
+    for p in posted:
+        p()
+    assert v.shown_index == 30
+    np.testing.assert_array_equal(v.frame, local(demo, NEXUS_KEY)[30])

@@ -136,3 +136,12 @@ def test_panel_serve_app_module_is_servable(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_fit_box_keeps_square_pixels():
+    from dashboard.ui.plots import fit_box
+
+    assert fit_box((256, 256), (900, 660)) == (660, 660)
+    assert fit_box((2167, 2070), (900, 660)) == (630, 660)
+    width, height = fit_box((200, 2560), (900, 660))  # a wide detector strip
+    assert width == 900 and abs(height - 200 * 900 / 2560) < 1 or height == 100

@@ -49,6 +49,14 @@ def frame_image(frame: np.ndarray | None, *, label: str = "value",
     )
 
 
+def fit_box(shape: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` in screen pixels for a frame of ``shape`` (rows, columns) inside
+    ``box`` (width, height), keeping square pixels."""
+    rows, cols = (int(n) for n in shape) if shape and min(shape) > 0 else (1, 1)
+    scale = min(box[0] / cols, box[1] / rows)
+    return max(100, round(cols * scale)), max(100, round(rows * scale))
+
+
 def color_mapper_hook(equalize: Callable[[], bool]):
     """A plot hook that swaps the colour mapper between histogram-equalized and linear.
 
@@ -87,7 +95,7 @@ def rasterized_frames(callback, *, equalize: Callable[[], bool], cmap="gray", **
     dmap = hv.DynamicMap(callback)
     style = dict(
         cmap="gray", colorbar=True, tools=["hover"], hover_tooltips=HOVER, invert_yaxis=True,
-        data_aspect=1, responsive=True, min_height=480, active_tools=["wheel_zoom"],
+        responsive=True, min_height=480, active_tools=["wheel_zoom"],
         xlabel="x (column)", ylabel="y (row)", hooks=[color_mapper_hook(equalize)],
         toolbar="above",
     )

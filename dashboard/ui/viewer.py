@@ -11,6 +11,8 @@ from ..state.viewer import ViewerState
 from . import plots
 from .browser import status_line
 
+FRAME_BOX = (900, 660)  # the frame view's largest size in screen pixels (aspect kept)
+
 TREE_CSS = """
 .echo-tree { font-family: var(--bs-font-monospace, monospace); font-size: 13px; }
 .echo-tree details { margin-left: 1.1em; }
@@ -138,7 +140,6 @@ class FramesView(pn.viewable.Viewer):
                 # A new plot per opened stack (fresh axes for its shape); within a stack one
                 # DynamicMap serves every frame and the zoom survives frame changes.
                 pn.pane.HoloViews(pn.bind(self._frame_plot, state.param.stack),
-                                  sizing_mode="stretch_both", min_height=520,
                                   css_classes=["echo-frame"]),
                 side,
                 sizing_mode="stretch_width",
@@ -148,9 +149,11 @@ class FramesView(pn.viewable.Viewer):
 
     def _frame_plot(self, stack):
         state = self.state
+        width, height = plots.fit_box(state.frame_shape, FRAME_BOX)
         return plots.rasterized_frames(
             pn.bind(self._image, state.param.frame_serial, state.param.equalize),
             equalize=lambda: state.equalize, cmap=state.param.colormap,
+            responsive=False, frame_width=width, frame_height=height, min_height=None,
         )
 
     def _image(self, serial: int, equalize: bool) -> hv.Image:
