@@ -93,6 +93,23 @@ def changed(page, before: bytes, timeout: float = 15.0) -> None:
         page.wait_for_timeout(100)
 
 
+def settled(page, last: int, timeout: float = 15.0) -> int:
+    """Wait until the frame shown is the one in the frame-number box (after a drag)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        wanted = int(field(page, "Frame number").input_value())
+        try:
+            assert wanted > 20, f"the drag did not move the slider (at {wanted})"
+            expect(status(page, "echo-frame-label")).to_have_text(
+                f"Frame {wanted} of {last}", timeout=1000)
+            return wanted
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def wait_frame(page, index: int, last: int) -> None:
     expect(status(page, "echo-frame-label")).to_have_text(f"Frame {index} of {last}")
 
@@ -191,6 +208,17 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
     page.keyboard.press("ArrowRight")
     wait_frame(page, 18, last)
     changed(page, before)
+
+    # Drag the slider: the page ends on the frame the slider shows (no stale frame last).
+    box = page.locator(".echo-frame-slider .noUi-base").first.bounding_box()
+    handle = page.locator(".echo-frame-slider .noUi-handle").first.bounding_box()
+    y = handle["y"] + handle["height"] / 2
+    page.mouse.move(handle["x"] + handle["width"] / 2, y)
+    page.mouse.down()
+    for k in range(1, 21):
+        page.mouse.move(box["x"] + box["width"] * (0.45 + 0.02 * k), y)
+    page.mouse.up()
+    settled(page, last)
     gray = frame_pixels(page)
     checkbox(page, "Equalize (histogram)").uncheck()
     choose(page, "Colormap", "viridis")
@@ -332,6 +360,26 @@ def test_wrong_keys_then_right_keys(page, auth_server, tmp_path):
     seen = everything_on_the_page(page)
     assert alice.secret_key not in seen and alice.access_key not in seen
     assert page.locator("input[type=file]").first.input_value() == ""
+
+
+def test_sessions_connect_at_start_with_given_keys(browser, moto_server, demo):
+    """``serve --demo`` / ``--credentials``: each new session connects by itself."""
+    from dashboard.app import RunningServer
+    from dashboard.config import Settings
+
+    with RunningServer(Settings(endpoint=moto_server.endpoint), credentials=_keys()) as server:
+        pages = [new_page(browser, server.url) for _ in range(2)]
+        try:
+            for p in pages:
+                expect(status(p, "echo-connect-status")).to_contain_text("Connected to")
+            choose(pages[0], "Bucket", DEMO_BUCKET)
+            click(pages[0], "List Objects")
+            expect(status(pages[0], "echo-count")).to_contain_text("objects shown")
+            expect(status(pages[1], "echo-count")).not_to_contain_text("objects shown")
+            shot(pages[0], "19-auto-connected")
+        finally:
+            for p in pages:
+                p.context.close()
 
 
 def test_two_browser_contexts_see_only_their_own_buckets(browser, dashboard_server, auth_server):

@@ -40,7 +40,7 @@ class ConnectView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self._password = pn.widgets.PasswordInput(
-            name="…or paste keys (JSON)", placeholder='{"access_key": "…", "secret_key": "…"}',
+            label="…or paste keys (JSON)", placeholder='{"access_key": "…", "secret_key": "…"}',
             sizing_mode="stretch_width",
         )
         self._upload = pn.widgets.FileInput(accept=".json,application/json", multiple=False,
@@ -58,7 +58,7 @@ class ConnectView(pn.viewable.Viewer):
             self._password,
             pn.pane.Markdown("…or upload a key file:", margin=(0, 10)),
             self._upload,
-            pn.widgets.Button.from_param(state.param.connect, button_type="primary",
+            pn.widgets.Button.from_param(state.param.connect, color="primary",
                                          sizing_mode="stretch_width"),
             pn.Row(
                 pn.indicators.LoadingSpinner(value=True, visible=state.param.busy, size=20,
@@ -105,7 +105,7 @@ class BrowseView(pn.viewable.Viewer):
         self._table = pn.widgets.Tabulator(
             objects_frame([]), selectable="checkbox", show_index=False, disabled=True,
             pagination="local", page_size=20, sizing_mode="stretch_width",
-            layout="fit_data_stretch", header_align="left", name="Objects",
+            layout="fit_data_stretch", header_align="left",
             css_classes=["echo-objects"], theme="bootstrap5",
         )
         self._table.param.watch(self._selection_from_table, "selection")
@@ -114,7 +114,7 @@ class BrowseView(pn.viewable.Viewer):
         state.param.watch(self._selection_to_table, "selection")
         controls = pn.Row(
             pn.widgets.Select.from_param(state.param.bucket, width=200),
-            pn.widgets.Button.from_param(state.param.list_objects, button_type="primary",
+            pn.widgets.Button.from_param(state.param.list_objects, color="primary",
                                          width=120, margin=(28, 10, 10, 10)),
             pn.widgets.Select.from_param(state.param.directory, width=260),
             pn.widgets.TextInput.from_param(state.param.keyword, width=180,
@@ -130,7 +130,7 @@ class BrowseView(pn.viewable.Viewer):
         download = pn.Row(
             pn.widgets.TextInput.from_param(state.param.download_dir, min_width=200,
                                             sizing_mode="stretch_width"),
-            pn.widgets.Button.from_param(state.param.download, button_type="success",
+            pn.widgets.Button.from_param(state.param.download, color="success",
                                          width=170, margin=(28, 10, 10, 10)),
             pn.widgets.Button.from_param(state.param.cancel_download, width=150,
                                          margin=(28, 10, 10, 10)),

@@ -26,9 +26,9 @@ class ProcessView(pn.viewable.Viewer):
             pn.widgets.TextInput.from_param(p.output, sizing_mode="stretch_width"),
             status_line(state.check, css_class="echo-process-check"),
             pn.Row(
-                pn.widgets.Button.from_param(p.preview, button_type="primary", width=170),
-                pn.widgets.Button.from_param(p.batch, button_type="success", width=190),
-                pn.widgets.Button.from_param(p.cancel, button_type="danger", width=100,
+                pn.widgets.Button.from_param(p.preview, color="primary", width=170),
+                pn.widgets.Button.from_param(p.batch, color="success", width=190),
+                pn.widgets.Button.from_param(p.cancel, color="danger", width=100,
                                              disabled=p.running.rx.not_()),
             ),
             pn.indicators.Progress(value=p.progress, max=100, sizing_mode="stretch_width",

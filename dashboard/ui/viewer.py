@@ -113,14 +113,14 @@ class FramesView(pn.viewable.Viewer):
             pn.widgets.Button.from_param(state.param.first, **width),
             pn.widgets.Button.from_param(state.param.previous, **width),
             pn.widgets.IntSlider.from_param(state.param.index, sizing_mode="stretch_width",
-                                            name="Frame", css_classes=["echo-frame-slider"]),
+                                            label="Frame", css_classes=["echo-frame-slider"]),
             pn.widgets.Button.from_param(state.param.next, **width),
             pn.widgets.Button.from_param(state.param.last, **width),
-            pn.widgets.IntInput.from_param(state.param.index, name="Frame number", width=120),
+            pn.widgets.IntInput.from_param(state.param.index, label="Frame number", width=120),
             sizing_mode="stretch_width",
         )
         side = pn.Column(
-            pn.widgets.Checkbox.from_param(state.param.equalize, name="Equalize (histogram)"),
+            pn.widgets.Checkbox.from_param(state.param.equalize, label="Equalize (histogram)"),
             pn.widgets.Select.from_param(state.param.colormap, width=200),
             pn.pane.HoloViews(hist, sizing_mode="stretch_width", height=230),
             status_line(state.frame_label, css_class="echo-frame-label"),
@@ -128,7 +128,7 @@ class FramesView(pn.viewable.Viewer):
         )
         self._layout = pn.Column(
             pn.Row(
-                pn.widgets.Button.from_param(state.param.load, button_type="primary", width=200),
+                pn.widgets.Button.from_param(state.param.load, color="primary", width=200),
                 pn.indicators.LoadingSpinner(value=True, visible=state.param.loading, size=24,
                                              width=24, height=24, margin=(12, 5)),
                 status_line(state.param.status, css_class="echo-viewer-status",
