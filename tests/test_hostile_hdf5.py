@@ -314,6 +314,31 @@ def test_saved_reproducers_give_only_our_errors():
     assert all(r["describe"].startswith("echo ") for r in results), results
 
 
+@pytest.mark.xfail(strict=True,
+                   reason="needs /tmp/reliability-patches/08-hdf5-damaged-data-message.diff")
+def test_damaged_compressed_chunk_is_not_called_a_missing_filter(tmp_path):
+    """Garbage inside an LZ4 chunk: the message says the data is damaged, not the install."""
+    path = tmp_path / "lz4_damaged.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("/data", data=np.arange(4 * 16 * 24, dtype="uint16").reshape(4, 16, 24),
+                             chunks=(1, 16, 24), **hdf5plugin.LZ4())
+        info = d.id.get_chunk_info(0)  # frame 0: always read by the probe
+    raw = bytearray(path.read_bytes())
+    # hdf5plugin's LZ4 chunk: 8-byte total size, 4-byte block size, then per block a 4-byte
+    # compressed size; an impossible block size makes the decoder fail.
+    start = info.byte_offset + 12
+    raw[start:start + 4] = b"\xff\xff\xff\x7f"
+    path.write_bytes(bytes(raw))
+    worker = Worker(_env())
+    try:
+        outcome = worker.probe(str(path))
+    finally:
+        worker.close()
+    assert outcome["describe"] == "ok"
+    assert outcome["frames"].startswith("echo HDF5Error: "), outcome
+    assert "damaged" in outcome["frames"] and "LZ4" in outcome["frames"], outcome
+
+
 def test_the_worker_pool_detects_a_crash_and_a_hang(tmp_path):
     """The harness itself: a worker that segfaults or hangs is reported, then replaced."""
     good = str(_tiny_seeds(tmp_path)[0])
