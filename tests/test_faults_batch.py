@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
-from faultproxy import FAST_FAIL, KINDS, FaultProxy, assert_clear_message, failure_bound, write_stack
+from faultproxy import (
+    FAST_FAIL,
+    KINDS,
+    FaultProxy,
+    assert_clear_message,
+    failure_bound,
+    write_stack,
+)
 
 from dashboard.errors import EchoError
 from dashboard.processing.batch import BatchFailed, plan_batch, run_batch

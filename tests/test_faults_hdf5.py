@@ -10,7 +10,14 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
-from faultproxy import FAST_FAIL, KINDS, FaultProxy, assert_clear_message, failure_bound, write_stack
+from faultproxy import (
+    FAST_FAIL,
+    KINDS,
+    FaultProxy,
+    assert_clear_message,
+    failure_bound,
+    write_stack,
+)
 
 from dashboard.errors import EchoError
 from dashboard.hdf5.chunks import LRUBytes

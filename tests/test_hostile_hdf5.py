@@ -66,7 +66,8 @@ def step(name, fn, outcome):
     except EchoError as exc:
         text = str(exc)
         bad = "\n" in text or "Traceback" in text or not text or len(text) > 600
-        outcome[name] = ("bad-message " if bad else "echo ") + type(exc).__name__ + ": " + text[:300]
+        label = "bad-message " if bad else "echo "
+        outcome[name] = label + type(exc).__name__ + ": " + text[:300]
     except Exception as exc:
         outcome[name] = "other " + type(exc).__name__ + ": " + str(exc)[:300]
 
@@ -320,8 +321,8 @@ def test_damaged_compressed_chunk_is_not_called_a_missing_filter(tmp_path):
     """Garbage inside an LZ4 chunk: the message says the data is damaged, not the install."""
     path = tmp_path / "lz4_damaged.h5"
     with h5py.File(path, "w") as f:
-        d = f.create_dataset("/data", data=np.arange(4 * 16 * 24, dtype="uint16").reshape(4, 16, 24),
-                             chunks=(1, 16, 24), **hdf5plugin.LZ4())
+        frames = np.arange(4 * 16 * 24, dtype="uint16").reshape(4, 16, 24)
+        d = f.create_dataset("/data", data=frames, chunks=(1, 16, 24), **hdf5plugin.LZ4())
         info = d.id.get_chunk_info(0)  # frame 0: always read by the probe
     raw = bytearray(path.read_bytes())
     # hdf5plugin's LZ4 chunk: 8-byte total size, 4-byte block size, then per block a 4-byte
