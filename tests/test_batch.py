@@ -149,10 +149,11 @@ def test_s3_output_equals_local_output(s3, bucket, source, tmp_path):
 
 
 def test_default_end_is_the_last_frame_and_local_source(stack_file, tmp_path):
-    plan = plan_batch(stack_file, start=38, fmt="npy", out=tmp_path / "o")
-    assert list(plan.indices) == [38, 39]
-    assert run_batch(plan).written == [38, 39]
-    plan.close()
+    with plan_batch(stack_file, start=38, fmt="npy", out=tmp_path / "o") as plan:
+        assert list(plan.indices) == [38, 39]
+        assert run_batch(plan).written == [38, 39]
+    with pytest.raises(Exception, match="closed"):
+        plan.stack.frame(38)
 
 
 # -- cancel and resume -------------------------------------------------------------------------

@@ -187,9 +187,15 @@ class BatchPlan:
         return self.stack.spec()
 
     def close(self) -> None:
-        """Close the stack if :func:`plan_batch` opened it."""
+        """Close the stack if :func:`plan_batch` opened it (a stack passed in stays open)."""
         if getattr(self, "_owns_stack", False):
             self.stack.close()
+
+    def __enter__(self) -> BatchPlan:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # -- planning --------------------------------------------------------------------------------
