@@ -4,6 +4,7 @@ credentials in task keys or cluster logs. Kept to one test: a cluster takes seco
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
@@ -58,3 +59,41 @@ def test_local_cluster_with_worker_processes_is_byte_identical(s3, bucket, tmp_p
     assert keys and all(k.startswith("echo-process-") for k in keys)
     for text in keys + [logs, repr(record)]:
         assert ACCESS_KEY not in text and SECRET_KEY not in text
+
+
+def test_dask_cancel_drops_queued_tasks_and_resume_completes(s3, bucket, tmp_path, monkeypatch):
+    """Cancel on Dask (an in-process cluster of threads: starts in a second), then resume."""
+    import distributed
+
+    from dashboard.processing import batch as batch_module
+
+    monkeypatch.setattr(batch_module, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(batch_module, "FRAMES_PER_TASK", 1)
+    path = write_stack(tmp_path / "scan_cancel.h5", n=60, shape=(32, 32))
+    s3.client.upload_file(str(path), bucket, "scan_cancel.h5")
+    source = f"s3://{bucket}/scan_cancel.h5"
+    cancel = threading.Event()
+
+    def progress(p) -> None:
+        if p.done >= 3:
+            cancel.set()
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with plan_batch(source, start=20, end=59, fmt="npy", out=str(tmp_path / "out"),
+                        s3=s3) as plan:
+            first = run_batch(plan, progress=progress, cancel=cancel, scheduler=client)
+        assert first.status == "incomplete" and 3 <= len(first.written) < 40
+        with plan_batch(source, start=20, end=59, fmt="npy", out=str(tmp_path / "out"),
+                        s3=s3) as plan:
+            assert plan.resume and set(first.written) <= plan.done
+            second = run_batch(plan, scheduler=client)
+    assert second.ok and set(second.written) | plan.done == set(range(20, 60))
+    with plan_batch(source, start=20, end=59, fmt="npy", out=str(tmp_path / "ref"),
+                    s3=s3) as plan:
+        run_batch(plan)
+    assert files(tmp_path / "out").keys() == files(tmp_path / "ref").keys()
+    for name, data in files(tmp_path / "ref").items():
+        if name.endswith(".npy"):
+            assert files(tmp_path / "out")[name] == data, name
