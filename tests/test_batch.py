@@ -25,7 +25,7 @@ from dashboard.processing.batch import (
     resolve_scheduler,
     run_batch,
 )
-from dashboard.processing.export import decode, is_complete
+from dashboard.processing.export import decode, is_complete, tiff_description
 from dashboard.processing.pipeline import normalize, process, to_uint8
 
 DATASET = "/entry/data/data"
@@ -103,10 +103,7 @@ def test_end_to_end_outputs_equal_in_memory_pipeline(fmt, s3, source, stack_file
             assert decoded.dtype == np.float32
             np.testing.assert_array_equal(decoded, image)
     if fmt == "tiff":
-        import tifffile
-
-        with tifffile.TiffFile(out / "scan_0001_000025.tiff") as tif:
-            description = json.loads(tif.pages[0].description)
+        description = json.loads(tiff_description(out / "scan_0001_000025.tiff"))
         assert description["frame"] == 25 and description["sigma"] == 2.5
         assert description["flat"] == [2, 21] and description["source"] == source
 
