@@ -873,4 +873,6 @@ def _run_dask(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
     finally:
         # Queued tasks are dropped; a task already running finishes on its worker (an S3
         # output then still gets its complete objects, which a resume will find).
-        client.cancel([*pending, context_future])
+        if pending:
+            client.cancel(list(pending))
+        context_future.release()
