@@ -54,7 +54,7 @@ def fit_box(shape: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     ``box`` (width, height), keeping square pixels."""
     rows, cols = (int(n) for n in shape) if shape and min(shape) > 0 else (1, 1)
     scale = min(box[0] / cols, box[1] / rows)
-    return max(100, round(cols * scale)), max(100, round(rows * scale))
+    return max(60, round(cols * scale)), max(60, round(rows * scale))
 
 
 def color_mapper_hook(equalize: Callable[[], bool]):
@@ -138,8 +138,9 @@ def _sample(frame: np.ndarray) -> np.ndarray:
     return frame[::step, ::step]
 
 
-def stage_panels(get_stages: Callable[[], object], depends: dict, *, size: int = 200) -> hv.Layout:
-    """Five images (Original → Gaussian) with their histograms beneath, in two rows.
+def stage_panels(get_stages: Callable[[], object], depends: dict, *, shape=(1, 1),
+                 size: int = 160) -> list[tuple[hv.DynamicMap, hv.DynamicMap]]:
+    """For each of the five stages (Original → Gaussian), an image and its histogram.
 
     Parameters
     ----------
@@ -148,10 +149,19 @@ def stage_panels(get_stages: Callable[[], object], depends: dict, *, size: int =
     depends
         Parameters the panels follow, e.g. ``{"stages": state.param.stages, "sigma": ...}``;
         the builders receive them as keyword arguments (``sigma`` titles the last panel).
+    shape : (rows, columns)
+        Frame shape: each image gets a ``size``-pixel box with square pixels.
+
+    Returns
+    -------
+    list of (image, histogram) DynamicMap pairs, in pipeline order
+        Kept as separate plots so that each column sizes itself (a Bokeh grid would align the
+        images to the histograms' axes).
     """
     import panel as pn
 
-    images, hists = [], []
+    width, height = fit_box(shape, (size, size))
+    panels = []
     for name in STAGE_NAMES:
 
         def image(name=name, **kwargs):
@@ -159,21 +169,21 @@ def stage_panels(get_stages: Callable[[], object], depends: dict, *, size: int =
             stages = get_stages()
             array = getattr(stages, name) if stages is not None else None
             title = STAGE_TITLES[name].format(sigma=kwargs.get("sigma", 0.0))
-            return rasterize(frame_image(array), dynamic=False, width=size,
-                             height=size).relabel(title)
+            return rasterize(frame_image(array), dynamic=False, width=width,
+                             height=height).relabel(title)
 
         def hist(name=name, **kwargs):
             stages = get_stages()
             array = getattr(stages, name) if stages is not None else None
-            return histogram(array, title="", responsive=False, frame_width=size,
-                             height=130, fontsize={"ticks": 8, "labels": 9})
+            return histogram(array, title="", responsive=False, frame_width=size - 30,
+                             height=140, ylabel="", fontsize={"ticks": 8, "labels": 9})
 
-        images.append(
+        panels.append((
             hv.DynamicMap(pn.bind(image, **depends)).opts(
                 cmap="gray", tools=["hover"], hover_tooltips=HOVER, invert_yaxis=True,
-                frame_width=size, frame_height=size, xaxis=None, yaxis=None, toolbar=None,
-                colorbar=False, axiswise=True, framewise=True, fontsize={"title": 11},
-            )
-        )
-        hists.append(hv.DynamicMap(pn.bind(hist, **depends)))
-    return hv.Layout(images + hists).cols(5).opts(shared_axes=False)
+                frame_width=width, frame_height=height, aspect=None, data_aspect=None,
+                xaxis=None, yaxis=None, toolbar=None, colorbar=False, fontsize={"title": 11},
+            ),
+            hv.DynamicMap(pn.bind(hist, **depends)),
+        ))
+    return panels

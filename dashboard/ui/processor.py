@@ -8,6 +8,8 @@ from ..state.processor import ProcessorState
 from . import plots
 from .browser import status_line
 
+PANEL_SIZE = 170  # screen pixels of each preview image's longer side
+
 
 class ProcessView(pn.viewable.Viewer):
     """Thin view over :class:`ProcessorState`."""
@@ -16,6 +18,7 @@ class ProcessView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self._stage_panels = None
+        self._panels_shape = None
         p = state.param
         form = pn.Column(
             pn.Row(pn.widgets.IntInput.from_param(p.start, width=110),
@@ -42,19 +45,31 @@ class ProcessView(pn.viewable.Viewer):
             status_line(p.preview_title, css_class="echo-preview-title"),
             pn.pane.Markdown("Press **Preview Last Frame** to see the five stages of the pipeline.",
                              visible=p.stages.rx.is_(None)),
-            pn.pane.HoloViews(pn.bind(self._panels, p.stages.rx.is_not(None)),
-                              css_classes=["echo-preview"]),
+            pn.Row(pn.bind(self._panels, p.stages.rx.is_not(None)),
+                   css_classes=["echo-preview"], sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
         self._layout = pn.Column(form, preview, sizing_mode="stretch_width")
 
     def _panels(self, ready: bool):
-        # Built once, at the first preview (so the plots start with real data); afterwards the
-        # DynamicMaps follow `stages` by themselves.
-        if ready and self._stage_panels is None:
+        # Built at the first preview of a frame shape (so the plots start with real data and
+        # square pixels); afterwards the DynamicMaps follow `stages` by themselves.
+        stages = self.state.stages
+        if not ready or stages is None:
+            return self._stage_panels
+        shape = stages.original.shape
+        if self._stage_panels is None or self._panels_shape != shape:
             p = self.state.param
-            self._stage_panels = plots.stage_panels(
-                lambda: self.state.stages, {"stages": p.stages, "sigma": p.preview_sigma})
+            pairs = plots.stage_panels(lambda: self.state.stages,
+                                       {"stages": p.stages, "sigma": p.preview_sigma},
+                                       shape=shape, size=PANEL_SIZE)
+            self._panels_shape = shape
+            self._stage_panels = pn.Row(*[
+                pn.Column(pn.pane.HoloViews(image, css_classes=["echo-preview-image"],
+                                            width=PANEL_SIZE + 20, height=PANEL_SIZE + 40),
+                          pn.pane.HoloViews(hist, width=PANEL_SIZE + 40), margin=(0, 4))
+                for image, hist in pairs
+            ], sizing_mode="stretch_width")
         return self._stage_panels
 
     def __panel__(self):

@@ -154,6 +154,7 @@ class FramesView(pn.viewable.Viewer):
             pn.bind(self._image, state.param.frame_serial, state.param.equalize),
             equalize=lambda: state.equalize, cmap=state.param.colormap,
             responsive=False, frame_width=width, frame_height=height, min_height=None,
+            aspect=None, data_aspect=None,  # the box already has the frame's shape
         )
 
     def _image(self, serial: int, equalize: bool) -> hv.Image:
