@@ -118,7 +118,7 @@ def test_panel_serve_app_module_is_servable(tmp_path):
     env = {**os.environ, "ECHO_S3_ENDPOINT": "http://127.0.0.1:9"}
     process = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", "dashboard/app.py", "--address", "127.0.0.1",
-         "--port", str(port)],
+         "--port", str(port), "--num-threads", "2"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
