@@ -13,6 +13,7 @@ from conftest import ROOT
 EXTRAS = {
     "dask[distributed]": ["dask", "distributed"],
     "moto[server]": ["moto", "flask", "flask-cors"],
+    "opencv-python-headless": ["opencv"],
 }
 
 
