@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
 import os
 import subprocess
@@ -145,3 +146,26 @@ def test_fit_box_keeps_square_pixels():
     assert fit_box((2167, 2070), (900, 660)) == (630, 660)
     assert fit_box((200, 2560), (900, 660)) == (900, 70)  # a wide detector strip
     assert fit_box((10, 5000), (900, 660)) == (900, 60)  # never thinner than 60 pixels
+
+
+def test_pasted_and_uploaded_keys_stay_out_of_debug_logs(caplog, moto_server):
+    from conftest import SECRET_KEY
+
+    from dashboard.state.browser import BrowserState
+    from dashboard.ui.browser import ConnectView
+
+    state = BrowserState(endpoint=moto_server.endpoint)
+    view = ConnectView(state)
+    text = '{"access_key": "AKIAX", "secret_key": "%s"}' % SECRET_KEY
+    with caplog.at_level("DEBUG"):
+        view._password._process_events({"value_input": text})
+        view._upload._process_events(
+            {"value": base64.b64encode(text.encode()).decode(), "filename": "k.json"})
+        view._password._log("probe %s", "visible")  # other DEBUG lines of the widget: dropped too
+    assert state.credentials_text == text
+    assert SECRET_KEY not in caplog.text
+    state.connect = True
+    assert view._password.value_input == "" and view._password.value == ""
+    assert view._upload.value is None
+    state.tasks.wait(30)
+    state.tasks.shutdown()

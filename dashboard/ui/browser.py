@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import panel as pn
 
@@ -33,11 +35,28 @@ def status_line(text, *, css_class: str, **kwargs) -> pn.pane.Markdown:
                             **kwargs)
 
 
+KEY_INPUT_LOGGERS = ("panel.viewable.PasswordInput", "panel.viewable.FileInput")
+
+
+def _drop_debug(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.DEBUG
+
+
+def quiet_key_inputs() -> None:
+    """Keep Panel's DEBUG event log ("received events {'value_input': ...}") of the key
+    inputs out of every log: those events carry the pasted or uploaded keys."""
+    for name in KEY_INPUT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _drop_debug not in logger.filters:
+            logger.addFilter(_drop_debug)
+
+
 class ConnectView(pn.viewable.Viewer):
     """Endpoint, key file path, pasted/uploaded keys, "Connect" and a status line."""
 
     def __init__(self, state: BrowserState, **params):
         super().__init__(**params)
+        quiet_key_inputs()
         self.state = state
         self._password = pn.widgets.PasswordInput(
             label="…or paste keys (JSON)", placeholder='{"access_key": "…", "secret_key": "…"}',
@@ -86,9 +105,10 @@ class ConnectView(pn.viewable.Viewer):
                 self.state.status = "Key file received; press Connect."
 
     def _clear_secrets(self, event) -> None:
-        # Runs after the state has read the keys; wipe them from the page.
+        # Runs after the state has read the keys; wipe them from the page and the widgets.
         self._password.param.update(value="", value_input="")
-        self._upload.clear()
+        self._upload.param.update(value=None, filename=None)
+        self._upload.clear()  # the browser's file input too
 
     def __panel__(self):
         return self._layout
