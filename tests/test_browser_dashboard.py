@@ -257,6 +257,13 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
     assert len(list(batch_out.rglob("*.npy"))) == 5
     shot(page, "11-batch-done")
 
+    # Inspect: choose the other image stack of the file; Frames follows it.
+    tab(page, "Inspect")
+    choose(page, "Image stack", "/entry/instrument/detector/data")
+    expect(status(page, "echo-viewer-status")).to_contain_text("/entry/instrument/detector/data")
+    expect(page.locator(".echo-tree")).to_contain_text("(shown)")
+    shot(page, "11b-other-stack")
+
 
 def test_cancel_a_longer_batch(page, moto_server, long_bucket, tmp_path):
     connect(page, endpoint=moto_server.endpoint, credentials=_keys())

@@ -231,3 +231,14 @@ def test_frames_read_while_the_page_is_busy_are_coalesced(session, demo):
         p()
     assert v.shown_index == 30
     np.testing.assert_array_equal(v.frame, local(demo, NEXUS_KEY)[30])
+
+
+def test_batch_to_an_s3_prefix(session, s3, bucket):
+    load(session, NEXUS_KEY)
+    p = session.processor
+    p.param.update(start=30, end=32, format="PNG", output=f"s3://{bucket}/processed/run1")
+    p.batch = True
+    assert session.wait(120)
+    keys = [o.key for o in s3.list_objects(bucket, "processed/run1/").objects]
+    assert len([k for k in keys if k.endswith(".png")]) == 3
+    assert p.status == "Batch finished." and f"s3://{bucket}/processed/run1" in p.summary

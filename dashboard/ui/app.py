@@ -66,8 +66,9 @@ class EchoS3Viewer(pn.viewable.Viewer):
             (STEPS[3], self.process_view),
             dynamic=False, sizing_mode="stretch_width", css_classes=["echo-steps"],
         )
-        # The obvious next step: after loading a file, show its frames.
-        session.viewer.param.watch(self._show_frames, "stack")
+        # The obvious next step: after loading a file, show its frames (choosing another
+        # stack of the same file in Inspect stays in Inspect).
+        session.viewer.param.watch(self._show_frames, "url")
         self.sidebar = pn.Column(
             "## Connect", self.connect_view,
             pn.pane.Markdown(
@@ -78,7 +79,7 @@ class EchoS3Viewer(pn.viewable.Viewer):
         )
 
     def _show_frames(self, event) -> None:
-        if event.new is not None:
+        if event.new:
             self.tabs.active = 2
 
     def __panel__(self):
