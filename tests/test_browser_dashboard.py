@@ -302,7 +302,8 @@ def test_file_errors_are_messages_and_the_session_keeps_working(page, moto_serve
     # Nothing selected yet.
     tab(page, "Frames")
     click(page, "Load Selected H5 File")
-    expect(status(page, "echo-viewer-status")).to_have_text("Select an .h5 file in the browser first.")
+    expect(status(page, "echo-viewer-status")).to_have_text(
+        "Select an .h5 file in the browser first.")
 
     load(NOT_HDF5_KEY)
     expect(status(page, "echo-viewer-status")).to_contain_text("is not an HDF5 file")

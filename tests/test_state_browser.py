@@ -65,7 +65,8 @@ def test_connect_with_a_key_file(moto_server, demo, tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("{not json", "not valid JSON"), (json.dumps({"access_key": ACCESS_KEY}), "missing 'secret_key'")],
+    [("{not json", "not valid JSON"),
+     (json.dumps({"access_key": ACCESS_KEY}), "missing 'secret_key'")],
 )
 def test_bad_pasted_keys_say_why_without_echoing_them(moto_server, text, expected):
     s = Session(Settings(endpoint=moto_server.endpoint), connect=False)

@@ -1,4 +1,4 @@
-"""The views and builders without a browser: layout builds, plots, escaping, serving entry points."""
+"""Views and builders without a browser: layout, plots, escaping, serving entry points."""
 
 from __future__ import annotations
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import param
 
 from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS, normalize_endpoint
-from ..storage.credentials import Credentials, from_json_file, from_json_text, load_credentials, mask
+from ..storage.credentials import (
+    Credentials, from_json_file, from_json_text, load_credentials, mask,
+)
 from ..storage.listing import SORT_KEYS, directories, filter_objects, sort_objects
 from ..storage.s3 import S3
 from .tasks import Tasks, user_message
@@ -124,8 +126,9 @@ class BrowserState(param.Parameterized):
         self._set_busy("Connecting…")
         self.tasks.submit(self._connect, text)
 
-    def connect_now(self, credentials: Credentials | None = None, endpoint: str | None = None) -> None:
-        """Connect with ready-made credentials (``serve --demo`` / ``--credentials``), in the background."""
+    def connect_now(self, credentials: Credentials | None = None,
+                    endpoint: str | None = None) -> None:
+        """Connect with ready-made keys (``serve --demo``, ``--credentials``) in the background."""
         if endpoint:
             self.endpoint = endpoint
         self._set_busy("Connecting…")
@@ -156,7 +159,8 @@ class BrowserState(param.Parameterized):
     def _connected(self, s3: S3, credentials: Credentials, buckets: list[str]) -> None:
         endpoint = s3.endpoint
         self.s3, self._credentials = s3, credentials
-        who = f"keys {mask(credentials.access_key)}" if credentials.access_key else credentials.source
+        who = (f"keys {mask(credentials.access_key)}" if credentials.access_key
+               else credentials.source)
         self.param.bucket.objects = buckets
         self.param.update(
             bucket=buckets[0] if buckets else None,
@@ -169,13 +173,15 @@ class BrowserState(param.Parameterized):
         with param.edit_constant(self):
             self.param.update(connected=True, connection=f"{endpoint} with {who}")
         found = f"{len(buckets)} bucket{'s' if len(buckets) != 1 else ''}"
-        hint = "choose a bucket and press List Objects." if buckets else "these keys see no buckets."
+        hint = ("choose a bucket and press List Objects." if buckets
+                else "these keys see no buckets.")
         self._done(f"Connected to {endpoint}: {found}; {hint}")
 
     def _disconnect(self, message: str) -> None:
         self.s3, self._credentials = None, None
         self.param.bucket.objects = []
-        self.param.update(bucket=None, listing=[], selection=[], thumbnail=None, truncated_notice="")
+        self.param.update(bucket=None, listing=[], selection=[], thumbnail=None,
+                          truncated_notice="")
         with param.edit_constant(self):
             self.param.update(connected=False, connection="")
         self._done(message)

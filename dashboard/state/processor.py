@@ -127,7 +127,8 @@ class ProcessorState(param.Parameterized):
         self.tasks.post(
             self.param.update,
             stages=stages, previewing=False, preview_sigma=sigma,
-            preview_title=f"Frame {index}, flat field from frames {index - FLAT_FRAMES}–{index - 1}, σ = {sigma:g}",
+            preview_title=(f"Frame {index}, flat field from frames {index - FLAT_FRAMES}–"
+                           f"{index - 1}, σ = {sigma:g}"),
             status=f"Preview of frame {index} ready.",
         )
 

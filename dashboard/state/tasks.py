@@ -105,7 +105,7 @@ class Tasks:
             return bool(self._futures)
 
     def shutdown(self) -> None:
-        """Stop accepting work; running tasks finish on their own (they watch their cancel flags)."""
+        """Stop accepting work; running tasks finish on their own (they watch cancel flags)."""
         with self._lock:
             self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)

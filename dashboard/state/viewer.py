@@ -1,4 +1,4 @@
-"""Open the selected HDF5 file, inspect its tree, move through its frames: Inspect + Frames state."""
+"""Open the selected HDF5 file, inspect its tree, move through its frames (Inspect + Frames)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class ViewerState(param.Parameterized):
     shown_index = param.Integer(default=-1, precedence=-1)
     frame_serial = param.Integer(default=0, precedence=-1,
                                  doc="Bumped whenever `frame` changes (cheap to depend on).")
-    status = param.String(default="Select an .h5 file in the browser, then press Load Selected H5 File.")
+    status = param.String(
+        default="Select an .h5 file in the browser, then press Load Selected H5 File.")
     loading = param.Boolean(default=False)
 
     def __init__(self, *, tasks: Tasks | None = None, **params):
@@ -96,7 +97,8 @@ class ViewerState(param.Parameterized):
         except Exception as exc:  # noqa: BLE001 - action boundary
             if tree is not None and dataset is None:  # no stack, but the tree is worth seeing
                 self.tasks.post(self._replace_stack, None, url=url, tree=tree)
-            self.tasks.post(self.param.update, loading=False, status=user_message(exc, f"open {url}"))
+            self.tasks.post(self.param.update, loading=False,
+                            status=user_message(exc, f"open {url}"))
             return
         self.tasks.post(self._opened, stack, url, tree)
 
@@ -108,7 +110,8 @@ class ViewerState(param.Parameterized):
         self.param.update(
             loading=False,
             status=(f"{name}: {stack.dataset} is a single 2-D image ({size}), not a stack."
-                    if len(stack.shape) == 2 else f"{name}: {stack.dataset}, {n} frames of {size}."),
+                    if len(stack.shape) == 2
+                    else f"{name}: {stack.dataset}, {n} frames of {size}."),
         )
         self._frames.request(0)
 
@@ -192,7 +195,9 @@ class ViewerState(param.Parameterized):
     def frame_label(self) -> str:
         if self.stack is None:
             return ""
-        return f"Frame {self.shown_index} of {self.n_frames - 1}" if self.shown_index >= 0 else "Reading…"
+        if self.shown_index < 0:
+            return "Reading…"
+        return f"Frame {self.shown_index} of {self.n_frames - 1}"
 
     def wait_for_frame(self, index: int, timeout: float = 30.0) -> bool:
         """Block until frame ``index`` is on screen (tests and notebooks)."""

@@ -59,7 +59,8 @@ class ConnectView(pn.viewable.Viewer):
         quiet_key_inputs()
         self.state = state
         self._password = pn.widgets.PasswordInput(
-            label="…or paste keys (JSON)", placeholder='{"access_key": "…", "secret_key": "…"}',
+            label="…or paste keys (JSON)",
+            placeholder='{"access_key": "…", "secret_key": "…"}',
             sizing_mode="stretch_width",
         )
         self._upload = pn.widgets.FileInput(accept=".json,application/json", multiple=False,
@@ -85,7 +86,8 @@ class ConnectView(pn.viewable.Viewer):
                 status_line(state.param.status, css_class="echo-connect-status",
                             sizing_mode="stretch_width"),
             ),
-            status_line(pn.bind(lambda c: f"**Connected:** {c}" if c else "", state.param.connection),
+            status_line(pn.bind(lambda c: f"**Connected:** {c}" if c else "",
+                                state.param.connection),
                         css_class="echo-connection"),
             sizing_mode="stretch_width",
         )

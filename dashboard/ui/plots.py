@@ -134,7 +134,9 @@ def histogram(frame: np.ndarray | None, *, bins: int = HIST_BINS, title: str = "
 
 
 def _sample(frame: np.ndarray) -> np.ndarray:
-    step = int(np.ceil(np.sqrt(frame.size / HIST_MAX_PIXELS))) if frame.size > HIST_MAX_PIXELS else 1
+    if frame.size <= HIST_MAX_PIXELS:
+        return frame
+    step = int(np.ceil(np.sqrt(frame.size / HIST_MAX_PIXELS)))
     return frame[::step, ::step]
 
 

@@ -28,7 +28,8 @@ TREE_CSS = """
 def tree_html(description: dict | None, current: str | None = None) -> str:
     """The ``describe()`` document as nested, collapsible HTML (every string escaped)."""
     if not description:
-        return "<p>No file loaded yet: select an .h5 file in Browse, then press <b>Load Selected H5 File</b> in Frames.</p>"
+        return ("<p>No file loaded yet: select an .h5 file in Browse, then press "
+                "<b>Load Selected H5 File</b> in Frames.</p>")
     nodes = description.get("nodes", [])
     children: dict[str, list[dict]] = {}
     for node in nodes:
