@@ -31,6 +31,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1 (counts and limits)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (got {value})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _common(common)
@@ -44,24 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="start the dashboard in the browser")
     p.add_argument("--demo", action="store_true",
                    help="start the embedded demo S3 store and connect to it (no keys needed)")
-    p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 = any free port)")
+    p.add_argument("--port", type=_port, default=5006, help="port (default 5006; 0 = any free port)")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--show", action="store_true", help="open the page in a web browser")
     p.add_argument("--allow-websocket-origin", action="append", metavar="HOST[:PORT]",
                    help="extra websocket origin to accept (repeatable); none beyond localhost by default")
     p.add_argument("--prefix", help="URL prefix when served behind a proxy (e.g. JupyterHub)")
-    p.add_argument("--max-objects", type=int, help="listing limit (env ECHO_S3_MAX_OBJECTS; default 5000)")
+    p.add_argument("--max-objects", type=_at_least_one, help="listing limit (env ECHO_S3_MAX_OBJECTS; default 5000)")
 
     p = sub.add_parser("ls", parents=[common], help="list buckets, or objects under s3://BUCKET/PREFIX")
     p.add_argument("url", nargs="?", default="s3://", help="s3://BUCKET[/PREFIX] (omit to list buckets)")
-    p.add_argument("--limit", type=int, help="stop after N objects (default 5000)")
+    p.add_argument("--limit", type=_at_least_one, help="stop after N objects (default 5000)")
     p.add_argument("--all", action="store_true", help="all objects, not only HDF5 files")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("download", parents=[common], help="download objects into a local folder")
     p.add_argument("urls", nargs="+", metavar="s3://BUCKET/KEY", help="objects to fetch")
     p.add_argument("--out", required=True, metavar="DIR", help="target folder")
-    p.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument("--workers", type=_at_least_one, default=4, help="parallel downloads (default 4)")
 
     p = sub.add_parser("info", parents=[common], help="show an HDF5 file's tree and default stack")
     p.add_argument("url", help="s3://BUCKET/KEY or a local path")
@@ -78,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="output folder")
     p.add_argument("--scheduler", metavar="ADDRESS|local",
                    help="run on a Dask cluster (env DASK_SCHEDULER_ADDRESS); 'local' starts one")
-    p.add_argument("--workers", type=int, help="threads (local) or workers (LocalCluster)")
+    p.add_argument("--workers", type=_at_least_one, help="threads (local) or workers (LocalCluster)")
     p.add_argument("--resume", action="store_true",
                    help="skip frames whose outputs are complete (default when the last run was cut short)")
     p.add_argument("--png-level", type=int, default=1, choices=range(0, 10), metavar="0-9",

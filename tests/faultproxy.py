@@ -176,6 +176,8 @@ class FaultProxy:
     def _choose(self, method: str, path: str) -> Fault | None:
         """Count the request and pick the fault for it (under the lock: deterministic order)."""
         with self._lock:
+            if self.requests >= self.max_requests:  # a keep-alive request racing the shutdown
+                return Fault("reset", down=True)
             self.requests += 1
             if self.requests >= self.max_requests:
                 threading.Thread(target=self.stop, daemon=True).start()

@@ -34,8 +34,6 @@ pytestmark = pytest.mark.timeout(150)
 
 N_FRAMES = 40
 STEM = "scan_0042"
-BATCH_PATCH = ("needs /tmp/reliability-patches/01-s3-retry-short-body.diff and "
-               "04-hdf5-retry-short-body.diff")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -87,9 +85,7 @@ def _run(url, s3, out, **kw):
         plan.close()
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=[pytest.mark.xfail(strict=True, reason=BATCH_PATCH)])
-    if k == "truncate" else k for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_batch_at_10_percent_faults_equals_fault_free_run(proxy, credentials, source, kind,
                                                           tmp_path):
     s3 = S3(proxy.endpoint, credentials, read_timeout=5)
@@ -255,8 +251,6 @@ def test_output_file_limit_keeps_earlier_outputs(source, tmp_path):
     assert sorted(frames) == kept
 
 
-@pytest.mark.xfail(strict=True, reason="needs /tmp/reliability-patches/01-s3-retry-short-body.diff "
-                                       "and 05-export-retry-short-body.diff")
 def test_s3_output_provenance_read_survives_a_cut_body(proxy, credentials, source, moto_server):
     """A run to s3://…, then a re-plan whose provenance GET is cut short: it still resumes."""
     direct = S3(moto_server.endpoint, credentials)

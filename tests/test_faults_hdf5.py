@@ -27,8 +27,6 @@ from dashboard.storage.s3 import S3
 
 pytestmark = pytest.mark.timeout(120)
 
-HDF5_PATCH = ("needs /tmp/reliability-patches/01-s3-retry-short-body.diff and "
-              "04-hdf5-retry-short-body.diff")
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +49,7 @@ def proxy(moto_server):
         yield proxy
 
 
-def _kinds(patched=("truncate",)):
-    return [pytest.param(k, marks=[pytest.mark.xfail(strict=True, reason=HDF5_PATCH)])
-            if k in patched else k for k in KINDS]
-
-
-@pytest.mark.parametrize("kind", _kinds())
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_frame_exact_at_10_percent_faults(proxy, credentials, stack_object, kind):
     s3 = S3(proxy.endpoint, credentials, read_timeout=5)
     proxy.inject(kind, count=1, delay=0.2)  # the first GET faulted for sure, then 10%
@@ -71,7 +64,7 @@ def test_every_frame_exact_at_10_percent_faults(proxy, credentials, stack_object
     assert proxy.faults[kind] >= 2
 
 
-@pytest.mark.parametrize("kind", _kinds())
+@pytest.mark.parametrize("kind", KINDS)
 def test_describe_at_10_percent_faults_equals_fault_free(proxy, s3, credentials, stack_object,
                                                          kind):
     expected = describe(stack_object["url"], s3=s3)

@@ -23,9 +23,6 @@ from dashboard.storage.s3 import S3
 pytestmark = pytest.mark.timeout(120)
 
 N_LISTED = 3000
-TRUNCATE_PATCH = "needs /tmp/reliability-patches/01-s3-retry-short-body.diff"
-DOWNLOAD_PATCH = "needs /tmp/reliability-patches/03-download-resume-short-body.diff"
-MESSAGE_PATCH = "needs /tmp/reliability-patches/02-download-connection-error-message.diff"
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +58,6 @@ def _rule(proxy: FaultProxy, kind: str, **kw):
     return proxy.inject(kind, delay=0.2, **kw)
 
 
-def _xfail(kind: str, reason: str, kinds=("truncate",)):
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if kind in kinds else []
-    return pytest.param(kind, marks=marks)
-
-
 # -- 10% of each fault: correct results ----------------------------------------------------------
 
 
@@ -81,7 +73,7 @@ def test_listing_at_10_percent_faults_is_complete(proxy, credentials, store, kin
     assert proxy.faults[kind] >= 1
 
 
-@pytest.mark.parametrize("kind", [_xfail(k, TRUNCATE_PATCH) for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_ranged_reads_at_10_percent_faults_are_exact(proxy, credentials, store, kind):
     s3 = S3(proxy.endpoint, credentials, read_timeout=5)
     key, data = next(iter(store["files"].items()))
@@ -92,7 +84,7 @@ def test_ranged_reads_at_10_percent_faults_are_exact(proxy, credentials, store, 
     assert proxy.faults[kind] >= 1
 
 
-@pytest.mark.parametrize("kind", [_xfail(k, DOWNLOAD_PATCH) for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_downloads_at_10_percent_faults_are_identical(proxy, credentials, store, kind, tmp_path):
     s3 = S3(proxy.endpoint, credentials, read_timeout=5)
     # Two passes of 8 files (16 HEAD + 16 GET): certain to meet faults.
@@ -146,7 +138,7 @@ def test_every_request_failing_ends_with_one_clear_message(proxy, credentials, s
     assert proxy.faults[kind] >= 1
 
 
-@pytest.mark.parametrize("kind", [_xfail(k, MESSAGE_PATCH, ("reset", "latency")) for k in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_download_with_every_request_failing_reports_each_file(proxy, credentials, store,
                                                                kind, tmp_path):
     s3 = S3(proxy.endpoint, credentials, **FAST_FAIL)

@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Small inputs that once escaped with a non-EchoError (h5py RuntimeError/KeyError); kept as
 #: regression inputs. All made from this file's own synthetic seeds (no third-party bytes).
 CRASHERS = Path(__file__).parent / "data" / "crashers"
-PATCH = "needs /tmp/reliability-patches/06-hdf5-translate-runtime-key-errors.diff"
 SEED = 20261124
 MUTANTS_PER_SEED = 26
 PER_INPUT_TIMEOUT = 20.0  # s; a healthy probe of these tiny files takes well under 1 s
@@ -271,7 +270,6 @@ def _problems(inputs: list[dict], results: list[dict]) -> list[str]:
 # -- tests ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=PATCH)
 def test_hundreds_of_corrupted_files_give_only_our_errors(mutants):
     assert len(mutants) >= 300
     results = run_all([m["path"] for m in mutants], _env())
@@ -284,7 +282,6 @@ def test_hundreds_of_corrupted_files_give_only_our_errors(mutants):
     assert {"echo NotHDF5File", "echo TruncatedFile"} <= kinds, kinds
 
 
-@pytest.mark.xfail(strict=True, reason=PATCH)
 def test_corrupted_files_over_s3_give_only_our_errors(mutants, s3, bucket, moto_server):
     rng = random.Random(SEED + 1)
     chosen = rng.sample(mutants, 16)
@@ -306,7 +303,6 @@ def test_corrupted_files_over_s3_give_only_our_errors(mutants, s3, bucket, moto_
         [{k: v == "ok" for k, v in r.items()} for r in local]
 
 
-@pytest.mark.xfail(strict=True, reason=PATCH)
 def test_saved_reproducers_give_only_our_errors():
     inputs = [{"path": str(p), "how": "saved"} for p in sorted(CRASHERS.glob("*.h5"))]
     assert len(inputs) >= 5
@@ -315,8 +311,6 @@ def test_saved_reproducers_give_only_our_errors():
     assert all(r["describe"].startswith("echo ") for r in results), results
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="needs /tmp/reliability-patches/08-hdf5-damaged-data-message.diff")
 def test_damaged_compressed_chunk_is_not_called_a_missing_filter(tmp_path):
     """Garbage inside an LZ4 chunk: the message says the data is damaged, not the install."""
     path = tmp_path / "lz4_damaged.h5"

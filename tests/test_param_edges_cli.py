@@ -14,7 +14,6 @@ from faultproxy import write_stack
 
 from dashboard.cli import main
 
-CLI_PATCH = "needs /tmp/reliability-patches/07-cli-bounds.diff"
 
 
 @pytest.fixture
@@ -80,7 +79,6 @@ def assert_one_error_line(argv, capsys, *words: str):
 # -- ls --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=CLI_PATCH)
 @pytest.mark.parametrize("limit", ["0", "-1"])
 def test_ls_limit_below_one_is_a_usage_error(env, capsys, limit):
     assert_usage_error(["ls", f"s3://{env.bucket}", "--limit", limit, *env.conn], capsys,
@@ -148,7 +146,6 @@ def test_download_failing_keys_write_nothing(env, capsys, key):
     assert not (env.tmp / "escape.h5").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=CLI_PATCH)
 @pytest.mark.parametrize("workers", ["0", "-2"])
 def test_download_workers_below_one_is_a_usage_error(env, capsys, workers):
     assert_usage_error(["download", f"s3://{env.bucket}/a.h5", "--out", str(env.out),
@@ -240,7 +237,6 @@ def test_info_without_a_path_is_a_usage_error(capsys):
 # -- serve (argument validation only: nothing is served) -----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=CLI_PATCH)
 @pytest.mark.parametrize("port", ["-1", "65536", "70000"])
 def test_serve_port_out_of_range_is_a_usage_error(no_serving, capsys, port):
     assert_usage_error(["serve", "--port", port], capsys, "--port")
@@ -250,7 +246,6 @@ def test_serve_port_not_a_number(no_serving, capsys):
     assert_usage_error(["serve", "--port", "http"], capsys, "--port")
 
 
-@pytest.mark.xfail(strict=True, reason=CLI_PATCH)
 def test_serve_max_objects_zero_is_a_usage_error(no_serving, capsys):
     assert_usage_error(["serve", "--max-objects", "0"], capsys, "--max-objects")
 

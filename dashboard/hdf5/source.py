@@ -293,9 +293,14 @@ class Source:
         return f"Source({self.url!r}, size={self.size})"
 
 
+#: What h5py raises for a damaged file: mostly ``OSError``, but ``RuntimeError`` (corrupt heaps,
+#: B-trees, "Unable to get storage size") and ``KeyError`` (bad object headers, checksums) too.
+H5PY_ERRORS = (OSError, RuntimeError, KeyError)
+
+
 def h5py_error(exc: BaseException, url: str, what: str = "open") -> HDF5Error:
-    """Turn an h5py/HDF5 ``OSError`` into one of our exception types."""
-    text = str(exc)
+    """Turn an h5py/HDF5 error (one of :data:`H5PY_ERRORS`) into one of our exception types."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     lower = text.lower()
     if "signature not found" in lower or "not an hdf5 file" in lower:
         return NotHDF5File(f"{url} is not an HDF5 file.")
@@ -325,7 +330,7 @@ def s3_error(exc: BaseException, s3: S3, url: str) -> BaseException:
 def _open_h5(target, url: str) -> h5py.File:
     try:
         return h5py.File(target, "r")
-    except OSError as exc:
+    except H5PY_ERRORS as exc:
         raise h5py_error(exc, url) from None
 
 
@@ -371,12 +376,10 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
     url = url_or_path
     s3 = make_s3(endpoint=endpoint, credentials=credentials, s3=s3)
     bucket, key = parse_s3_url(url)
-    client = s3.client
     # One GET of the first block instead of HEAD + GET: its Content-Range gives the size and
     # its ETag pins every later range (If-Match), so a replaced object is never mixed in.
     try:
-        response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{FIRST_BLOCK - 1}")
-        first = response["Body"].read()
+        response, first = s3.get_object(bucket, key, start=0, length=FIRST_BLOCK)
     except Exception as exc:
         if _error_code(exc) in {"InvalidRange", "416"}:  # nothing at byte 0: an empty object
             raise NotHDF5File(f"{url} is empty (0 bytes), not an HDF5 file.") from None
@@ -389,11 +392,7 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
     etag = str(response.get("ETag", "")).strip('"')
 
     def get(start: int, length: int) -> bytes:
-        extra = {"IfMatch": f'"{etag}"'} if etag else {}
-        response = client.get_object(
-            Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}", **extra
-        )
-        data = response["Body"].read()
+        _response, data = s3.get_object(bucket, key, start=start, length=length, if_match=etag)
         if len(data) != length:
             raise StorageError(
                 f"Short read from {url}: asked for {length} bytes at {start}, got {len(data)}."
@@ -415,7 +414,7 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
     rangefile = RangeFile(meta_fetch, size, name=url, first=first)
     try:
         file = h5py.File(rangefile, "r")
-    except OSError as exc:
+    except H5PY_ERRORS as exc:
         if rangefile.error is not None:
             raise s3_error(rangefile.error, s3, url) from None
         raise h5py_error(exc, url) from None

@@ -33,7 +33,7 @@ from ..storage.credentials import Credentials
 from .chunks import DirectReader, LRUBytes, direct_reader
 from .decode import DECODERS, DecodeError, pipeline
 from .errors import FilterUnavailable, HDF5Error, LinkUnreachable, NotAnImageStack
-from .source import Source, h5py_error, open_source
+from .source import H5PY_ERRORS, Source, h5py_error, open_source
 from .tree import (
     FILTER_NAMES,
     Candidate,
@@ -118,7 +118,7 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
         if dataset is None:
             try:
                 dataset = default_stack(source)
-            except OSError as exc:
+            except H5PY_ERRORS as exc:
                 raise source.translate(exc, "inspect") from None
             if dataset is None:
                 raise NotAnImageStack(
@@ -169,7 +169,7 @@ class FrameStack:
                 self._check_virtual()
                 self._check_filters()
                 self._direct: DirectReader | None = direct_reader(source, self._dset)
-            except OSError as exc:
+            except H5PY_ERRORS as exc:
                 raise source.translate(exc, "open") from None
         self.shape = tuple(int(n) for n in self._dset.shape)
         self.dtype = self._dset.dtype
@@ -298,11 +298,13 @@ class FrameStack:
                                "seconds": time.perf_counter() - t0}
             except DecodeError as exc:
                 log.warning("direct read of %s[%d] failed (%s); using h5py", self.dataset, i, exc)
+            except H5PY_ERRORS as exc:  # a damaged chunk index
+                raise self._read_error(exc) from None
         with self.source.h5():
             before = self.source.stats.snapshot()
             try:
                 frame = self._dset[coords] if coords else self._dset[()]
-            except OSError as exc:
+            except H5PY_ERRORS as exc:
                 raise self._read_error(exc) from None
             after = self.source.stats.snapshot()
         # h5py's reads all pass through the metadata file object, under the lock held above
@@ -319,12 +321,17 @@ class FrameStack:
             return self.source.translate(exc)
         text = str(exc).lower()
         if "filter" in text or "plugin" in text:
-            undecodable = [f.id for f in pipeline(self._dset) if f.id not in DECODERS] or [
-                f.id for f in pipeline(self._dset)]
-            if undecodable:
-                fid = undecodable[0]
+            filters = pipeline(self._dset)
+            missing = [f.id for f in filters
+                       if f.id not in DECODERS and not h5py.h5z.filter_avail(f.id)]
+            if missing:
+                fid = missing[0]
                 return FilterUnavailable(self._filter_message(fid, "cannot decode its data"),
                                          filter_id=fid, name=FILTER_NAMES.get(fid))
+            # Every filter is installed (open checked it): the stored bytes are damaged.
+            names = ", ".join(f["name"] for f in filters_of(self._dset)) or "its filters"
+            return HDF5Error(f"{self.dataset} in {self.url} has damaged compressed data: "
+                             f"{names} could not decode it.")
         return h5py_error(exc, self.url, "read")
 
     def frame(self, i: int) -> np.ndarray:

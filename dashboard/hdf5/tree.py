@@ -314,14 +314,30 @@ def children(source, path: str = "/", *, offset: int = 0, limit: int | None = No
         A page of the members (``limit=None``: all); only the page's object headers are read,
         so a group of thousands of members can be shown page by page.
     """
+    from .source import H5PY_ERRORS
+
     f = _file(source)
     if cheap_sizes is None:
         cheap_sizes = not getattr(source, "is_s3", False)
-    names = child_names(source, path)
-    page = names[offset:] if limit is None else names[offset : offset + limit]
-    with _lock(source):
-        group = _group(f, path)
-        return [_child_node(group, _join(path, name), name, cheap_sizes=cheap_sizes) for name in page]
+    try:
+        names = child_names(source, path)
+        page = names[offset:] if limit is None else names[offset : offset + limit]
+        with _lock(source):
+            group = _group(f, path)
+            return [_child_node(group, _join(path, name), name, cheap_sizes=cheap_sizes)
+                    for name in page]
+    except H5PY_ERRORS as exc:
+        raise _translate(source, exc) from None
+
+
+def _translate(source, exc: BaseException):
+    """Our error for an h5py failure while inspecting ``source`` (Source, FrameStack or File)."""
+    from .source import h5py_error
+
+    inner = getattr(source, "source", source)  # a FrameStack's Source
+    if hasattr(inner, "translate"):
+        return inner.translate(exc, "inspect")
+    return h5py_error(exc, str(getattr(_file(source), "filename", "")), "inspect")
 
 
 def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = None,
@@ -463,7 +479,7 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
         "node_limit": limit}``; ``nodes`` lists at most ``limit`` nodes breadth-first from
         the root, ``truncated`` says whether more exist.
     """
-    from .source import Source, open_source
+    from .source import H5PY_ERRORS, Source, open_source
 
     if isinstance(getattr(url_or_path, "source", None), Source):  # an open FrameStack
         url_or_path = url_or_path.source
@@ -485,7 +501,7 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
             "truncated": truncated,
             "node_limit": limit,
         }
-    except OSError as exc:
+    except H5PY_ERRORS as exc:
         raise source.translate(exc, "inspect") from None
     finally:
         if own:

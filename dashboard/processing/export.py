@@ -339,8 +339,7 @@ class S3Output:
         from ..storage.s3 import NotFound
 
         try:
-            response = self.s3.client.get_object(Bucket=self.bucket, Key=self.key(name))
-            data = response["Body"].read()
+            _response, data = self.s3.get_object(self.bucket, self.key(name))
         except Exception as exc:
             err = self.s3.translate(exc, bucket=self.bucket, key=self.key(name), action="read")
             if isinstance(err, NotFound):
@@ -352,8 +351,11 @@ class S3Output:
             raise OutputError(f"{self.location}{name} is not a UTF-8 text file.") from None
 
     def read_bytes(self, name: str) -> bytes:
-        response = self.s3.client.get_object(Bucket=self.bucket, Key=self.key(name))
-        return response["Body"].read()
+        try:
+            return self.s3.get_object(self.bucket, self.key(name))[1]
+        except Exception as exc:
+            raise OutputError(str(self.s3.translate(exc, bucket=self.bucket, key=self.key(name),
+                                                    action="read"))) from None
 
 
 def open_output(out: str | os.PathLike, *, s3=None):

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from ..errors import EchoError
 from .listing import human_size
+from .s3 import body_errors
 
 log = logging.getLogger(__name__)
 
@@ -452,31 +453,50 @@ class _Batch:
         return result
 
     def _stream(self, key: str, handle, size: int, etag: str):
-        """Copy the object into ``handle``; (bytes, md5) or (None, None) when cancelled."""
+        """Copy the object into ``handle``; (bytes, md5) or (None, None) when cancelled.
+
+        A body cut short mid-transfer (botocore does not retry those) is picked up where it
+        stopped: a ranged GET from the bytes already written, pinned to the same ETag, up to
+        the connection's ``max_attempts`` in all.
+        """
         md5 = hashlib.md5(usedforsecurity=False)
         written = 0
+        attempts = max(1, int(getattr(self.s3, "max_attempts", 1)))
+        for attempt in range(1, attempts + 1):
+            body = self._open_body(key, etag, written)
+            try:
+                while True:
+                    if self.cancelled():
+                        return None, None
+                    try:
+                        chunk = body.read(CHUNK_SIZE)
+                    except body_errors() as exc:
+                        if attempt == attempts:
+                            raise _RemoteError() from exc
+                        log.info("Download of s3://%s/%s cut short at %d bytes (%s); resuming",
+                                 self.bucket, key, written, type(exc).__name__)
+                        break
+                    except Exception as exc:
+                        raise _RemoteError() from exc
+                    if not chunk:
+                        return written, md5.hexdigest()
+                    handle.write(chunk)
+                    md5.update(chunk)
+                    written += len(chunk)
+                    self.add_bytes(key, len(chunk), written, size)
+            finally:
+                body.close()
+        raise AssertionError("unreachable")
+
+    def _open_body(self, key: str, etag: str, start: int):
+        """The streaming body of a GET of ``key`` from byte ``start`` (same ETag only)."""
+        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
+        if start:
+            kwargs["Range"] = f"bytes={start}-"
         try:
-            kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
-            response = self.s3.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
-            body = response["Body"]
+            return self.s3.client.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"]
         except Exception as exc:
             raise _RemoteError() from exc
-        try:
-            while True:
-                if self.cancelled():
-                    return None, None
-                try:
-                    chunk = body.read(CHUNK_SIZE)
-                except Exception as exc:
-                    raise _RemoteError() from exc
-                if not chunk:
-                    return written, md5.hexdigest()
-                handle.write(chunk)
-                md5.update(chunk)
-                written += len(chunk)
-                self.add_bytes(key, len(chunk), written, size)
-        finally:
-            body.close()
 
     def _failed(self, key: str, exc: BaseException, path: Path | None = None,
                 size: int = 0) -> FileResult:
@@ -490,7 +510,8 @@ class _RemoteError(Exception):
 
 
 def _remote_message(s3, exc: BaseException, bucket: str, key: str) -> str:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if exc is not None else None
+    response = getattr(exc, "response", None)  # None on botocore's connection errors
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     if code in {"PreconditionFailed", "412"}:
         return (f"s3://{bucket}/{key} changed on the server during the download; "
                 "run the download again.")

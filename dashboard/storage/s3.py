@@ -7,6 +7,7 @@ read timeouts, and checksums only when an operation requires them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -244,13 +245,36 @@ class S3:
             etag=response.get("ETag", "").strip('"'),
         )
 
+    def get_object(self, bucket: str, key: str, *, start: int | None = None,
+                   length: int | None = None, if_match: str | None = None) -> tuple[dict, bytes]:
+        """One GET (ranged when ``start`` is given), read to the end: ``(response, body)``.
+
+        botocore retries a request that fails, but not a body cut short after the headers
+        arrived (a connection dropped mid-transfer, a proxy timing out): such a read is
+        requested again here, up to ``max_attempts`` times in all. Raises botocore's
+        exceptions (translate them with :meth:`translate`).
+        """
+        kwargs = {"Bucket": bucket, "Key": key}
+        if start is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if length is None else start + length - 1}"
+        if if_match:
+            kwargs["IfMatch"] = f'"{if_match}"'
+        attempts = max(1, self.max_attempts)
+        for attempt in range(1, attempts + 1):
+            response = self.client.get_object(**kwargs)
+            try:
+                return response, response["Body"].read()
+            except body_errors() as exc:
+                if attempt == attempts:
+                    raise
+                log.info("Body of s3://%s/%s cut short (%s); reading it again (attempt %d of %d)",
+                         bucket, key, type(exc).__name__, attempt + 1, attempts)
+        raise AssertionError("unreachable")
+
     def get_range(self, bucket: str, key: str, start: int, length: int) -> bytes:
         """Exactly ``length`` bytes of an object from ``start`` (one ranged GET)."""
         try:
-            response = self.client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
-            )
-            data = response["Body"].read()
+            _response, data = self.get_object(bucket, key, start=start, length=length)
         except Exception as exc:
             raise self.translate(exc, bucket=bucket, key=key, action="read") from None
         if len(data) != length:
@@ -313,6 +337,11 @@ def translate_error(
         message = error.get("Message") or code or str(status)
         text = f"S3 error while trying to {action} {where}{at}: {message}".replace("  ", " ")
         return StorageError(_scrub(text, credentials))
+    if isinstance(exc, body_errors()) and not isinstance(exc, ReadTimeoutError | OSError):
+        return EndpointUnreachable(
+            f"The connection to {endpoint} broke while trying to {action} {where} "
+            "(after retries).".replace("  ", " ")
+        )
     if isinstance(exc, ReadTimeoutError | TimeoutError):
         return EndpointUnreachable(f"{endpoint} did not answer in time while trying to {action} {where} (after retries).".replace("  ", " "))
     if isinstance(exc, FileNotFoundError):  # s3fs's 404
@@ -323,6 +352,21 @@ def translate_error(
         return EndpointUnreachable(f"Cannot reach the S3 endpoint {endpoint} ({type(exc).__name__}).")
     text = f"Could not {action} {where}{at}: {type(exc).__name__}: {exc}".replace("  ", " ")
     return StorageError(_scrub(text, credentials))
+
+
+@functools.cache
+def body_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of reading a response body that stopped early: worth one more request."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+    from urllib3.exceptions import ProtocolError
+
+    return (IncompleteReadError, ResponseStreamingError, ConnectionClosedError, ReadTimeoutError,
+            ProtocolError, ConnectionError)
 
 
 def _scrub(text: str, credentials: Credentials | None) -> str:
