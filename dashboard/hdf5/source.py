@@ -16,11 +16,13 @@ threads waiting so that a long background walk (the chunk index) can step aside 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +204,27 @@ def make_s3(
     return S3(endpoint, credentials)
 
 
+# Files still open when the interpreter exits. HDF5 closes leftover files from its own C exit
+# handler, which runs after Python has finalised; for a file read through a Python file object
+# (every S3 object) that close calls back into Python and crashes the process. Closing them
+# from a Python ``atexit`` handler first avoids that (a dashboard server stopping with sessions
+# still holding stacks, a test run ending).
+_OPEN: weakref.WeakSet[Source] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_files() -> None:
+    for source in list(_OPEN):
+        got = source.lock.acquire(timeout=2)  # a background read may still hold it
+        try:
+            source.file.close()
+        except Exception:
+            pass
+        finally:
+            if got:
+                source.lock.release()
+
+
 class Source:
     """One open HDF5 file, local or on S3. Use :func:`open_source`."""
 
@@ -220,6 +243,7 @@ class Source:
         self._read = read
         self._rangefile = rangefile
         self._closers: list = []
+        _OPEN.add(self)
 
     @property
     def is_s3(self) -> bool:
@@ -274,6 +298,7 @@ class Source:
         return h5py_error(exc, self.url, what)
 
     def close(self) -> None:
+        _OPEN.discard(self)
         with self.h5():
             try:
                 self.file.close()
