@@ -78,12 +78,12 @@ def run(frames: int, viewport: tuple[int, int]) -> dict:
         state._opened(stack, str(path), None)
         assert state.wait_for_frame(0)
 
-        def image(serial, equalize):
+        def image(serial):
             return plots.frame_image(state.frame, shape=state.frame_shape)
 
         element = plots.rasterized_frames(
-            pn.bind(image, state.param.frame_serial, state.param.equalize),
-            equalize=lambda: state.equalize, cmap=state.param.colormap,
+            pn.bind(image, state.param.frame_serial),
+            equalize=state.equalize, cmap=state.param.colormap,
             responsive=False, frame_width=width, frame_height=height,
         )
         plot = hv.renderer("bokeh").get_plot(element)

@@ -83,6 +83,31 @@ def frame_pixels(page) -> bytes:
     return page.locator(".echo-frame canvas").first.screenshot()
 
 
+def image_region(page):
+    """The middle of the frame image (no axes, no colorbar) as an RGB array."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(frame_pixels(page))).convert("RGB"), dtype=np.int16)
+    h, w = rgb.shape[:2]
+    return rgb[int(h * 0.3):int(h * 0.7), int(w * 0.25):int(w * 0.55)]
+
+
+def wait_image(page, check, message: str, timeout: float = 15.0):
+    """Wait until ``check(image_region(page))`` holds (the image itself repainted)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check(region := image_region(page)):
+        if time.monotonic() > deadline:
+            shot(page, "failed-" + message.replace(" ", "-"))
+            raise AssertionError(f"{message} (image region {region.shape}, mean {region.mean():.1f})")
+        page.wait_for_timeout(100)
+    return region
+
+
 def changed(page, before: bytes, timeout: float = 15.0) -> None:
     """Wait until the frame's pixels differ from ``before`` (polling the canvas)."""
     import time
@@ -219,10 +244,21 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
         page.mouse.move(box["x"] + box["width"] * (0.45 + 0.02 * k), y)
     page.mouse.up()
     settled(page, last)
-    gray = frame_pixels(page)
+    equalized = image_region(page)
+    assert abs(equalized[..., 0] - equalized[..., 2]).max() <= 2  # gray
     checkbox(page, "Equalize (histogram)").uncheck()
+    linear = wait_image(page, lambda r: abs(r.astype(float).mean() - equalized.mean()) > 5,
+                        "switching equalize off did not repaint the image")
     choose(page, "Colormap", "viridis")
-    changed(page, gray)
+    viridis = wait_image(page, lambda r: abs(r[..., 0] - r[..., 2]).mean() > 20,
+                         "choosing viridis did not colour the image")
+    checkbox(page, "Equalize (histogram)").check()
+    wait_image(page, lambda r: abs(r[..., 0] - r[..., 2]).mean() > 20
+               and abs(r.astype(float).mean() - viridis.mean()) > 5,
+               "equalize with viridis did not repaint the image")
+    checkbox(page, "Equalize (histogram)").uncheck()
+    wait_image(page, lambda r: abs(r.astype(float).mean() - viridis.mean()) < 2,
+               "switching equalize off again did not repaint the image")
     shot(page, "08-frame-18-viridis-linear")
 
     # Inspect: the tree with shapes, dtypes and chunks.

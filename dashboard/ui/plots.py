@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import holoviews as hv
 import numpy as np
-from bokeh.models import EqHistColorMapper, LinearColorMapper
 from holoviews.operation.datashader import rasterize
 
 HOVER = [("x (column)", "$x{0}"), ("y (row)", "$y{0}"), ("value", "@image")]
@@ -57,29 +56,7 @@ def fit_box(shape: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     return max(60, round(cols * scale)), max(60, round(rows * scale))
 
 
-def color_mapper_hook(equalize: Callable[[], bool]):
-    """A plot hook that swaps the colour mapper between histogram-equalized and linear.
-
-    HoloViews keeps the colour mapper type of the first render; this hook replaces it when the
-    equalize switch changes, keeping the palette and limits. The hover still shows raw values.
-    """
-
-    def hook(plot, element) -> None:
-        wanted = EqHistColorMapper if equalize() else LinearColorMapper
-        mapper = plot.handles.get("color_mapper")
-        if mapper is None or type(mapper) is wanted:
-            return
-        new = wanted(palette=mapper.palette, low=mapper.low, high=mapper.high,
-                     nan_color=mapper.nan_color)
-        plot.handles["color_mapper"] = new
-        plot.handles["glyph"].color_mapper = new
-        if "colorbar" in plot.handles:
-            plot.handles["colorbar"].color_mapper = new
-
-    return hook
-
-
-def rasterized_frames(callback, *, equalize: Callable[[], bool], cmap="gray", **opts):
+def rasterized_frames(callback, *, equalize: bool = True, cmap="gray", **opts):
     """``rasterize(hv.DynamicMap(callback))`` styled as the main frame view.
 
     Parameters
@@ -88,7 +65,11 @@ def rasterized_frames(callback, *, equalize: Callable[[], bool], cmap="gray", **
         A ``param.depends``/``pn.bind`` function returning :func:`frame_image` output; its
         dependencies become the DynamicMap's streams.
     equalize
-        Returns whether the colour mapping is histogram-equalized (see :func:`color_mapper_hook`).
+        Histogram-equalized colour mapping (Bokeh's ``EqHistColorMapper``, computed in the
+        browser over the displayed pixels, so the hover still shows raw values) or linear.
+        Fixed for the plot's life: BokehJS repaints an image when its colour mapper's
+        properties change, but not when the mapper object itself is replaced, so the view
+        builds a new plot when the switch changes.
     cmap
         A colormap name or a parameter (dynamic).
     """
@@ -96,7 +77,7 @@ def rasterized_frames(callback, *, equalize: Callable[[], bool], cmap="gray", **
     style = dict(
         cmap="gray", colorbar=True, tools=["hover"], hover_tooltips=HOVER, invert_yaxis=True,
         responsive=True, min_height=480, active_tools=["wheel_zoom"],
-        xlabel="x (column)", ylabel="y (row)", hooks=[color_mapper_hook(equalize)],
+        xlabel="x (column)", ylabel="y (row)", cnorm="eq_hist" if equalize else "linear",
         toolbar="above",
     )
     style.update(opts)

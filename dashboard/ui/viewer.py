@@ -138,9 +138,11 @@ class FramesView(pn.viewable.Viewer):
             ),
             controls,
             pn.Row(
-                # A new plot per opened stack (fresh axes for its shape); within a stack one
-                # DynamicMap serves every frame and the zoom survives frame changes.
-                pn.pane.HoloViews(pn.bind(self._frame_plot, state.param.stack),
+                # A new plot per opened stack (fresh axes for its shape) and per colour
+                # normalisation; within those one DynamicMap serves every frame and the zoom
+                # survives frame and colormap changes.
+                pn.pane.HoloViews(pn.bind(self._frame_plot, state.param.stack,
+                                          state.param.equalize),
                                   css_classes=["echo-frame"]),
                 side,
                 sizing_mode="stretch_width",
@@ -148,17 +150,17 @@ class FramesView(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
 
-    def _frame_plot(self, stack):
+    def _frame_plot(self, stack, equalize: bool):
         state = self.state
         width, height = plots.fit_box(state.frame_shape, FRAME_BOX)
         return plots.rasterized_frames(
-            pn.bind(self._image, state.param.frame_serial, state.param.equalize),
-            equalize=lambda: state.equalize, cmap=state.param.colormap,
+            pn.bind(self._image, state.param.frame_serial),
+            equalize=equalize, cmap=state.param.colormap,
             responsive=False, frame_width=width, frame_height=height, min_height=None,
             aspect=None, data_aspect=None,  # the box already has the frame's shape
         )
 
-    def _image(self, serial: int, equalize: bool) -> hv.Image:
+    def _image(self, serial: int) -> hv.Image:
         # Before the first frame arrives, a blank of the stack's shape sets the axes.
         return plots.frame_image(self.state.frame, shape=self.state.frame_shape)
 
