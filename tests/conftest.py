@@ -65,6 +65,17 @@ def bucket(s3) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def demo(moto_server, credentials):
+    """The small-scale demo bucket (``echo-demo``) on the shared server, populated once.
+
+    Returns the demo store's ``BuildReport`` (``.keys``, ``.path(key)`` for the local copies).
+    """
+    from dashboard.demo.store import ensure_populated
+
+    return ensure_populated(S3(moto_server.endpoint, credentials), "small")
+
+
 @pytest.fixture
 def testdata() -> Path:
     """The real third-party HDF5 files in ../shared/testdata."""

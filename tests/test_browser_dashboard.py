@@ -17,19 +17,13 @@ from browser_fixtures import (
 from conftest import ACCESS_KEY, SECRET_KEY
 
 from dashboard.demo.store import (
-    DEMO_BUCKET, IMAGE2D_KEY, NEXUS_KEY, NOT_HDF5_KEY, SHORT_KEY, ensure_populated,
+    DEMO_BUCKET, IMAGE2D_KEY, NEXUS_KEY, NOT_HDF5_KEY, SHORT_KEY,
 )
 from dashboard.state.processor import START_MESSAGE
 from dashboard.storage.s3 import S3
 
 pytestmark = pytest.mark.browser
 
-
-
-@pytest.fixture(scope="module")
-def demo(moto_server, credentials):
-    report = ensure_populated(S3(moto_server.endpoint, credentials), "small")
-    return report
 
 
 @pytest.fixture(scope="module")
@@ -256,8 +250,8 @@ def test_the_whole_flow(page, moto_server, demo, tmp_path):
     equalized = image_region(page)
     assert abs(equalized[..., 0] - equalized[..., 2]).max() <= 2  # gray
     checkbox(page, "Equalize (histogram)").uncheck()
-    linear = wait_image(page, lambda r: abs(r.astype(float).mean() - equalized.mean()) > 5,
-                        "switching equalize off did not repaint the image")
+    wait_image(page, lambda r: abs(r.astype(float).mean() - equalized.mean()) > 5,
+               "switching equalize off did not repaint the image")
     choose(page, "Colormap", "viridis")
     viridis = wait_image(page, lambda r: abs(r[..., 0] - r[..., 2]).mean() > 20,
                          "choosing viridis did not colour the image")

@@ -10,15 +10,8 @@ from auth_moto import auth_moto_server
 from conftest import ACCESS_KEY, SECRET_KEY
 
 from dashboard.config import Settings
-from dashboard.demo.store import DEMO_BUCKET, NEXUS_KEY, SHORT_KEY, ensure_populated
+from dashboard.demo.store import DEMO_BUCKET, NEXUS_KEY, SHORT_KEY
 from dashboard.state.session import Session
-
-
-@pytest.fixture(scope="module")
-def demo(moto_server, credentials):
-    from dashboard.storage.s3 import S3
-
-    return ensure_populated(S3(moto_server.endpoint, credentials), "small")
 
 
 @pytest.fixture

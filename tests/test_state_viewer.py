@@ -11,19 +11,12 @@ import pytest
 
 from dashboard.config import Settings
 from dashboard.demo.store import (
-    DEMO_BUCKET, IMAGE2D_KEY, NEXUS_DATASET, NEXUS_KEY, NOT_HDF5_KEY, SHORT_KEY, ensure_populated,
+    DEMO_BUCKET, IMAGE2D_KEY, NEXUS_DATASET, NEXUS_KEY, NOT_HDF5_KEY, SHORT_KEY,
 )
 from dashboard.processing.pipeline import flat_from_frames, process
 from dashboard.state.processor import START_MESSAGE
 from dashboard.state.session import Session
 from dashboard.state.tasks import LatestOnly, Tasks, user_message
-
-
-@pytest.fixture(scope="module")
-def demo(moto_server, credentials):
-    from dashboard.storage.s3 import S3
-
-    return ensure_populated(S3(moto_server.endpoint, credentials), "small")
 
 
 @pytest.fixture
