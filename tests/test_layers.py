@@ -16,7 +16,8 @@ ALLOWED = {
     "hdf5": {"hdf5", "storage", "config", "errors"},
     "processing": {"processing", "hdf5", "storage", "config", "errors"},
     "demo": {"demo", "storage", "config", "errors"},
-    "state": {"state", "processing", "hdf5", "storage", "demo", "config", "errors"},
+    "analysis": {"analysis", "processing", "hdf5", "storage", "config", "errors"},
+    "state": {"state", "analysis", "processing", "hdf5", "storage", "demo", "config", "errors"},
 }
 
 

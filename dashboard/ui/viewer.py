@@ -103,11 +103,17 @@ class InspectView(pn.viewable.Viewer):
 
 
 class FramesView(pn.viewable.Viewer):
-    """The large rasterized frame, its histogram and the frame controls."""
+    """The large rasterized frame, its histogram and the frame controls.
 
-    def __init__(self, state: ViewerState, **params):
+    ``tools`` (optional) extends the view: ``tools.overlay()`` returns HoloViews elements (with
+    their drawing streams) laid over every frame plot, and ``tools`` itself (a Panel viewable)
+    is shown below the frame.
+    """
+
+    def __init__(self, state: ViewerState, *, tools=None, **params):
         super().__init__(**params)
         self.state = state
+        self.tools = tools
         hist = hv.DynamicMap(pn.bind(self._histogram, state.param.frame_serial))
         width = dict(width=110, margin=(5, 5))
         controls = pn.Row(
@@ -147,18 +153,21 @@ class FramesView(pn.viewable.Viewer):
                 side,
                 sizing_mode="stretch_width",
             ),
+            *([tools] if tools is not None else []),
             sizing_mode="stretch_width",
         )
 
     def _frame_plot(self, stack, equalize: bool):
         state = self.state
         width, height = plots.fit_box(state.frame_shape, FRAME_BOX)
-        return plots.rasterized_frames(
+        plot = plots.rasterized_frames(
             pn.bind(self._image, state.param.frame_serial),
             equalize=equalize, cmap=state.param.colormap,
             responsive=False, frame_width=width, frame_height=height, min_height=None,
             aspect=None, data_aspect=None,  # the box already has the frame's shape
         )
+        overlay = self.tools.overlay() if self.tools is not None else None
+        return plot if overlay is None else plot * overlay
 
     def _image(self, serial: int) -> hv.Image:
         # Before the first frame arrives, a blank of the stack's shape sets the axes.
