@@ -169,3 +169,24 @@ def test_pasted_and_uploaded_keys_stay_out_of_debug_logs(caplog, moto_server):
     assert view._upload.value is None
     state.tasks.wait(30)
     state.tasks.shutdown()
+
+
+def test_listing_dates_are_utc_whatever_the_server_time_zone():
+    from datetime import datetime, timezone
+
+    from dashboard.storage.s3 import ObjectInfo
+    from dashboard.ui.browser import objects_frame
+
+    code = (
+        "import os, time; os.environ['TZ'] = 'Asia/Tokyo'; time.tzset();"
+        "from datetime import datetime, timedelta, timezone;"
+        "from dashboard.storage.s3 import ObjectInfo;"
+        "from dashboard.ui.browser import objects_frame;"
+        "t = datetime(2026, 1, 2, 23, 30, tzinfo=timezone(timedelta(hours=-5)));"
+        "print(objects_frame([ObjectInfo('a.h5', 1, t, 'e')]).iloc[0, 2])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2026-01-03 04:30"  # 23:30 at UTC-5, shown in UTC
+    here = objects_frame([ObjectInfo("b.h5", 1, datetime(2026, 1, 1, tzinfo=timezone.utc), "e")])
+    assert list(here.columns)[2] == "Modified (UTC)"
+    assert here.iloc[0, 2] == "2026-01-01 00:00"

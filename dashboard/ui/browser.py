@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timezone
 
 import pandas as pd
 import panel as pn
@@ -11,17 +12,21 @@ from ..state.browser import BrowserState
 from ..storage.listing import human_size
 from . import plots
 
-COLUMNS = ["Key", "Size", "Modified (local time)"]
+COLUMNS = ["Key", "Size", "Modified (UTC)"]
 
 
 def objects_frame(objects) -> pd.DataFrame:
-    """The table rows: key, human-readable size and local date of each object."""
+    """The table rows: key, human-readable size and date (UTC) of each object.
+
+    UTC, not the server's local time: a hosted dashboard's server clock says nothing about
+    where its users are, and S3 itself reports UTC."""
     return pd.DataFrame(
         {
             "Key": [o.key for o in objects],
             "Size": [human_size(o.size) for o in objects],
-            "Modified (local time)": [
-                o.last_modified.astimezone().strftime("%Y-%m-%d %H:%M") for o in objects
+            "Modified (UTC)": [
+                o.last_modified.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+                for o in objects
             ],
         },
         columns=COLUMNS,
