@@ -76,11 +76,15 @@ def _origins(address: str, port: int, allow_websocket_origin) -> list[str] | Non
 
 
 class RunningServer:
-    """A dashboard server running on its own thread (tests, embedding): ``.url``, ``.stop()``."""
+    """A dashboard server running on its own thread (tests, embedding): ``.url``, ``.stop()``.
+
+    Extra keyword arguments go to Panel's ``get_server`` (and Bokeh's ``Server``), e.g.
+    ``unused_session_lifetime_milliseconds`` to end closed sessions sooner.
+    """
 
     def __init__(self, settings: Settings, *, credentials=None, port: int = 0,
                  address: str = "127.0.0.1", allow_websocket_origin=None,
-                 prefix: str | None = None):
+                 prefix: str | None = None, **server_kwargs):
         import asyncio
 
         from panel.io.server import get_server
@@ -98,6 +102,7 @@ class RunningServer:
                     _apps(settings, credentials), port=port, address=address,
                     websocket_origin=_origins(address, port, allow_websocket_origin),
                     prefix=prefix or "", title=TITLE, loop=loop, start=False, show=False,
+                    **server_kwargs,
                 )
                 self.server.start()
             except BaseException as exc:  # noqa: BLE001 - reported to the caller below
