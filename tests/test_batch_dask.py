@@ -66,9 +66,10 @@ def test_dask_cancel_drops_queued_tasks_and_resume_completes(s3, bucket, tmp_pat
     import distributed
 
     from dashboard.processing import batch as batch_module
+    from dashboard.processing import cluster as cluster_module
 
     monkeypatch.setattr(batch_module, "PROGRESS_INTERVAL_S", 0.0)
-    monkeypatch.setattr(batch_module, "FRAMES_PER_TASK", 1)
+    monkeypatch.setattr(cluster_module, "FRAMES_PER_TASK", 1)
     path = write_stack(tmp_path / "scan_cancel.h5", n=60, shape=(32, 32))
     s3.client.upload_file(str(path), bucket, "scan_cancel.h5")
     source = f"s3://{bucket}/scan_cancel.h5"

@@ -11,11 +11,8 @@ memory is a few frames whatever the length of the run. numpy, OpenCV, the decode
 release the GIL, so reading, computing and encoding overlap.
 
 On Dask (``scheduler="local"`` starts a ``LocalCluster`` of worker processes; otherwise the
-address of an existing scheduler) the run's context (the stack's :class:`StackSpec`, the flat,
-the parameters, the S3 output if any) is scattered once to every worker; tasks carry only that
-future and a few frame indices, with keys ``echo-process-<run id>-<first index>``, so neither task
-keys nor the scheduler's task graph hold credentials. Workers open the stack themselves (once per
-worker and run). Outputs are byte-identical to the local path: the same code encodes them.
+address of an existing scheduler) the frames run through :mod:`.cluster`; both paths encode with
+the same :class:`~.render.Recipe`, so their outputs are byte-identical.
 """
 
 from __future__ import annotations
@@ -26,8 +23,6 @@ import os
 import queue
 import threading
 import time
-import uuid
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,18 +33,18 @@ import numpy as np
 from .. import __version__
 from ..errors import EchoError
 from . import export
-from .export import FORMATS, OutputError, S3Output, open_output
+from .export import FORMATS, OutputError, open_output
 from .pipeline import (
     DEFAULT_SIGMA,
     FLAT_FLOOR,
     FLAT_FRAMES,
     PERCENTILES,
     TRUNCATE,
-    Workspace,
     flat_from_frames,
     floor_flat,
     gaussian_backend,
 )
+from .render import Recipe, single_threaded_opencv
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +62,6 @@ __all__ = [
 
 PROVENANCE_INTERVAL_S = 2.0  # the provenance file is rewritten at most this often while running
 PROGRESS_INTERVAL_S = 0.1
-FRAMES_PER_TASK = 4  # Dask: frames per task (their reads overlap inside the task)
-DASK_CONNECT_TIMEOUT_S = 10
 
 
 class BatchError(EchoError):
@@ -428,72 +421,13 @@ def _provenance(plan: BatchPlan, *, status: str, started: str, finished: str | N
     return record
 
 
-# -- rendering (shared by threads and Dask workers) ------------------------------------------
-
-@dataclass
-class _Recipe:
-    """Everything needed to turn a raw frame into output bytes; picklable (no stack, no output)."""
-
-    stem: str
-    fmt: str
-    png_level: int
-    sigma: float
-    shape: tuple[int, int]
-    flat: np.ndarray  # already floored at 1e-6 (floor_flat)
-    url: str
-    dataset: str
-    etag: str
-    flat_range: tuple[int, int]
-
-    def describe(self, index: int) -> str:
-        import json
-
-        return json.dumps({
-            "software": f"echo-s3-viewer {__version__}", "source": self.url,
-            "dataset": self.dataset, "etag": self.etag, "frame": int(index),
-            "flat": list(self.flat_range), "sigma": self.sigma, "percentiles": list(PERCENTILES),
-        }, sort_keys=True)
-
-    def render(self, workspace: Workspace, index: int, frame: np.ndarray) -> tuple[bytes, dict]:
-        t0 = time.perf_counter()
-        image = workspace.run(frame)
-        t1 = time.perf_counter()
-        data = export.encode(
-            image, self.fmt, png_level=self.png_level,
-            description=self.describe(index) if self.fmt == "tiff" else "",
-            software=f"echo-s3-viewer {__version__}" if self.fmt == "tiff" else "",
-        )
-        t2 = time.perf_counter()
-        return data, {"compute": t1 - t0, "encode": t2 - t1}
-
-    def name(self, index: int) -> str:
-        return export.output_name(self.stem, index, self.fmt)
-
-    def workspace(self) -> Workspace:
-        """Fresh buffers for one thread (the floored flat is shared read-only)."""
-        return Workspace(self.shape, self.flat, self.sigma, floored=True)
-
-
-def _recipe(plan: BatchPlan, flat: np.ndarray) -> _Recipe:
+def _recipe(plan: BatchPlan, flat: np.ndarray) -> Recipe:
     floored = floor_flat(flat)
     floored.setflags(write=False)  # shared by every thread's Workspace
-    return _Recipe(stem=plan.stem, fmt=plan.fmt, png_level=plan.png_level, sigma=plan.sigma,
+    return Recipe(stem=plan.stem, fmt=plan.fmt, png_level=plan.png_level, sigma=plan.sigma,
                    shape=plan.shape, flat=floored, url=plan.url,
                    dataset=plan.dataset, etag=plan.etag,
                    flat_range=(plan.flat_indices[0], plan.flat_indices[-1]))
-
-
-def _single_threaded_opencv() -> None:
-    """One OpenCV thread per pipeline thread: the batch's own threads are the parallelism.
-
-    (OpenCV's thread count is process-wide.)
-    """
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -601,12 +535,16 @@ def run_batch(
         scheduler if isinstance(scheduler, str) else "dask client")
     todo = plan.todo
     # Connect before writing anything: an unreachable scheduler leaves the output untouched.
-    connection = _connect_dask(scheduler, workers) if scheduler is not None and todo else None
+    connection = None
+    if scheduler is not None and todo:
+        from . import cluster
+
+        connection = cluster.connect(scheduler, workers)
     try:
         return _run(plan, todo, progress, cancel, workers, connection, scheduler_name)
     finally:
         if connection is not None:
-            _disconnect(*connection)
+            cluster.disconnect(*connection)
 
 
 def _run(plan, todo, progress, cancel, workers, connection, scheduler_name) -> BatchResult:
@@ -623,7 +561,9 @@ def _run(plan, todo, progress, cancel, workers, connection, scheduler_name) -> B
             if connection is None:
                 _run_threads(plan, recipe, todo, tracker, cancel, workers)
             else:
-                _run_dask(plan, recipe, todo, tracker, cancel, connection[0])
+                from . import cluster
+
+                cluster.run(plan, recipe, todo, tracker, cancel, connection[0])
     except KeyboardInterrupt:
         cancel.set()
         interrupted = True
@@ -648,7 +588,7 @@ def _run(plan, todo, progress, cancel, workers, connection, scheduler_name) -> B
     return tracker.result(status)
 
 
-def _run_threads(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
+def _run_threads(plan, recipe: Recipe, todo: list[int], tracker: _Tracker,
                  cancel: threading.Event, workers: int | None) -> None:
     n_workers = int(workers or os.cpu_count() or 1)
     window = n_workers + 2
@@ -689,7 +629,7 @@ def _run_threads(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
             tracker.add(index, future.result())
         return True
 
-    _single_threaded_opencv()
+    single_threaded_opencv()
     frames = plan.stack.frames(todo)
     with ThreadPoolExecutor(n_workers, thread_name_prefix="echo-batch") as pool:
         try:
@@ -720,159 +660,3 @@ def _run_threads(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
                     break
     if failure is not None:
         raise failure
-
-
-# -- Dask ------------------------------------------------------------------------------------
-
-class _DaskContext:
-    """Scattered once per run to every worker: the recipe, the stack's spec, the S3 output.
-
-    Unpickled once per worker; the stack is opened lazily and kept for the run's tasks, then
-    closed when the run releases the context.
-    """
-
-    def __init__(self, recipe: _Recipe, spec, output: tuple | None):
-        self.recipe = recipe
-        self.spec = spec
-        self.output = output  # ("s3", endpoint, credentials, bucket, prefix) or None
-        self._init_runtime()
-
-    def _init_runtime(self) -> None:
-        self._lock = threading.Lock()
-        self._stack = None
-        self._target = None
-        self._local = threading.local()
-
-    def __getstate__(self):
-        return {"recipe": self.recipe, "spec": self.spec, "output": self.output}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._init_runtime()
-
-    def __repr__(self) -> str:
-        return f"_DaskContext({self.spec!r})"
-
-    def stack(self):
-        with self._lock:
-            if self._stack is None:
-                from ..hdf5.chunks import LRUBytes
-
-                self._stack = self.spec.open(prefetch=False, cache=LRUBytes(0))
-                weakref.finalize(self, self._stack.close)
-            return self._stack
-
-    def target(self):
-        if self.output is None:
-            return None
-        with self._lock:
-            if self._target is None:
-                from ..storage.s3 import S3
-
-                _, endpoint, credentials, bucket, prefix = self.output
-                self._target = S3Output(S3(endpoint, credentials), bucket, prefix)
-            return self._target
-
-    def workspace(self) -> Workspace:
-        ws = getattr(self._local, "workspace", None)
-        if ws is None:
-            recipe = self.recipe
-            ws = self._local.workspace = recipe.workspace()
-        return ws
-
-
-def _dask_task(context: _DaskContext, indices: list[int]) -> list[tuple]:
-    """Process a few frames on a worker: ``[(index, bytes or None, timing), ...]``.
-
-    With an S3 output the worker uploads and returns no bytes; otherwise the bytes go back to
-    the client, which writes them (workers need not share the client's disk).
-    """
-    _single_threaded_opencv()
-    recipe = context.recipe
-    target = context.target()
-    results = []
-    for index, frame in zip(indices, context.stack().frames(indices)):
-        data, timing = recipe.render(context.workspace(), index, frame)
-        if target is not None:
-            t0 = time.perf_counter()
-            target.write(recipe.name(index), data)
-            timing["write"] = time.perf_counter() - t0
-            data = None
-        results.append((index, data, timing))
-    return results
-
-
-def _connect_dask(scheduler, workers):
-    """``(client, cluster, owns_client)`` for "local", an address or a ``distributed.Client``."""
-    from distributed import Client, LocalCluster
-
-    if not isinstance(scheduler, str):
-        return scheduler, None, False
-    if scheduler == "local":
-        cluster = LocalCluster(n_workers=int(workers or 2), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.WARNING)
-        return Client(cluster), cluster, True
-    try:
-        return Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S), None, True
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise BatchError(
-            f"Could not connect to the Dask scheduler at {scheduler} ({type(exc).__name__}); "
-            "nothing was written."
-        ) from None
-
-
-def _disconnect(client, cluster, owns: bool) -> None:
-    if owns:
-        client.close()
-    if cluster is not None:
-        cluster.close()
-
-
-def _run_dask(plan, recipe: _Recipe, todo: list[int], tracker: _Tracker,
-              cancel: threading.Event, client) -> None:
-    from distributed import wait
-
-    output = plan.output
-    remote_output = None
-    if isinstance(output, S3Output):
-        s3 = output.s3
-        remote_output = ("s3", s3.endpoint, s3.credentials, output.bucket, output.prefix)
-    run_id = uuid.uuid4().hex[:12]
-    pending: set = set()
-    context = _DaskContext(recipe, plan.spec(), remote_output)
-    # hash=False: a random key, not a hash of the context (which holds the credentials)
-    [context_future] = client.scatter([context], broadcast=True, hash=False)
-    try:
-        blocks = [todo[k:k + FRAMES_PER_TASK] for k in range(0, len(todo), FRAMES_PER_TASK)]
-        threads = sum(client.nthreads().values()) or 1
-        window = 2 * threads
-        next_block = 0
-        while next_block < len(blocks) or pending:
-            while not cancel.is_set() and next_block < len(blocks) and len(pending) < window:
-                block = blocks[next_block]
-                future = client.submit(_dask_task, context_future, block, pure=False,
-                                       key=f"echo-process-{run_id}-{block[0]:06d}")
-                pending.add(future)
-                next_block += 1
-            if cancel.is_set():
-                break
-            try:
-                done, _ = wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                continue
-            for future in done:
-                pending.discard(future)
-                results = future.result()  # raises the task's error
-                future.release()
-                for index, data, timing in results:
-                    if data is not None:
-                        t0 = time.perf_counter()
-                        output.write(recipe.name(index), data)
-                        timing["write"] = time.perf_counter() - t0
-                    tracker.add(index, timing)
-    finally:
-        # Queued tasks are dropped; a task already running finishes on its worker (an S3
-        # output then still gets its complete objects, which a resume will find).
-        if pending:
-            client.cancel(list(pending))
-        context_future.release()
