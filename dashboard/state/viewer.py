@@ -7,12 +7,16 @@ import threading
 
 import param
 
+from ..analysis.contrast import N_SAMPLES, clamp_limits, percentile_limits, stack_limits
 from .browser import BrowserState
+from .playback import Player, RateMeter
 from .tasks import LatestOnly, Tasks, user_message
 
 log = logging.getLogger(__name__)
 
 COLORMAPS = ("gray", "viridis", "magma", "inferno", "cividis", "fire")
+CONTRAST_MODES = ("percentile", "locked", "manual")
+DIRECTIONS = ("forward", "backward")
 
 
 class ViewerState(param.Parameterized):
@@ -21,6 +25,16 @@ class ViewerState(param.Parameterized):
     Setting :attr:`index` asks for a frame; the newest request wins (see
     :class:`~dashboard.state.tasks.LatestOnly`), and :attr:`frame` / :attr:`shown_index` change
     when its pixels have arrived.
+
+    Contrast: :attr:`contrast` holds the colour limits in use. :attr:`contrast_mode` says where
+    they come from: ``"percentile"`` (this frame's :attr:`percentiles`), ``"locked"`` (the same
+    percentiles of an even sample of :data:`N_SAMPLES` frames of the whole stack, computed once
+    in the background) or ``"manual"`` (set by the user; setting :attr:`contrast` from outside
+    switches to manual). :attr:`equalize` equalizes the histogram *within* the limits.
+
+    Playback: :attr:`playing` steps :attr:`index` at :attr:`fps` in :attr:`direction`, looping
+    over :attr:`loop_range` (see :mod:`dashboard.state.playback`); :attr:`achieved_fps` is
+    measured from the frames actually shown.
     """
 
     browser = param.ClassSelector(class_=BrowserState, precedence=-1)
@@ -42,7 +56,21 @@ class ViewerState(param.Parameterized):
     equalize = param.Boolean(default=True, label="Equalize")
     colormap = param.Selector(default="gray", objects=list(COLORMAPS), label="Colormap")
     contrast = param.Range(default=None, allow_None=True, label="Contrast limits",
-                           doc="Fixed colour limits (None: the frame's own range).")
+                           doc="The colour limits in use (None: the frame's own range).")
+    contrast_mode = param.Selector(default="percentile", objects=list(CONTRAST_MODES),
+                                   label="Contrast")
+    percentiles = param.Range(default=(1.0, 99.0), bounds=(0.0, 100.0),
+                              label="Percentiles (%)")
+    contrast_status = param.String(default="", doc="Where the limits come from, in words.")
+
+    playing = param.Boolean(default=False, label="Playing")
+    toggle_play = param.Event(label="Play/Pause")
+    fps = param.Integer(default=10, bounds=(1, 30), label="Rate (frames/s)")
+    direction = param.Selector(default="forward", objects=list(DIRECTIONS), label="Direction")
+    loop_range = param.Range(default=(0, 0), bounds=(0, 0), label="Loop over frames",
+                             doc="First and last frame of the loop (inclusive).")
+    achieved_fps = param.Number(default=0.0, bounds=(0, None), constant=True,
+                                label="Achieved rate", doc="Frames/s actually shown.")
 
     frame = param.Array(default=None, allow_None=True, precedence=-1,
                         doc="The pixels of frame `shown_index` (2-D).")
@@ -61,6 +89,11 @@ class ViewerState(param.Parameterized):
         self._lock = threading.Lock()
         self._latest = None
         self._posted = False
+        self._auto_contrast = False  # True while the state itself sets `contrast`
+        self._locked: dict = {}  # (id(stack), percentiles) -> limits of the open stack
+        self._lock_generation = 0
+        self.player = Player(self)
+        self._meter = RateMeter()
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -124,7 +157,9 @@ class ViewerState(param.Parameterized):
                 candidates.insert(0, stack.dataset)
             self.param.dataset.objects = candidates
             n = len(stack) if stack is not None else 0
+            self.playing = False
             self.param.index.bounds = (0, max(0, n - 1))
+            self.param.loop_range.bounds = (0, max(0, n - 1))
             with param.edit_constant(self):
                 self.param.update(
                     url=url,
@@ -134,9 +169,14 @@ class ViewerState(param.Parameterized):
             self.param.update(
                 stack=stack, tree=tree, dataset=stack.dataset if stack is not None else None,
                 index=0, frame=None, shown_index=-1, frame_serial=self.frame_serial + 1,
+                loop_range=(0, max(0, n - 1)),
             )
+            self._locked.clear()
+            self._lock_generation += 1
         finally:
             self._opening = False
+        if self.contrast_mode == "locked" and stack is not None:
+            self._lock_contrast()
         if old is not None and old is not stack:
             try:
                 old.close()
@@ -172,12 +212,15 @@ class ViewerState(param.Parameterized):
             return
         try:
             frame = stack.frame(index)
+            limits = (percentile_limits(frame, *self.percentiles)
+                      if self.contrast_mode == "percentile" else None)
         except Exception as exc:  # noqa: BLE001
-            self.tasks.post(self.param.update, status=user_message(exc, f"read frame {index}"))
+            self.tasks.post(self.param.update, playing=False,
+                            status=user_message(exc, f"read frame {index}"))
             return
         # Coalesce: if the page has not shown the previous frame yet, replace it.
         with self._lock:
-            self._latest = (stack, index, frame)
+            self._latest = (stack, index, frame, limits)
             if self._posted:
                 return
             self._posted = True
@@ -185,11 +228,24 @@ class ViewerState(param.Parameterized):
 
     def _show_latest(self) -> None:
         with self._lock:
-            stack, index, frame = self._latest
+            stack, index, frame, limits = self._latest
             self._latest, self._posted = None, False
         if stack is not self.stack:
             return  # another file was opened meanwhile
-        self.param.update(frame=frame, shown_index=index, frame_serial=self.frame_serial + 1)
+        update = dict(frame=frame, shown_index=index, frame_serial=self.frame_serial + 1)
+        if self.contrast_mode == "percentile":
+            # The limits travel with the frame: one repaint, never a frame with old limits.
+            update["contrast"] = limits if limits is not None else self._frame_limits(frame)
+        self._auto_contrast = True
+        try:
+            self.param.update(**update)
+        finally:
+            self._auto_contrast = False
+        if self.playing:
+            rate = self._meter.tick()
+            if rate is not None and abs(rate - self.achieved_fps) >= 0.05:
+                with param.edit_constant(self):
+                    self.achieved_fps = round(rate, 1)
 
     @param.depends("shown_index", "n_frames")
     def frame_label(self) -> str:
@@ -212,7 +268,135 @@ class ViewerState(param.Parameterized):
             self.tasks.wait(timeout=0.2)
         return False
 
+    # -- contrast ----------------------------------------------------------------------------
+
+    def _frame_limits(self, frame) -> tuple[float, float] | None:
+        return None if frame is None else percentile_limits(frame, *self.percentiles)
+
+    def _set_limits(self, limits, status: str) -> None:
+        self._auto_contrast = True
+        try:
+            self.param.update(contrast=limits, contrast_status=status)
+        finally:
+            self._auto_contrast = False
+
+    @param.depends("contrast_mode", "percentiles", watch=True)
+    def _on_contrast_mode(self) -> None:
+        low, high = self.percentiles
+        if low > high:  # e.g. from a link: keep the range usable
+            self.percentiles = (high, low)
+            return
+        mode = self.contrast_mode
+        if mode == "percentile":
+            self._set_limits(self._frame_limits(self.frame),
+                             f"{low:g}–{high:g} % of each frame")
+        elif mode == "locked":
+            self._lock_contrast()
+        else:
+            self.contrast_status = "Manual limits"
+
+    @param.depends("contrast", watch=True)
+    def _on_contrast(self) -> None:
+        if self._auto_contrast or self.contrast is None:
+            return
+        try:
+            limits = clamp_limits(self.contrast)
+        except (TypeError, ValueError) as exc:
+            self._set_limits(None, str(exc) if isinstance(exc, ValueError) else
+                             "Contrast limits must be two numbers.")
+            return
+        if tuple(limits) != tuple(self.contrast):
+            self.contrast = limits  # ordered and non-empty; comes back here once
+            return
+        if self.contrast_mode != "manual":
+            self.contrast_mode = "manual"
+        self.contrast_status = "Manual limits"
+
+    def set_limits(self, low, high) -> str:
+        """Limits typed by the user; returns (and shows) a message when they are not usable."""
+        try:
+            limits = clamp_limits((low, high))
+        except (TypeError, ValueError):
+            message = "Contrast limits must be two finite numbers."
+            self.contrast_status = message
+            return message
+        self.contrast = limits
+        return ""
+
+    def _lock_contrast(self) -> None:
+        stack = self.stack
+        if stack is None:
+            self.contrast_status = "Locked limits are computed when a stack is open."
+            return
+        key = (id(stack), tuple(self.percentiles))
+        low, high = self.percentiles
+        n = min(N_SAMPLES, len(stack))
+        status = f"Locked: {low:g}–{high:g} % of {n} frames across the stack"
+        if key in self._locked:
+            self._set_limits(self._locked[key], status)
+            return
+        self._lock_generation += 1
+        generation = self._lock_generation
+        self.contrast_status = f"Locking: reading {n} frames across the stack…"
+        self.tasks.submit(self._compute_locked, stack, key, generation, status)
+
+    def _compute_locked(self, stack, key, generation: int, status: str) -> None:
+        def cancelled() -> bool:
+            return generation != self._lock_generation or stack is not self.stack
+
+        try:
+            limits = stack_limits(stack, *key[1], n_samples=N_SAMPLES, cancelled=cancelled)
+        except Exception as exc:  # noqa: BLE001 - action boundary
+            if not cancelled():
+                self.tasks.post(self.param.update,
+                                contrast_status=user_message(exc, "lock the contrast"))
+            return
+        if limits is not None:
+            self.tasks.post(self._locked_ready, stack, key, generation, limits, status)
+
+    def _locked_ready(self, stack, key, generation, limits, status) -> None:
+        if stack is not self.stack:
+            return
+        self._locked[key] = limits
+        if generation == self._lock_generation and self.contrast_mode == "locked":
+            self._set_limits(limits, status)
+
+    # -- playback ----------------------------------------------------------------------------
+
+    @param.depends("toggle_play", watch=True)
+    def _on_toggle_play(self) -> None:
+        self.playing = not self.playing
+
+    @param.depends("playing", watch=True)
+    def _on_playing(self) -> None:
+        if not self.playing:
+            self.player.stop()
+            return
+        if self.stack is None or self.n_frames < 2:
+            self.playing = False
+            self.status = ("Load a stack first." if self.stack is None
+                           else "Nothing to play: this dataset has a single frame.")
+            return
+        self._meter.reset()
+        with param.edit_constant(self):
+            self.achieved_fps = 0.0
+        low, high = self.loop_range
+        if not low <= self.index <= high:
+            self.index = low if self.direction == "forward" else high
+        self.player.start()
+
+    @param.depends("loop_range", watch=True)
+    def _on_loop_range(self) -> None:
+        low, high = (int(round(v)) for v in self.loop_range)
+        last = max(0, self.n_frames - 1)
+        wanted = (min(max(min(low, high), 0), last), min(max(max(low, high), 0), last))
+        if wanted != tuple(self.loop_range):
+            self.loop_range = wanted
+
     def close(self) -> None:
+        self.playing = False
+        self.player.stop()
+        self._lock_generation += 1
         if self.stack is not None:
             try:
                 self.stack.close()
