@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import param
 
 from ..config import Settings
 from ..storage.credentials import Credentials
+from . import links
 from .browser import BrowserState
+from .links import DISPLAY, PROCESSING, Link, shown
 from .processor import ProcessorState
 from .tasks import Tasks
 from .viewer import ViewerState
@@ -37,6 +40,9 @@ class Session(param.Parameterized):
     viewer = param.ClassSelector(class_=ViewerState, constant=True)
     processor = param.ClassSelector(class_=ProcessorState, constant=True)
 
+    restoring = param.Boolean(default=False, doc="A link is being opened (or waits for Connect).")
+    link_status = param.String(default="", doc="What opening a link did, or what it waits for.")
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -48,6 +54,7 @@ class Session(param.Parameterized):
         settings = settings or Settings.from_env()
         self.settings = settings
         self.tasks = Tasks()
+        self._restore: _Restore | None = None
         browser = BrowserState(
             tasks=self.tasks,
             endpoint=settings.endpoint,
@@ -71,9 +78,246 @@ class Session(param.Parameterized):
         """Block until the background work started so far has finished (tests, notebooks)."""
         return self.tasks.wait(timeout)
 
+    # -- deep links --------------------------------------------------------------------------
+
+    def owners(self) -> dict:
+        """The state objects the link table (:data:`~dashboard.state.links.FIELDS`) refers to."""
+        return {"browser": self.browser, "viewer": self.viewer, "processor": self.processor}
+
+    def link(self) -> dict:
+        """The shareable view, query name → value: where the file is, what is shown, the
+        processing parameters. Never keys, key-file paths or server-side folders."""
+        owners, browser, viewer = self.owners(), self.browser, self.viewer
+        values = {}
+        s3 = browser.s3
+        if s3 is not None and s3.endpoint != self.settings.endpoint:
+            values["endpoint"] = s3.endpoint  # a custom endpoint; the default goes unsaid
+        opened = links.split_url(viewer.url) if viewer.stack is not None else None
+        if opened:
+            values["bucket"], values["key"] = opened
+            values.update(links.read_view(owners, ("dataset", "frame", *PROCESSING)))
+        elif browser.connected and browser.bucket:
+            values["bucket"] = browser.bucket
+        values.update(links.read_view(owners, DISPLAY))
+        if not _manual_contrast(values.get("contrast_mode", "manual")):
+            values.pop("contrast", None)  # derived from the percentiles or the stack
+        return values
+
+    def link_query(self) -> str:
+        """:meth:`link` as a URL query string (without ``?``)."""
+        return links.encode_query(self.link())
+
+    def restore(self, query) -> Link:
+        """Open a link: apply its display settings now, then (once connected) choose its
+        bucket, list it, load its file, pick its dataset, go to its frame and apply its
+        processing parameters — each step when the previous one has finished.
+
+        Progress and problems go to :attr:`link_status`; nothing here raises for a bad link.
+
+        Parameters
+        ----------
+        query : str, mapping or Link
+            ``"?bucket=...&key=..."``, request arguments, or an already decoded link.
+        """
+        link = query if isinstance(query, Link) else links.decode_query(query, self.owners())
+        if self._restore is not None:
+            self._restore.stop()
+            self._restore = None
+            self.restoring = False
+        if not link and not link.message():
+            return link
+        notes = [link.message()] if link.message() else []
+        notes += _apply(self.owners(), link.values, DISPLAY)
+        if "bucket" not in link.values:
+            if "key" in link.values:
+                notes.append("A link with a key needs its bucket too.")
+            self.link_status = " ".join(notes) or "Link opened: display settings applied."
+            return link
+        self.restoring = True
+        self._restore = _Restore(self, link, notes)
+        self._restore.advance()
+        return link
+
+    def wait_restored(self, timeout: float = 60.0) -> bool:
+        """Block until a link being opened is finished (tests, notebooks)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.restoring and time.monotonic() < deadline:
+            self.tasks.wait(timeout=0.2)
+            time.sleep(0.01)
+        return not self.restoring
+
     def close(self) -> None:
         """Cancel jobs, close files, stop the worker threads (the browser tab went away)."""
+        if self._restore is not None:
+            self._restore.stop()
         self.processor.close()
         self.browser.close()
         self.viewer.close()
         self.tasks.shutdown()
+
+
+def _manual_contrast(mode) -> bool:
+    return mode == "manual"
+
+
+def _apply(owners: dict, values: dict, names) -> list[str]:
+    """Set the link's values of ``names`` on their owners; what could not be set, in words."""
+    notes = []
+    if not _manual_contrast(values.get("contrast_mode", "manual")):
+        names = [n for n in names if n != "contrast"]
+    for name in names:
+        if name not in values:
+            continue
+        item = links.BY_NAME[name]
+        owner = owners[item.owner]
+        try:
+            setattr(owner, item.param, values[name])
+        except Exception:  # noqa: BLE001 - out of this stack's bounds, or refused
+            notes.append(f"{name} {values[name]!s} does not fit this file and was not applied.")
+    return notes
+
+
+class _Restore:
+    """Opens one link step by step: connect → bucket → listing → load → dataset → frame.
+
+    Each step starts an action of the browser or viewer state and returns; watchers on
+    ``connected``/``busy``/``loading``/``shown_index`` call :meth:`advance` again (deferred
+    through the session's tasks, so never inside another state update), which looks at the
+    state and takes the next step. Every step is taken once.
+    """
+
+    def __init__(self, session: Session, link: Link, notes: list[str]):
+        self.session, self.link, self.notes = session, link, notes
+        self.phase = "connect"
+        self.done = False
+        self._tried_dataset = False
+        self._lock = threading.RLock()
+        v = link.values
+        self.bucket, self.key = v["bucket"], v.get("key")
+        self.target = f"s3://{v['bucket']}/{v.get('key') or ''}"
+        self._watchers = [
+            (session.browser, session.browser.param.watch(self._defer, ["connected", "busy"])),
+            (session.viewer, session.viewer.param.watch(self._defer, ["loading", "shown_index"])),
+        ]
+
+    def _defer(self, *events) -> None:
+        tasks = self.session.tasks
+        if not self.done:
+            tasks.submit(tasks.post, self.advance)
+
+    def say(self, text: str) -> None:
+        self.session.link_status = text
+
+    def stop(self) -> None:
+        self.done = True
+        for owner, watcher in self._watchers:
+            owner.param.unwatch(watcher)
+        self._watchers = []
+
+    def finish(self, text: str) -> None:
+        self.stop()
+        notes = " ".join(n for n in self.notes if n)
+        self.session.param.update(restoring=False,
+                                  link_status=f"{text} {notes}".strip())
+
+    def advance(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - never a traceback for a link
+                log.exception("Opening a link failed")
+                self.finish("Could not open this link (details are in the server log).")
+
+    def _step(self) -> None:
+        session = self.session
+        browser, viewer = session.browser, session.viewer
+        values = self.link.values
+        target = shown(self.target)
+        if not browser.connected or browser.s3 is None:
+            self.phase = "connect"
+            self.say(f"Link to {target}: it opens once you are connected."
+                     if not browser.busy else f"Link to {target}: connecting…")
+            return
+        if browser.busy:
+            return
+        wanted = values.get("endpoint", session.settings.endpoint)
+        if browser.s3.endpoint != wanted:
+            self.phase = "connect"  # wait for a connection to the link's endpoint
+            self.say(f"This link is for the endpoint {shown(wanted)}, this session is connected "
+                     f"to {shown(browser.s3.endpoint)}: if you trust it, enter that endpoint and "
+                     "press Connect to open the link.")
+            return
+        if self.phase == "connect":
+            if self.bucket not in browser.param.bucket.objects:
+                self.finish(f"The bucket {shown(self.bucket)} of this link is not visible with "
+                            "these keys.")
+                return
+            if browser.bucket != self.bucket:
+                browser.bucket = self.bucket
+            self.phase = "listing"
+            self.say(f"Opening the link: listing s3://{shown(self.bucket)}/ …")
+            browser.param.trigger("list_objects")
+            return
+        if self.phase == "listing":
+            self._listed(browser, viewer)
+            return
+        if self.phase == "opening":
+            self._opened(viewer)
+
+    def _listed(self, browser, viewer) -> None:
+        if browser.bucket != self.bucket:
+            self.finish("The link was not opened: another bucket was chosen meanwhile.")
+            return
+        keys = {o.key for o in browser.listing}
+        if not browser.listing and not browser.truncated_notice:
+            self.finish(f"The link's bucket could not be listed or is empty: {browser.status}")
+            return
+        if self.key is None:
+            self.finish(f"Link opened: s3://{shown(self.bucket)}/ listed.")
+            return
+        if self.key not in keys and not browser.truncated_notice:
+            self.finish(f"The link's file {shown(self.key)} is not in s3://{shown(self.bucket)}/ "
+                        "(deleted or renamed?).")
+            return
+        browser.selection = [self.key]
+        self.phase = "opening"
+        self.say(f"Opening the link: loading {shown(self.key)} …")
+        viewer.param.trigger("load")
+
+    def _opened(self, viewer) -> None:
+        if viewer.loading:
+            return
+        if viewer.stack is None or viewer.url != self.target:
+            self.finish(f"Could not open the link's file: {viewer.status}")
+            return
+        dataset = self.link.values.get("dataset")
+        if dataset and viewer.stack.dataset != dataset:
+            if not self._tried_dataset and dataset in viewer.param.dataset.objects:
+                self._tried_dataset = True
+                self.say(f"Opening the link: switching to {shown(dataset)} …")
+                viewer.dataset = dataset
+                return
+            self.notes.append(f"{shown(dataset)} is not an image stack of this file; showing "
+                              f"{shown(viewer.stack.dataset)}.")
+            self.link.values.pop("dataset")
+        if viewer.shown_index < 0:
+            return  # the stack's first frame is on its way; go on once it is shown
+        self._show(viewer)
+
+    def _show(self, viewer) -> None:
+        values = self.link.values
+        last = max(0, viewer.n_frames - 1)
+        frame = values.get("frame", 0)
+        if frame > last:
+            self.notes.append(f"Frame {frame} is beyond the last frame ({last}): showing {last}.")
+            frame = last
+        self.notes += _apply(self.session.owners(), values, PROCESSING)
+        self.notes += _apply(self.session.owners(), values, DISPLAY)
+        if viewer.index != frame:
+            viewer.index = frame
+        self.finish(f"Link opened: {shown(self.key)}, {shown(viewer.stack.dataset)}, "
+                    f"frame {frame}.")
