@@ -8,13 +8,21 @@ and marks its template servable. Settings come from the environment
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import json
 import logging
+import os
+import re
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import panel as pn
 
 from dashboard.config import Settings
-from dashboard.errors import EchoError
+from dashboard.errors import ConfigError, EchoError
 from dashboard.state.session import Session
 from dashboard.ui.app import TITLE, EchoS3Viewer, extension
 
@@ -75,6 +83,240 @@ def _origins(address: str, port: int, allow_websocket_origin) -> list[str] | Non
     return origins or None  # None: Bokeh accepts only the address it serves (localhost)
 
 
+# -- who may open the dashboard ------------------------------------------------------------
+
+ENV_COOKIE_SECRET = "ECHO_S3_COOKIE_SECRET"
+ENV_BASIC_AUTH = "ECHO_S3_BASIC_AUTH"
+MIN_COOKIE_SECRET = 32
+
+# Panel's own config reads these environment variables *in preference to* values set in code,
+# so each setting must come from one source: a second, different value is refused.
+_SOURCES = {
+    "cookie_secret": ("--cookie-secret", ENV_COOKIE_SECRET, "PANEL_COOKIE_SECRET",
+                      "BOKEH_COOKIE_SECRET"),
+    "basic_auth": ("--basic-auth", ENV_BASIC_AUTH),
+    "oauth_provider": ("--oauth-provider", "PANEL_OAUTH_PROVIDER"),
+    "oauth_key": ("--oauth-key", "PANEL_OAUTH_KEY"),
+    "oauth_secret": ("--oauth-secret", "PANEL_OAUTH_SECRET"),
+    "oauth_redirect_uri": ("--oauth-redirect-uri", "PANEL_OAUTH_REDIRECT_URI"),
+    "oauth_extra_params": ("--oauth-extra-params", "PANEL_OAUTH_EXTRA_PARAMS"),
+    "oauth_encryption_key": ("--oauth-encryption-key", "PANEL_OAUTH_ENCRYPTION"),
+}
+# The Panel config parameters that get_server() sets process-wide (restored by RunningServer).
+_PANEL_AUTH_CONFIG = ("_cookie_secret", "_oauth_provider", "_oauth_key", "_oauth_secret",
+                      "_oauth_redirect_uri", "_oauth_extra_params", "_oauth_encryption_key")
+
+
+@dataclass(frozen=True)
+class ServerAuth:
+    """Who may open a served dashboard: Panel's basic auth or an OAuth provider.
+
+    Build it with :meth:`from_options`, which reads the environment too and checks every value.
+    The password, the cookie secret, the OAuth secret and the encryption key never appear in
+    the ``repr`` or in an error message.
+
+    Attributes
+    ----------
+    basic_auth : str or None
+        One shared password (any user name), or the path of a JSON file ``{"user": "password"}``
+        (Panel re-reads the file at every login, so users can be changed without a restart).
+    cookie_secret : str
+        Signs the login cookie (at least 32 characters).
+    oauth_provider : str or None
+        One of Panel's providers (``github``, ``gitlab``, ``azure``, ``google``, ``okta``,
+        ``generic``, ...).
+    """
+
+    basic_auth: str | None = field(default=None, repr=False)
+    cookie_secret: str = field(default="", repr=False)
+    oauth_provider: str | None = None
+    oauth_key: str | None = None
+    oauth_secret: str | None = field(default=None, repr=False)
+    oauth_redirect_uri: str | None = None
+    oauth_extra_params: dict | None = None
+    oauth_encryption_key: str | None = field(default=None, repr=False)
+    login_template: str | None = None
+    logout_template: str | None = None
+
+    @classmethod
+    def from_options(cls, *, env: Mapping[str, str] | None = None, **options) -> ServerAuth | None:
+        """Check the options (keyword names as the attributes) and the environment.
+
+        Returns ``None`` when neither basic auth nor an OAuth provider is asked for.
+
+        Raises
+        ------
+        ConfigError
+            One sentence naming the option, never its secret value.
+        """
+        env = os.environ if env is None else env
+        unknown = set(options) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown auth options: {sorted(unknown)}")
+        values = {name: _one_source(name, options.get(name), env) for name in _SOURCES}
+        basic, provider = values["basic_auth"], values["oauth_provider"]
+        if basic is None and provider is None:
+            given = [_SOURCES[n][0] for n in _SOURCES if options.get(n) is not None]
+            given += [f"--{n.replace('_', '-')}" for n in ("login_template", "logout_template")
+                      if options.get(n) is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)} needs --basic-auth or --oauth-provider.")
+            return None
+        if basic is not None and provider is not None:
+            raise ConfigError("Choose one of --basic-auth and --oauth-provider, not both.")
+        secret = values["cookie_secret"]
+        if not secret:
+            raise ConfigError(
+                f"A login needs a cookie secret: pass --cookie-secret or set {ENV_COOKIE_SECRET} "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))').")
+        if len(secret) < MIN_COOKIE_SECRET:
+            raise ConfigError(f"The cookie secret must be at least {MIN_COOKIE_SECRET} characters "
+                              "long (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))').")
+        if basic is not None:
+            _check_basic_auth(basic)
+        else:
+            values.update(_checked_oauth(values))
+        for name in ("login_template", "logout_template"):
+            path = options.get(name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"--{name.replace('_', '-')}: no such file: {path}")
+            values[name] = None if path is None else str(Path(path).resolve())
+        return cls(**values)
+
+    @property
+    def kind(self) -> str:
+        """``"basic"`` or ``"oauth (<provider>)"`` (for log lines)."""
+        return "basic" if self.basic_auth is not None else f"oauth ({self.oauth_provider})"
+
+    def server_kwargs(self) -> dict:
+        """Keyword arguments of ``panel.io.server.get_server`` / ``pn.serve``."""
+        kwargs = {"cookie_secret": self.cookie_secret, "login_template": self.login_template,
+                  "logout_template": self.logout_template}
+        if self.basic_auth is not None:
+            kwargs["basic_auth"] = self.basic_auth
+            return kwargs
+        kwargs.update(oauth_provider=self.oauth_provider, oauth_key=self.oauth_key,
+                      oauth_secret=self.oauth_secret, oauth_redirect_uri=self.oauth_redirect_uri,
+                      oauth_extra_params=self.oauth_extra_params or {})
+        return kwargs
+
+    def apply_encryption(self) -> None:
+        """Encrypt OAuth tokens in cookies: Panel 1.9's ``get_server`` accepts
+        ``oauth_encryption_key`` but does not use it (only ``panel serve`` does), so set it here."""
+        if self.oauth_encryption_key is None:
+            return
+        from cryptography.fernet import Fernet
+
+        key = self.oauth_encryption_key.encode("ascii")
+        pn.config.oauth_encryption_key = key
+        pn.state.encryption = Fernet(key)
+
+
+def _one_source(name: str, given, env: Mapping[str, str]):
+    flag, *variables = _SOURCES[name]
+    found = [(flag, given)] if given not in (None, "") else []
+    found += [(var, env[var]) for var in variables if env.get(var)]
+    if len({str(value) for _, value in found}) > 1:
+        raise ConfigError(f"Give the {name.replace('_', ' ')} once: "
+                          f"{' and '.join(src for src, _ in found)} differ.")
+    if given == "" and not found:
+        raise ConfigError(f"{flag} is empty.")
+    return found[0][1] if found else None
+
+
+def _check_basic_auth(value: str) -> None:
+    path = Path(value).expanduser()
+    if path.is_file():
+        try:
+            users = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise ConfigError(f"--basic-auth file {path} is not readable JSON.") from None
+        if (not isinstance(users, dict) or not users
+                or not all(isinstance(u, str) and u and isinstance(p, str) and p
+                           for u, p in users.items())):
+            raise ConfigError(f"--basic-auth file {path} must hold a JSON object of "
+                              '"user": "password" pairs (non-empty strings).')
+    elif value.endswith(".json"):  # meant as a file, surely not a password
+        raise ConfigError(f"--basic-auth: no such file: {path}")
+
+
+def _checked_oauth(values: dict) -> dict:
+    from panel.auth import AUTH_PROVIDERS
+
+    provider = str(values["oauth_provider"]).lower()
+    if provider not in AUTH_PROVIDERS:
+        shown = f" {provider!r}" if re.fullmatch(r"[a-z0-9_-]{1,32}", provider) else ""
+        raise ConfigError(f"Unknown OAuth provider{shown}: choose one of "
+                          f"{', '.join(sorted(AUTH_PROVIDERS))}.")
+    checked = {"oauth_provider": provider}
+    if provider != "pam":
+        for name, flag, var in (("oauth_key", "--oauth-key", "PANEL_OAUTH_KEY"),
+                                ("oauth_secret", "--oauth-secret", "PANEL_OAUTH_SECRET")):
+            if not values[name]:
+                raise ConfigError(f"OAuth with {provider} needs {flag} (or {var}).")
+    uri = values["oauth_redirect_uri"]
+    if uri is not None and not re.match(r"https?://[^/\s]+", str(uri)):
+        raise ConfigError("--oauth-redirect-uri must be an http:// or https:// URL.")
+    extra = values["oauth_extra_params"]
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            raise ConfigError('--oauth-extra-params must be a JSON object, e.g. '
+                              '\'{"tenant": "..."}\'.') from None
+    if extra is not None and not (isinstance(extra, dict) and all(isinstance(k, str) for k in extra)):
+        raise ConfigError('--oauth-extra-params must be a JSON object, e.g. \'{"tenant": "..."}\'.')
+    checked["oauth_extra_params"] = extra
+    key = values["oauth_encryption_key"]
+    if key is not None:
+        try:
+            import cryptography.fernet  # noqa: F401
+        except ImportError:
+            raise ConfigError("--oauth-encryption-key needs the 'cryptography' package.") from None
+        try:
+            raw = base64.urlsafe_b64decode(str(key).encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError("--oauth-encryption-key must be 32 url-safe base64-encoded bytes "
+                              "(make one with: panel oauth-secret).")
+    return checked
+
+
+def _is_loopback(address: str | None) -> bool:
+    if address in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(address or "0.0.0.0").is_loopback
+    except ValueError:
+        return False
+
+
+def _server_kwargs(*, port: int, address: str,
+                   allow_websocket_origin, prefix: str | None, auth: ServerAuth | None,
+                   ssl_certfile: str | None, ssl_keyfile: str | None) -> dict:
+    """The arguments of ``get_server``/``pn.serve`` shared by :func:`serve` and
+    :class:`RunningServer`; logs one warning for a login over plain HTTP on the network."""
+    kwargs = dict(
+        port=port, address=address,
+        websocket_origin=_origins(address, port, allow_websocket_origin),
+        prefix=prefix or "", title=TITLE,
+    )
+    if ssl_certfile:
+        kwargs.update(ssl_certfile=str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile))
+    if auth is not None:
+        kwargs.update(auth.server_kwargs())
+        auth.apply_encryption()
+        if not ssl_certfile and not _is_loopback(address):
+            log.warning("Login (%s) on %s without HTTPS: passwords and cookies cross the network "
+                        "in clear text unless an HTTPS proxy is the only way in.",
+                        auth.kind, address or "all addresses")
+        if auth.oauth_provider and auth.oauth_encryption_key is None:
+            log.warning("OAuth without --oauth-encryption-key: access tokens are stored "
+                        "unencrypted in cookies (make a key with: panel oauth-secret).")
+    return kwargs
+
+
 class RunningServer:
     """A dashboard server running on its own thread (tests, embedding): ``.url``, ``.stop()``.
 
@@ -84,7 +326,9 @@ class RunningServer:
 
     def __init__(self, settings: Settings, *, credentials=None, port: int = 0,
                  address: str = "127.0.0.1", allow_websocket_origin=None,
-                 prefix: str | None = None, **server_kwargs):
+                 prefix: str | None = None, auth: ServerAuth | None = None,
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                 **server_kwargs):
         import asyncio
 
         from panel.io.server import get_server
@@ -93,17 +337,20 @@ class RunningServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.server = None
+        # get_server() sets Panel's process-wide auth config; stop() puts it back.
+        self._panel_config = {name: getattr(pn.config, name) for name in _PANEL_AUTH_CONFIG}
+        self._encryption = pn.state.encryption
+        apps = _apps(settings, credentials)
+        kwargs = _server_kwargs(port=port, address=address,
+                                allow_websocket_origin=allow_websocket_origin, prefix=prefix,
+                                auth=auth, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
         def run() -> None:
             asyncio.set_event_loop(asyncio.new_event_loop())
             loop = IOLoop.current()
             try:
-                self.server = get_server(
-                    _apps(settings, credentials), port=port, address=address,
-                    websocket_origin=_origins(address, port, allow_websocket_origin),
-                    prefix=prefix or "", title=TITLE, loop=loop, start=False, show=False,
-                    **server_kwargs,
-                )
+                self.server = get_server(apps, loop=loop, start=False, show=False,
+                                         **kwargs, **server_kwargs)
                 self.server.start()
             except BaseException as exc:  # noqa: BLE001 - reported to the caller below
                 self._error = exc
@@ -119,7 +366,8 @@ class RunningServer:
         if self._error is not None:
             raise self._error
         self.port = self.server.port
-        self.url = f"http://{address}:{self.port}/{(prefix or '').strip('/')}".rstrip("/") + "/"
+        scheme = "https" if ssl_certfile else "http"
+        self.url = f"{scheme}://{address}:{self.port}/{(prefix or '').strip('/')}".rstrip("/") + "/"
 
     def stop(self) -> None:
         if self.server is not None:
@@ -128,6 +376,8 @@ class RunningServer:
             loop.add_callback(loop.stop)
             self._thread.join(10)
             self.server = None
+        pn.config.param.update(self._panel_config)
+        pn.state.encryption = self._encryption
 
     def __enter__(self) -> RunningServer:
         return self
@@ -145,13 +395,17 @@ def serve(
     show: bool = False,
     allow_websocket_origin=None,
     prefix: str | None = None,
+    auth: ServerAuth | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> None:
     """Serve until interrupted (``echo-s3-viewer serve``).
 
     With ``demo=True`` the embedded demo S3 store starts first and every new session connects
     to it. With a key file in ``settings`` every session connects at start. Websocket
     connections are accepted only from the served address unless ``allow_websocket_origin``
-    names more (never ``*`` by default).
+    names more (never ``*`` by default). With ``auth`` (:meth:`ServerAuth.from_options`) every
+    page and websocket needs a login first; ``ssl_certfile``/``ssl_keyfile`` serve HTTPS.
     """
     store = None
     credentials = None
@@ -162,11 +416,10 @@ def serve(
         settings = settings.with_overrides(endpoint=store.endpoint)
         credentials = store.credentials
     try:
-        pn.serve(
-            _apps(settings, credentials), port=port, address=address, show=show,
-            websocket_origin=_origins(address, port, allow_websocket_origin),
-            prefix=prefix or "", title=TITLE,
-        )
+        pn.serve(_apps(settings, credentials), show=show, **_server_kwargs(
+            port=port, address=address,
+            allow_websocket_origin=allow_websocket_origin, prefix=prefix, auth=auth,
+            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
     finally:
         if store is not None:
             store.stop()

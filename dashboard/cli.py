@@ -53,6 +53,39 @@ def _port(text: str) -> int:
     return value
 
 
+def _login_options(parser: argparse.ArgumentParser) -> None:
+    """``serve``: Panel's basic auth / OAuth and HTTPS (see README, Hosting with a login)."""
+    group = parser.add_argument_group(
+        "login (hosting outside JupyterHub)",
+        "Secrets are better given through the environment variables than on the command line, "
+        "where other users of the machine can see them (ps).")
+    group.add_argument("--basic-auth", metavar="PASSWORD|FILE.json",
+                       help='one shared password, or a JSON file {"user": "password", ...} '
+                            "(env ECHO_S3_BASIC_AUTH)")
+    group.add_argument("--cookie-secret", metavar="SECRET",
+                       help="signs the login cookie, >= 32 characters; required with a login "
+                            "(env ECHO_S3_COOKIE_SECRET or PANEL_COOKIE_SECRET)")
+    group.add_argument("--oauth-provider", metavar="NAME",
+                       help="Panel OAuth provider: github, gitlab, azure, google, okta, generic, ... "
+                            "(env PANEL_OAUTH_PROVIDER)")
+    group.add_argument("--oauth-key", metavar="CLIENT_ID", help="OAuth client id (env PANEL_OAUTH_KEY)")
+    group.add_argument("--oauth-secret", metavar="SECRET",
+                       help="OAuth client secret (env PANEL_OAUTH_SECRET)")
+    group.add_argument("--oauth-redirect-uri", metavar="URL",
+                       help="the public URL the provider sends users back to, e.g. https://host/login "
+                            "(env PANEL_OAUTH_REDIRECT_URI)")
+    group.add_argument("--oauth-extra-params", metavar="JSON",
+                       help='provider settings as a JSON object, e.g. \'{"tenant": "..."}\' '
+                            "(env PANEL_OAUTH_EXTRA_PARAMS)")
+    group.add_argument("--oauth-encryption-key", metavar="KEY",
+                       help="encrypts OAuth tokens in cookies; make one with 'panel oauth-secret' "
+                            "(env PANEL_OAUTH_ENCRYPTION)")
+    group.add_argument("--login-template", metavar="FILE.html", help="Jinja2 login page")
+    group.add_argument("--logout-template", metavar="FILE.html", help="Jinja2 logout page")
+    group.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    group.add_argument("--ssl-keyfile", metavar="FILE", help="its private key (PEM, no passphrase)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _common(common)
@@ -73,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra websocket origin to accept (repeatable); none beyond localhost by default")
     p.add_argument("--prefix", help="URL prefix when served behind a proxy (e.g. JupyterHub)")
     p.add_argument("--max-objects", type=_at_least_one, help="listing limit (env ECHO_S3_MAX_OBJECTS; default 5000)")
+    _login_options(p)
 
     p = sub.add_parser("ls", parents=[common], help="list buckets, or objects under s3://BUCKET/PREFIX")
     p.add_argument("url", nargs="?", default="s3://", help="s3://BUCKET[/PREFIX] (omit to list buckets)")
@@ -192,11 +226,25 @@ def _human(n: int) -> str:
 # -- commands ------------------------------------------------------------------------------
 
 
-def _cmd_serve(args) -> int:
-    from .app import serve
+_AUTH_OPTIONS = ("basic_auth", "cookie_secret", "oauth_provider", "oauth_key", "oauth_secret",
+                 "oauth_redirect_uri", "oauth_extra_params", "oauth_encryption_key",
+                 "login_template", "logout_template")
 
+
+def _cmd_serve(args) -> int:
+    from .app import ServerAuth, serve
+
+    try:  # before anything starts: a bad login setting is a usage error (exit 2)
+        auth = ServerAuth.from_options(**{name: getattr(args, name) for name in _AUTH_OPTIONS})
+        _check_ssl(args.ssl_certfile, args.ssl_keyfile)
+    except EchoError as exc:
+        print(f"echo-s3-viewer serve: error: {exc}", file=sys.stderr)
+        return 2
     settings = _settings(args)
     serve(
+        auth=auth,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
         settings=settings,
         demo=args.demo,
         port=args.port,
@@ -206,6 +254,18 @@ def _cmd_serve(args) -> int:
         prefix=args.prefix,
     )
     return 0
+
+
+def _check_ssl(certfile: str | None, keyfile: str | None) -> None:
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    if keyfile and not certfile:
+        raise ConfigError("--ssl-keyfile needs --ssl-certfile.")
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{flag}: no such file: {path}")
 
 
 def _cmd_ls(args) -> int:
