@@ -176,30 +176,52 @@ class DirectReader:
     def _fill(self, shape) -> np.ndarray:
         return np.full(shape, self.fillvalue if self.fillvalue is not None else 0, self.dtype)
 
-    def read(self, coords: tuple) -> tuple[np.ndarray, FrameCost]:
-        """The frame at leading coordinates ``coords`` (a tuple, one int per leading axis)."""
+    def read(self, coords: tuple, rows: tuple[int, int] | None = None,
+             cols: tuple[int, int] | None = None) -> tuple[np.ndarray, FrameCost]:
+        """The frame at leading coordinates ``coords`` (a tuple, one int per leading axis).
+
+        ``rows``/``cols`` (half-open ``(start, stop)``, inside the frame) ask for a region
+        only: then only the chunks that intersect it are fetched and decoded (for a contiguous
+        dataset, one GET from the region's first to its last pixel).
+        """
         if self.layout == "contiguous":
-            return self._read_contiguous(coords)
-        return self._read_chunked(coords)
+            return self._read_contiguous(coords, rows, cols)
+        return self._read_chunked(coords, rows, cols)
 
-    def _read_contiguous(self, coords):
+    def _read_contiguous(self, coords, rows=None, cols=None):
         cost = FrameCost()
+        (height, width), itemsize = self.frame_shape, self.dtype.itemsize
+        (r0, r1), (c0, c1) = rows or (0, height), cols or (0, width)
         if self.offset is None:  # never written: HDF5 returns the fill value
-            return self._fill(self.frame_shape), cost
-        nbytes = math.prod(self.frame_shape) * self.dtype.itemsize
+            return self._fill((r1 - r0, c1 - c0)), cost
+        nbytes = math.prod(self.frame_shape) * itemsize
         k = int(np.ravel_multi_index(coords, self.lead_shape)) if coords else 0
-        data = self.source.read_range(self.offset + k * nbytes, nbytes)
-        cost.requests, cost.bytes, cost.stored_bytes = 1, nbytes, nbytes
-        return np.frombuffer(data, self.dtype).reshape(self.frame_shape), cost
+        if (r0, r1, c0, c1) == (0, height, 0, width):
+            data = self.source.read_range(self.offset + k * nbytes, nbytes)
+            cost.requests, cost.bytes, cost.stored_bytes = 1, nbytes, nbytes
+            return np.frombuffer(data, self.dtype).reshape(self.frame_shape), cost
+        # One GET from the region's first pixel to its last (rows are stored one after another).
+        first, last = r0 * width + c0, (r1 - 1) * width + c1
+        length = (last - first) * itemsize
+        data = self.source.read_range(self.offset + k * nbytes + first * itemsize, length)
+        cost.requests, cost.bytes, cost.stored_bytes = 1, length, length
+        flat = np.frombuffer(data, self.dtype)
+        rows_view = np.lib.stride_tricks.as_strided(
+            flat, shape=(r1 - r0, c1 - c0), strides=(width * itemsize, itemsize), writeable=False)
+        return rows_view.copy(), cost
 
-    def _read_chunked(self, coords):
+    def _read_chunked(self, coords, rows=None, cols=None):
         chunks = self.chunks
         lead_chunks = chunks[:-2]
         lead_start = tuple((c // n) * n for c, n in zip(coords, lead_chunks))
         within = tuple(c - s for c, s in zip(coords, lead_start))
         spans_frames = math.prod(lead_chunks) > 1
         (height, width), (ch, cw) = self.frame_shape, chunks[-2:]
-        tiles = [(y, x) for y in range(0, height, ch) for x in range(0, width, cw)]
+        (r0, r1), (c0, c1) = rows or (0, height), cols or (0, width)
+        region = (r0, r1, c0, c1) != (0, height, 0, width)
+        # Only the chunks (tiles) that intersect the rows and columns asked for.
+        tiles = [(y, x) for y in range((r0 // ch) * ch, r1, ch)
+                 for x in range((c0 // cw) * cw, c1, cw)]
         cost = FrameCost()
         decoded: dict[tuple, np.ndarray | None] = {}
         wanted: list[tuple] = []  # (coord, offset, size, mask)
@@ -221,19 +243,22 @@ class DirectReader:
             decoded[coord] = array
             if spans_frames:
                 self._chunk_cache.put(coord, array)
-        if len(tiles) == 1 and (ch, cw) == (height, width):
+        if not region and len(tiles) == 1 and (ch, cw) == (height, width):
             array = decoded[lead_start + (0, 0)]
             if array is None:
                 return self._fill(self.frame_shape), cost
             return (array[within].copy() if spans_frames else array[within]), cost
-        out = np.empty(self.frame_shape, self.dtype)
+        out = np.empty((r1 - r0, c1 - c0), self.dtype)
         for y, x in tiles:
-            h, w = min(ch, height - y), min(cw, width - x)
+            # the part of this tile inside the region, in frame coordinates
+            ys, ye = max(y, r0), min(y + ch, r1)
+            xs, xe = max(x, c0), min(x + cw, c1)
+            target = out[ys - r0 : ye - r0, xs - c0 : xe - c0]
             array = decoded[lead_start + (y, x)]
             if array is None:
-                out[y : y + h, x : x + w] = self.fillvalue if self.fillvalue is not None else 0
+                target[...] = self.fillvalue if self.fillvalue is not None else 0
             else:
-                out[y : y + h, x : x + w] = array[within][:h, :w]
+                target[...] = array[within][ys - y : ye - y, xs - x : xe - x]
         return out, cost
 
     def _fetch(self, wanted: list[tuple], cost: FrameCost):

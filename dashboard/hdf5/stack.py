@@ -86,6 +86,8 @@ class _Counters:
         self.prefetched = 0
         self.prefetch_cancelled = 0
         self.last_frame: dict | None = None
+        self.regions_read = 0
+        self.last_region: dict | None = None
 
 
 def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None = None,
@@ -257,6 +259,29 @@ class FrameStack:
         return self._direct is not None
 
     @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The dataset's chunk shape (``None`` when it is not chunked)."""
+        return tuple(int(n) for n in self._dset.chunks) if self._dset.chunks else None
+
+    @property
+    def layout(self) -> str:
+        """How the dataset is stored: ``chunked``, ``contiguous``, ``compact`` or ``virtual``."""
+        if self._direct is not None:
+            return self._direct.layout
+        with self.source.h5():
+            if self._dset.is_virtual:
+                return "virtual"
+            layout = self._dset.id.get_create_plist().get_layout()
+        return {h5py.h5d.CHUNKED: "chunked", h5py.h5d.CONTIGUOUS: "contiguous",
+                h5py.h5d.COMPACT: "compact"}.get(layout, "other")
+
+    @property
+    def filters(self) -> list[dict]:
+        """The filter pipeline in write order: ``[{"id": 32008, "name": "Bitshuffle"}, ...]``."""
+        with self.source.h5():
+            return filters_of(self._dset)
+
+    @property
     def candidates(self) -> list[Candidate]:
         """Every stack candidate of the file (bounded breadth-first search, computed once)."""
         if self._candidates is None:
@@ -283,15 +308,17 @@ class FrameStack:
     def _coords(self, i: int) -> tuple:
         return tuple(int(c) for c in np.unravel_index(i, self._lead)) if self._lead else ()
 
-    def _read(self, i: int) -> tuple[np.ndarray, dict]:
-        """Read frame ``i`` (no cache): direct path, else h5py."""
+    def _read(self, i: int, rows: tuple[int, int] | None = None,
+              cols: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
+        """Read frame ``i`` (no cache): direct path, else h5py. With ``rows`` and ``cols``
+        (half-open, inside the frame) only that region, and only the chunks it intersects."""
         if self._closed:
             raise HDF5Error(f"{self.url} is closed.")
         t0 = time.perf_counter()
         coords = self._coords(i)
         if self._direct is not None:
             try:
-                frame, cost = self._direct.read(coords)
+                frame, cost = self._direct.read(coords, rows, cols)
                 frame = _readonly(frame)
                 return frame, {"index": i, "path": "direct", "requests": cost.requests,
                                "bytes": cost.bytes, "stored_bytes": cost.stored_bytes,
@@ -300,10 +327,12 @@ class FrameStack:
                 log.warning("direct read of %s[%d] failed (%s); using h5py", self.dataset, i, exc)
             except H5PY_ERRORS as exc:  # a damaged chunk index
                 raise self._read_error(exc) from None
+        # h5py's hyperslab read of a region also reads only the chunks it intersects
+        box = (slice(*rows), slice(*cols)) if rows is not None and cols is not None else ()
         with self.source.h5():
             before = self.source.stats.snapshot()
             try:
-                frame = self._dset[coords] if coords else self._dset[()]
+                frame = self._dset[coords + box] if coords or box else self._dset[()]
             except H5PY_ERRORS as exc:
                 raise self._read_error(exc) from None
             after = self.source.stats.snapshot()
@@ -388,40 +417,104 @@ class FrameStack:
         order = [self._normalize(i) for i in (range(self._n) if indices is None else indices)]
         if len(order) > 1:
             self._start_index_build()
+
+        def fetch(i: int) -> tuple[np.ndarray, dict | None]:
+            cached = self._cache.get((*self._key, i))
+            return (cached, None) if cached is not None else self._read(i)
+
+        for frame, cost in self._read_ahead(order, fetch):
+            if cost is not None:
+                with self._counters.lock:
+                    self._counters.frames_read += 1
+                    self._counters.direct_frames += cost["path"] == "direct"
+                    self._counters.h5py_frames += cost["path"] == "h5py"
+            yield frame
+
+    def _read_ahead(self, order: list[int], fetch) -> Iterator[tuple[np.ndarray, dict | None]]:
+        """``fetch(i)`` for each ``i`` of ``order``, in order; in parallel on the direct path
+        (h5py reads hold HDF5's global lock, so there they run one by one)."""
         if self._direct is None:
             for i in order:
-                cached = self._cache.get((*self._key, i))
-                yield cached if cached is not None else self._read(i)[0]
+                yield fetch(i)
             return
         with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="echo-frames") as pool:
             pending: dict[int, Future] = {}
-
-            def submit(k: int) -> None:
-                i = order[k]
-                cached = self._cache.get((*self._key, i))
-                if cached is not None:
-                    future: Future = Future()
-                    future.set_result((cached, None))
-                    pending[k] = future
-                else:
-                    pending[k] = pool.submit(self._read, i)
-
             try:
                 for k in range(min(READ_AHEAD, len(order))):
-                    submit(k)
+                    pending[k] = pool.submit(fetch, order[k])
                 for k in range(len(order)):
-                    frame, cost = pending.pop(k).result()
-                    if cost is not None:
-                        with self._counters.lock:
-                            self._counters.frames_read += 1
-                            self._counters.direct_frames += cost["path"] == "direct"
-                            self._counters.h5py_frames += cost["path"] == "h5py"
+                    result = pending.pop(k).result()
                     if k + READ_AHEAD < len(order):
-                        submit(k + READ_AHEAD)
-                    yield frame
+                        pending[k + READ_AHEAD] = pool.submit(fetch, order[k + READ_AHEAD])
+                    yield result
             finally:
                 for future in pending.values():
                     future.cancel()
+
+    # -- regions --------------------------------------------------------------------------
+
+    def _region_bounds(self, rows, cols) -> tuple[tuple[int, int], tuple[int, int]]:
+        out = []
+        for name, value, size in (("rows", rows, self.frame_shape[0]),
+                                  ("cols", cols, self.frame_shape[1])):
+            if value is None:
+                value = slice(None)
+            elif not isinstance(value, slice):
+                value = slice(*value)
+            start, stop, step = value.indices(size)
+            if step != 1 or stop <= start:
+                raise ValueError(f"{name} must be a non-empty slice with step 1 inside the frame "
+                                 f"(0..{size}), not {value}")
+            out.append((start, stop))
+        return out[0], out[1]
+
+    def _region(self, i: int, rows: tuple[int, int], cols: tuple[int, int]):
+        cached = self._cache.get((*self._key, i))
+        if cached is not None:
+            return cached[rows[0] : rows[1], cols[0] : cols[1]], {
+                "index": i, "path": "cache", "requests": 0, "bytes": 0, "stored_bytes": None,
+                "seconds": 0.0}
+        return self._read(i, rows, cols)
+
+    def _count_region(self, cost: dict) -> None:
+        with self._counters.lock:
+            self._counters.regions_read += 1
+            self._counters.last_region = cost
+
+    def region(self, i: int, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
+        """``frame(i)[rows, cols]``, reading only the chunks that intersect the region.
+
+        Parameters
+        ----------
+        i : int
+            Frame index (negative allowed).
+        rows, cols : slice or (start, stop), optional
+            Half-open pixel ranges with step 1 (default: all); clipped to the frame like numpy.
+
+        Returns
+        -------
+        (len(rows), len(cols)) ndarray
+            Read-only, equal to h5py's ``dset[i, rows, cols]``. A frame already in the cache is
+            sliced (no request); otherwise tile-chunked datasets fetch only the overlapping
+            tiles, frame-aligned chunks the one frame chunk, contiguous datasets one ranged GET.
+            The cost lands in ``stats["last_region"]``; region reads do not fill the cache.
+        """
+        i = self._normalize(i)
+        bounds = self._region_bounds(rows, cols)
+        region, cost = self._region(i, *bounds)
+        self._count_region(cost)
+        return region
+
+    def regions(self, indices: Iterable[int], rows: slice | None = None,
+                cols: slice | None = None) -> Iterator[np.ndarray]:
+        """:meth:`region` of each frame of ``indices`` in order, read ahead in parallel."""
+        order = [self._normalize(i) for i in indices]
+        bounds = self._region_bounds(rows, cols)
+        if len(order) > 1:
+            self._start_index_build()
+        for region, cost in self._read_ahead(order, lambda i: self._region(i, *bounds)):
+            self._count_region(cost)
+            yield region
 
     def mean(self, indices: Iterable[int] | None = None) -> np.ndarray:
         """Mean of the given frames (default: all) as float64, streaming (frames never stacked)."""
@@ -524,6 +617,8 @@ class FrameStack:
                 direct_frames=c.direct_frames, h5py_frames=c.h5py_frames,
                 prefetched=c.prefetched, prefetch_cancelled=c.prefetch_cancelled,
                 last_frame=dict(c.last_frame) if c.last_frame else None,
+                regions_read=c.regions_read,
+                last_region=dict(c.last_region) if c.last_region else None,
             )
         out["read_path"] = "direct" if self._direct is not None else "h5py"
         return out
