@@ -7,6 +7,7 @@ import panel as pn
 from ..config import Settings
 from ..state.session import Session
 from .browser import BrowseView, ConnectView
+from .links import LinksView, incoming_query
 from .processor import ProcessView
 from .viewer import FramesView, InspectView
 
@@ -69,12 +70,19 @@ class EchoS3Viewer(pn.viewable.Viewer):
         # The obvious next step: after loading a file, show its frames (choosing another
         # stack of the same file in Inspect stays in Inspect).
         session.viewer.param.watch(self._show_frames, "url")
+        # Deep links: a served page opens the link it was called with and keeps its address
+        # bar on the current view (not in notebooks: their URL is the notebook's).
+        query = incoming_query()
+        if query:
+            session.restore(query)
+        self.links_view = LinksView(session) if _served() else None
         self.sidebar = pn.Column(
             "## Connect", self.connect_view,
             pn.pane.Markdown(
                 "Keys stay in this browser session only. After connecting they are cleared "
                 "from the page.", styles={"font-size": "12px", "color": "#666"},
             ),
+            *(["## Link", self.links_view] if self.links_view is not None else []),
             sizing_mode="stretch_width",
         )
 
@@ -101,3 +109,8 @@ class EchoS3Viewer(pn.viewable.Viewer):
             main_layout=None,
             theme_toggle=False,
         )
+
+
+def _served() -> bool:
+    doc = pn.state.curdoc
+    return doc is not None and doc.session_context is not None
