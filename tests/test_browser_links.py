@@ -190,3 +190,55 @@ def test_hostile_and_dead_links_are_messages(browser, dashboard_server, moto_ser
         no_key_material(page.url)
     finally:
         page.context.close()
+
+
+COUNT_HISTORY_CALLS = """
+window.__replaced = [];
+window.__pushed = 0;
+const replace = history.replaceState.bind(history);
+const push = history.pushState.bind(history);
+history.replaceState = (s, t, u) => { window.__replaced.push([Date.now(), String(u)]);
+                                      return replace(s, t, u); };
+history.pushState = (s, t, u) => { window.__pushed += 1; return push(s, t, u); };
+"""
+
+
+def test_with_server_keys_a_link_opens_at_once_and_scrubbing_is_throttled(browser, moto_server,
+                                                                          demo):
+    from dashboard.app import RunningServer
+    from dashboard.config import Settings
+
+    link = f"?bucket={DEMO_BUCKET}&key={quote(NEXUS_KEY)}&frame=5&colormap=magma&equalize=false"
+    with RunningServer(Settings(endpoint=moto_server.endpoint), credentials=KEYS) as server:
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(COUNT_HISTORY_CALLS)
+        page = context.new_page()
+        try:
+            page.goto(server.url + link)
+            entries = page.evaluate("history.length")
+            expect(frame_label(page)).to_have_text(f"Frame 5 of {LAST}", timeout=60_000)
+            expect(status(page, "echo-link-status")).to_contain_text("Link opened:")
+            assert selected(page, "Colormap") == "magma"
+            assert not page.locator(".bk-Checkbox", has_text="Equalize").locator(
+                "input").first.is_checked()
+            # Scrub with the keyboard: 25 frames in quick succession.
+            before = page.evaluate("window.__replaced.length")
+            start = page.evaluate("Date.now()")
+            page.locator(".echo-frame-slider .noUi-handle").first.focus()
+            for _ in range(25):
+                page.keyboard.press("ArrowRight")
+            expect(frame_label(page)).to_have_text(f"Frame 30 of {LAST}")
+            expect(page).to_have_url(re.compile(r"frame=30&"))
+            calls = page.evaluate("window.__replaced")[before:]
+            elapsed = page.evaluate("Date.now()") - start
+            times = [t for t, _ in calls]
+            assert 1 <= len(calls) <= elapsed / 500 + 2, (len(calls), elapsed)
+            assert all(b - a >= 450 for a, b in zip(times, times[1:])), times
+            assert page.evaluate("window.__pushed") == 0  # Back still leaves the page
+            assert page.evaluate("history.length") == entries
+            no_key_material(page.url, *(u for _, u in page.evaluate("window.__replaced")),
+                            page.locator(".echo-link-text").input_value())
+            shot(page, "43-link-server-keys")
+        finally:
+            context.close()

@@ -333,3 +333,29 @@ def test_no_file_open_links_only_the_bucket_and_display(make_session):
     assert "start" not in values and "endpoint" not in values
     unconnected = make_session(connect=False)
     assert "bucket" not in unconnected.link()
+
+
+def test_contrast_settings_travel_with_the_link(make_session):
+    a = make_session()
+    v = open_view(a)
+    assert v.wait_for_frame(0)
+    v.param.update(contrast_mode="locked", percentiles=(2.0, 97.0))
+    assert a.wait(60)
+    values = a.link()
+    assert values["contrast_mode"] == "locked" and values["percentiles"] == (2.0, 97.0)
+    assert "contrast" not in values  # derived from the stack: the receiver computes its own
+    b = make_session()
+    b.restore(a.link_query())
+    assert b.wait_restored(60), b.link_status
+    assert b.wait(60)
+    w = b.viewer
+    assert (w.contrast_mode, w.percentiles) == ("locked", (2.0, 97.0))
+    assert w.contrast is not None and np.allclose(w.contrast, v.contrast)  # same sample
+
+    v.contrast = (1000.0, 20000.0)  # dragging the limits makes them manual
+    assert a.link()["contrast_mode"] == "manual" and a.link()["contrast"] == (1000.0, 20000.0)
+    c = make_session()
+    c.restore(a.link_query())
+    assert c.wait_restored(60), c.link_status
+    assert c.viewer.wait_for_frame(0)
+    assert (c.viewer.contrast_mode, c.viewer.contrast) == ("manual", (1000.0, 20000.0))
