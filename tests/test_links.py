@@ -273,6 +273,11 @@ def test_missing_objects_are_reported(make_session, query, expected):
 
 
 def test_a_link_for_another_endpoint_waits_for_the_user(make_session, moto_server):
+    early = make_session(connect=False)
+    early.restore(f"endpoint=https://s3.elsewhere.example&bucket={DEMO_BUCKET}&key=a.h5")
+    assert early.restoring and early.link_status.endswith(
+        "It is for the endpoint https://s3.elsewhere.example: if you trust it, enter it as "
+        "the Endpoint.")
     s = make_session()
     s.restore(f"endpoint=https://s3.elsewhere.example&bucket={DEMO_BUCKET}"
               f"&key={quote(NEXUS_KEY)}&frame=2")
@@ -282,6 +287,9 @@ def test_a_link_for_another_endpoint_waits_for_the_user(make_session, moto_serve
     assert "This link is for the endpoint https://s3.elsewhere.example" in s.link_status
     assert s.browser.endpoint == moto_server.endpoint  # never switched behind the user's back
     assert s.viewer.stack is None
+    # The user goes their own way: the waiting link is set aside (the address bar is freed).
+    open_view(s)
+    assert not s.restoring and "was set aside: another file was opened" in s.link_status
 
 
 def test_the_link_of_a_custom_endpoint_names_it(make_session, moto_server):

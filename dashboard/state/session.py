@@ -158,6 +158,16 @@ class Session(param.Parameterized):
         self.tasks.shutdown()
 
 
+def _endpoint(text: str) -> str:
+    from ..config import normalize_endpoint
+    from ..errors import EchoError
+
+    try:
+        return normalize_endpoint(text)
+    except EchoError:
+        return ""
+
+
 def _manual_contrast(mode) -> bool:
     return mode == "manual"
 
@@ -197,6 +207,7 @@ class _Restore:
         v = link.values
         self.bucket, self.key = v["bucket"], v.get("key")
         self.target = f"s3://{v['bucket']}/{v.get('key') or ''}"
+        self._first_url = session.viewer.url  # another file opened meanwhile: the user moved on
         self._watchers = [
             (session.browser, session.browser.param.watch(self._defer, ["connected", "busy"])),
             (session.viewer, session.viewer.param.watch(self._defer, ["loading", "shown_index"])),
@@ -237,14 +248,21 @@ class _Restore:
         browser, viewer = session.browser, session.viewer
         values = self.link.values
         target = shown(self.target)
+        if self.phase == "connect" and viewer.url != self._first_url:
+            self.finish(f"The link to {target} was set aside: another file was opened.")
+            return
+        wanted = values.get("endpoint", session.settings.endpoint)
         if not browser.connected or browser.s3 is None:
             self.phase = "connect"
-            self.say(f"Link to {target}: it opens once you are connected."
-                     if not browser.busy else f"Link to {target}: connecting…")
+            text = (f"Link to {target}: it opens once you are connected."
+                    if not browser.busy else f"Link to {target}: connecting…")
+            if "endpoint" in values and _endpoint(browser.endpoint) != wanted:
+                text += (f" It is for the endpoint {shown(wanted)}: if you trust it, enter it "
+                         "as the Endpoint.")
+            self.say(text)
             return
         if browser.busy:
             return
-        wanted = values.get("endpoint", session.settings.endpoint)
         if browser.s3.endpoint != wanted:
             self.phase = "connect"  # wait for a connection to the link's endpoint
             self.say(f"This link is for the endpoint {shown(wanted)}, this session is connected "
