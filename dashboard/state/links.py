@@ -22,8 +22,8 @@ Examples
 ...                     {"viewer": ViewerState})
 >>> link.values["frame"], link.values["colormap"], link.ignored
 (7, 'viridis', 1)
->>> decode_query("frame=-3&colormap=<script>", {"viewer": ViewerState}).message()
-'Parts of this link were ignored: frame (a whole number from 0 to 1000000000), colormap (one of gray, viridis, magma, inferno, cividis, fire).'
+>>> decode_query("frame=-3&colormap=<script>", {"viewer": ViewerState}).problems[0]
+'frame (a whole number from 0 to 1000000000)'
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def parse_query(query: str | Mapping | None) -> tuple[dict[str, list[str]], str]
             pairs = parse_qsl(query.removeprefix("?"), keep_blank_values=True,
                               errors="replace", max_num_fields=200)
     if size > MAX_QUERY:
-        return {}, f"This link is too long ({size} characters); it was ignored."
+        return {}, f"all of it: it is too long ({size} characters)"
     grouped: dict[str, list[str]] = {}
     for name, value in pairs:
         grouped.setdefault(name, []).append(value)
@@ -326,9 +326,9 @@ def decode_query(query: str | Mapping | None, owners: Mapping[str, object]) -> L
     try:
         grouped, refused = parse_query(query)
     except ValueError:  # more than max_num_fields
-        return Link(problems=("too many parameters",))
+        return Link(problems=("all of it: too many parameters",))
     if refused:
-        return Link(problems=(refused.removesuffix("; it was ignored.").removeprefix("This "),))
+        return Link(problems=(refused,))
     values, problems, ignored = {}, [], 0
     for name, texts in grouped.items():
         item = BY_NAME.get(name)
