@@ -1,0 +1,293 @@
+"""ROI time series, line profile and cost inspector below the frame: a thin view over
+:class:`~dashboard.state.analysis.AnalysisState`.
+
+``AnalysisTools(viewer_state)`` plugs into ``FramesView(state, tools=...)``: :meth:`overlay`
+gives the box and the line drawn over the frame (created once per session, so a rebuilt frame
+plot reuses them and their streams), and the tool itself is the panel shown below the frame.
+"""
+
+from __future__ import annotations
+
+import html
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+
+from ..state.analysis import AnalysisState
+from ..state.viewer import ViewerState
+from .browser import status_line
+
+ROI_COLOR = "#ff7f0e"
+LINE_COLOR = "#17becf"
+MEAN_COLOR = "#1f5f8b"
+
+CSS = """
+.echo-cost table { border-collapse: collapse; font-size: 13px; width: 100%; }
+.echo-cost th { text-align: left; color: #555; font-weight: 600; padding: 2px 12px 2px 0;
+                white-space: nowrap; vertical-align: top; width: 12em; }
+.echo-cost td { padding: 2px 8px 2px 0; font-family: var(--bs-font-monospace, monospace); }
+.echo-cost .ok { color: #2a7a2a; }
+.echo-cost .no { color: #b00020; font-weight: 600; }
+.echo-cost .warn { background: #fff4e5; border-left: 4px solid #e69500; padding: 6px 10px;
+                   margin: 6px 0; font-size: 13px; }
+.echo-cost .good { background: #eaf5ea; border-left: 4px solid #2a7a2a; padding: 6px 10px;
+                   margin: 6px 0; font-size: 13px; }
+"""
+
+HELP = ("**Box**: pick *Box Select* in the frame's toolbar and drag over the frame, or type the "
+        "edges (columns x0:x1, rows y0:y1, end excluded, as in numpy). **Line**: click the frame "
+        "twice (start, then end) or type the ends.")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def cost_html(report: dict | None) -> str:
+    """The cost report as a compact HTML table with its warnings (every string escaped)."""
+    if not report:
+        return "<div class='echo-cost'><p>Open a stack to see what its frames cost.</p></div>"
+    e = html.escape
+    x = "×".join
+    chunks = report["chunks"]
+    chunk_text = (f"{x(str(n) for n in chunks)} ({report['chunks_per_frame']} per frame, "
+                  f"{report['frames_per_chunk']} frame{'s' if report['frames_per_chunk'] > 1 else ''}"
+                  " per chunk)") if chunks else f"none ({report['layout']})"
+    filters = []
+    for f in report["filters"]:
+        mark = lambda ok: "<span class='ok'>yes</span>" if ok else "<span class='no'>no</span>"  # noqa: E731
+        filters.append(f"{e(str(f['name']))} (id {f['id']}): built-in decoder {mark(f['builtin'])}"
+                       f", h5py/hdf5plugin {mark(f['h5py'])}")
+    last = report["last_frame"]
+    if not last:
+        last_text = "no frame read yet"
+    elif last["path"] in ("cache", "prefetch"):
+        where = "frame cache" if last["path"] == "cache" else "prefetch (read ahead)"
+        last_text = f"frame {last['index']} from the {where}: no new request"
+    else:
+        stored = (f", {_size(last['stored_bytes'])} stored"
+                  if last.get("stored_bytes") is not None else "")
+        last_text = (f"frame {last['index']} via {e(str(last['path']))}: "
+                     f"{_count(last['requests'], 'GET')}, "
+                     f"{_size(last['bytes'])}{stored}, {1000 * last['seconds']:.0f} ms")
+    hits, misses = report["cache_hits"], report["cache_misses"]
+    rows = [
+        ("Dataset", f"{e(report['dataset'])} · {x(str(n) for n in report['shape'])} "
+                    f"{e(report['dtype'])}"),
+        ("Chunks", chunk_text),
+        ("Filters", "<br>".join(filters) or "none"),
+        ("Read path", "direct (exact ranged GETs, decoded in Python)"
+         if report["read_path"] == "direct" else "h5py"),
+        ("Last frame", last_text),
+        ("Frame cache", f"{_count(hits, 'hit')}, {misses} miss{'es' if misses != 1 else ''}"),
+        ("File so far", f"{_count(report['get_requests'], 'GET')}, "
+                        f"{_size(report['bytes_fetched'])}"),
+    ]
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    notes = "".join(f"<div class='warn'>⚠ {e(w)}</div>" for w in report["warnings"])
+    if not report["warnings"]:
+        notes = ("<div class='good'>Chunks are frame-aligned: each frame is one chunk, "
+                 "one GET.</div>" if report["layout"] == "chunked" else
+                 "<div class='good'>Each frame is one contiguous byte range, one GET.</div>")
+    return f"<div class='echo-cost'>{notes}<table>{table}</table></div>"
+
+
+class AnalysisTools(pn.viewable.Viewer):
+    """The analysis tools of one session, for ``FramesView(viewer, tools=AnalysisTools(viewer))``.
+
+    Parameters
+    ----------
+    viewer : ViewerState
+        The session's viewer; the tools use its worker threads.
+    """
+
+    def __init__(self, viewer: ViewerState, **params):
+        super().__init__(**params)
+        self.viewer = viewer
+        self.state = state = AnalysisState(viewer)
+        # The drawn elements and their streams: created once, reused by every frame plot.
+        self._roi = hv.DynamicMap(pn.bind(self._roi_element, state.param.x0, state.param.x1,
+                                          state.param.y0, state.param.y1, viewer.param.stack))
+        self._line = hv.DynamicMap(pn.bind(
+            self._line_element, state.param.line_x0, state.param.line_y0, state.param.line_x1,
+            state.param.line_y1, state.param.line_pending, viewer.param.stack))
+        self._bounds = hv.streams.BoundsXY(source=self._roi, bounds=None)
+        self._bounds.add_subscriber(self._on_bounds)
+        self._tap = hv.streams.Tap(source=self._roi, x=None, y=None)
+        self._tap.add_subscriber(self._on_tap)
+        self._overlay = self._roi * self._line
+        self._download = pn.widgets.FileDownload(
+            callback=state.csv_file, filename=state.csv_filename(), label="Download CSV",
+            color="success", disabled=True, width=160, css_classes=["echo-roi-csv"])
+        state.param.watch(self._on_series, "series")
+        self._layout = self._build()
+
+    # -- overlay over the frame -----------------------------------------------------------
+
+    def overlay(self):
+        """The box and the line, drawn over the frame (the same objects every time)."""
+        return self._overlay
+
+    def _roi_element(self, x0, x1, y0, y1, stack):
+        data = [] if stack is None else [(x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5)]
+        return hv.Rectangles(data, kdims=["x", "y", "x2", "y2"]).opts(
+            fill_color=ROI_COLOR, fill_alpha=0.12, line_color=ROI_COLOR, line_width=2,
+            nonselection_alpha=1.0, selection_alpha=1.0, tools=["box_select", "tap"])
+
+    def _line_element(self, x0, y0, x1, y1, pending, stack):
+        if stack is None:
+            path, ends = [], []
+        elif pending:
+            path, ends = [], [(x0, y0, "start")]
+        else:
+            path, ends = [[(x0, y0), (x1, y1)]], [(x0, y0, "start"), (x1, y1, "end")]
+        line = hv.Path(path, kdims=["x", "y"]).opts(
+            color=LINE_COLOR, line_width=2, nonselection_alpha=1.0, selection_alpha=1.0)
+        points = hv.Points(ends, kdims=["x", "y"], vdims=["end"]).opts(
+            color=LINE_COLOR, size=8, marker="circle", line_color="white",
+            nonselection_alpha=1.0, selection_alpha=1.0)
+        return line * points
+
+    def _on_bounds(self, bounds=None) -> None:
+        if bounds is not None and self.viewer.stack is not None:
+            self.state.set_bounds(bounds)
+
+    def _on_tap(self, x=None, y=None) -> None:
+        self.state.click(x, y)
+
+    # -- plots ----------------------------------------------------------------------------
+
+    def _series_plot(self, series):
+        opts = dict(responsive=True, height=280, xlabel="frame", ylabel="intensity in box",
+                    tools=["hover"], show_grid=True, framewise=True, axiswise=True,
+                    toolbar="above")
+        empty = series is None or len(series) == 0
+        frames = np.zeros(0) if empty else series.frames
+        column = (lambda name: np.zeros(0)) if empty else (lambda name: getattr(series, name))
+        # Always the same four layers: a DynamicMap holds one type of element.
+        curves = [
+            hv.Curve((frames, column("max")), "frame", "intensity", label="max").opts(
+                color="#d62728", line_dash="dashed", line_width=1),
+            hv.Curve((frames, column("mean")), "frame", "intensity", label="mean").opts(
+                color=MEAN_COLOR, line_width=2),
+            hv.Curve((frames, column("min")), "frame", "intensity", label="min").opts(
+                color="#2ca02c", line_dash="dashed", line_width=1),
+            hv.Scatter((frames, column("mean")) if len(frames) < 60 else ([], []),
+                       "frame", "intensity").opts(color=MEAN_COLOR, size=4),
+        ]
+        if empty:
+            return hv.Overlay(curves).opts(title="ROI time series: none yet",
+                                           legend_position="top_left", **opts)
+        step = int(frames[1] - frames[0]) if len(frames) > 1 else 1
+        title = (f"Box {series.box.label()} · frames {frames[0]}–{frames[-1]}"
+                 + (f" step {step}" if step != 1 else ""))
+        return hv.Overlay(curves).opts(title=title, legend_position="top_left", **opts)
+
+    def _profile_plot(self, serial, x0, y0, x1, y1):
+        opts = dict(responsive=True, height=280, xlabel="distance along the line (pixels)",
+                    ylabel="intensity", tools=["hover"], show_grid=True, framewise=True,
+                    axiswise=True, color=LINE_COLOR, line_width=2, toolbar="above")
+        profile = self.state.profile()
+        if profile is None:
+            return hv.Curve([], "distance", "intensity").opts(title="Line profile: no frame",
+                                                               **opts)
+        distance, values = profile
+        title = (f"Frame {self.viewer.shown_index}: ({x0:g}, {y0:g}) → ({x1:g}, {y1:g}), "
+                 f"{len(values)} samples")
+        return hv.Curve((distance, values), "distance", "intensity").opts(title=title, **opts)
+
+    def _cost_html(self, serial, stack) -> str:
+        return cost_html(self.state.cost())
+
+    def _on_series(self, event) -> None:
+        self._download.param.update(filename=self.state.csv_filename(),
+                                    disabled=event.new is None)
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def _build(self):
+        state, viewer = self.state, self.viewer
+        num = dict(width=110, margin=(5, 5))
+        roi = pn.Card(
+            pn.Row(
+                pn.widgets.IntInput.from_param(state.param.x0, name="x0 (column)", **num),
+                pn.widgets.IntInput.from_param(state.param.x1, name="x1 (excl.)", **num),
+                pn.widgets.IntInput.from_param(state.param.y0, name="y0 (row)", **num),
+                pn.widgets.IntInput.from_param(state.param.y1, name="y1 (excl.)", **num),
+                css_classes=["echo-roi-box"],
+            ),
+            pn.Row(
+                pn.widgets.IntInput.from_param(state.param.first, **num),
+                pn.widgets.IntInput.from_param(state.param.last, **num),
+                pn.widgets.IntInput.from_param(state.param.step, **num),
+            ),
+            pn.Row(
+                pn.widgets.Button.from_param(state.param.run, color="primary",
+                                             width=190, margin=(5, 5)),
+                pn.widgets.Button.from_param(state.param.cancel, width=90, margin=(5, 5),
+                                             disabled=pn.bind(lambda r: not r,
+                                                              state.param.running)),
+                self._download,
+            ),
+            pn.indicators.Progress(value=state.param.progress, max=100, bar_color="primary",
+                                   sizing_mode="stretch_width", height=14, margin=(4, 10),
+                                   css_classes=["echo-roi-progress"]),
+            status_line(state.param.roi_status, css_class="echo-roi-status"),
+            pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._series_plot, state.param.series)),
+                              sizing_mode="stretch_width", css_classes=["echo-roi-plot"]),
+            title="ROI time series", collapsible=False, sizing_mode="stretch_width",
+            css_classes=["echo-roi"],
+        )
+        line = pn.Card(
+            pn.Row(
+                pn.widgets.FloatInput.from_param(state.param.line_x0, name="start x", step=1,
+                                                 **num),
+                pn.widgets.FloatInput.from_param(state.param.line_y0, name="start y", step=1,
+                                                 **num),
+                pn.widgets.FloatInput.from_param(state.param.line_x1, name="end x", step=1,
+                                                 **num),
+                pn.widgets.FloatInput.from_param(state.param.line_y1, name="end y", step=1,
+                                                 **num),
+                css_classes=["echo-line-ends"],
+            ),
+            pn.widgets.Checkbox.from_param(state.param.click_line),
+            pn.pane.Markdown(HELP, styles={"font-size": "12px", "color": "#555"},
+                             margin=(0, 10)),
+            pn.pane.HoloViews(
+                hv.DynamicMap(pn.bind(self._profile_plot, viewer.param.frame_serial,
+                                      state.param.line_x0, state.param.line_y0,
+                                      state.param.line_x1, state.param.line_y1)),
+                sizing_mode="stretch_width", css_classes=["echo-profile-plot"]),
+            title="Line profile", collapsible=False, sizing_mode="stretch_width",
+            css_classes=["echo-profile"],
+        )
+        cost = pn.Card(
+            pn.pane.HTML(pn.bind(self._cost_html, viewer.param.frame_serial, viewer.param.stack),
+                         stylesheets=[CSS], sizing_mode="stretch_width",
+                         css_classes=["echo-cost-pane"]),
+            title="Cost inspector", collapsible=False, sizing_mode="stretch_width",
+            css_classes=["echo-cost-card"],
+        )
+        return pn.Column(pn.Row(roi, line, sizing_mode="stretch_width"), cost,
+                         sizing_mode="stretch_width")
+
+    def __panel__(self):
+        return self._layout
+
+    def close(self) -> None:
+        """Cancel a running series (call when the session closes)."""
+        self.state.close()
+
+
+__all__ = ["AnalysisTools", "cost_html"]
