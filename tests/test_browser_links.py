@@ -35,7 +35,7 @@ def open_page(browser, url: str, *, clipboard: bool = False):
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.goto(url)
-    page.get_by_role("button", name="Connect").wait_for()
+    page.get_by_role("button", name="Connect").wait_for(timeout=2 * TIMEOUT_MS)  # shared cores
     return page
 
 
@@ -181,9 +181,21 @@ def test_hostile_and_dead_links_are_messages(browser, dashboard_server, moto_ser
         assert not dialogs
         shot(page, "42-link-hostile")
 
-        dead = f"?bucket={DEMO_BUCKET}&key={quote('beamline/2026-11/deleted_0042.h5')}&frame=3"
-        page.goto(dashboard_server.url + dead)
-        page.get_by_role("button", name="Connect").wait_for()
+        # Without a clipboard (a plain-http server): the link is selected for Ctrl+C.
+        page.evaluate("Object.defineProperty(navigator, 'clipboard', "
+                      "{value: undefined, configurable: true})")
+        page.get_by_role("button", name="Copy link").click()
+        expect(page.locator(".echo-copy-note")).to_have_text(re.compile(
+            r"Link copied to the clipboard\.|Press Ctrl\+C \(⌘C\) to copy the selected link\."))
+        text = page.locator(".echo-link-text")
+        assert text.evaluate("e => [e.selectionStart, e.selectionEnd]") == [
+            0, len(text.input_value())]
+        expect(page).to_have_url(text.input_value())
+    finally:
+        page.context.close()
+    dead = f"?bucket={DEMO_BUCKET}&key={quote('beamline/2026-11/deleted_0042.h5')}&frame=3"
+    page = open_page(browser, dashboard_server.url + dead)
+    try:
         connect(page, endpoint=moto_server.endpoint, credentials=KEYS, expect="s3://echo-demo/")
         expect(status(page, "echo-link-status")).to_contain_text(
             "The link's file beamline/2026-11/deleted_0042.h5 is not in s3://echo-demo/")
