@@ -316,8 +316,9 @@ def test_display_only_links_and_a_key_without_bucket(make_session):
     assert isinstance(link, Link) and not s.restoring
     assert s.viewer.colormap == "cividis" and s.viewer.equalize is False
     assert s.link_status == "Link opened: display settings applied."
-    s.restore(f"key={quote(NEXUS_KEY)}")
-    assert "needs its bucket" in s.link_status and not s.restoring
+    s.restore(f"key={quote(NEXUS_KEY)}&frame=4&sigma=2")
+    assert s.link_status == "Not applied without the link's bucket: key, frame, sigma."
+    assert not s.restoring and s.processor.sigma == 4.0
 
 
 def test_a_hostile_link_never_raises_and_leaves_the_session_usable(make_session):

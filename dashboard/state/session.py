@@ -129,8 +129,9 @@ class Session(param.Parameterized):
         notes = [link.message()] if link.message() else []
         notes += _apply(self.owners(), link.values, DISPLAY)
         if "bucket" not in link.values:
-            if "key" in link.values:
-                notes.append("A link with a key needs its bucket too.")
+            stranded = [n for n in ("key", "dataset", "frame", *PROCESSING) if n in link.values]
+            if stranded:
+                notes.append(f"Not applied without the link's bucket: {', '.join(stranded)}.")
             self.link_status = " ".join(notes) or "Link opened: display settings applied."
             return link
         self.restoring = True
