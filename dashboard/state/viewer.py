@@ -61,7 +61,8 @@ class ViewerState(param.Parameterized):
                                    label="Contrast")
     percentiles = param.Range(default=(1.0, 99.0), bounds=(0.0, 100.0),
                               label="Percentiles (%)")
-    contrast_status = param.String(default="", doc="Where the limits come from, in words.")
+    contrast_status = param.String(default="1–99 % of each frame",
+                                   doc="Where the limits come from, in words.")
 
     playing = param.Boolean(default=False, label="Playing")
     toggle_play = param.Event(label="Play/Pause")

@@ -28,13 +28,16 @@ STAGE_TITLES = {
 
 
 def frame_image(frame: np.ndarray | None, *, label: str = "value",
-                shape: tuple[int, int] | None = None) -> hv.Image:
+                shape: tuple[int, int] | None = None, clim=None) -> hv.Image:
     """A 2-D frame as an ``hv.Image`` with x = column and y = row (no copy of the pixels).
 
     Parameters
     ----------
     frame : (M, N) ndarray or None
         ``None`` gives a blank placeholder of ``shape`` (default 2×2) that costs no memory.
+    clim : (low, high), optional
+        Colour limits carried as the element's ``clim`` option (kept through ``rasterize``);
+        ``(nan, nan)`` for the data's range (see :func:`clim_of`).
     """
     if frame is None:
         height, width = shape if shape and min(shape) >= 2 else (2, 2)
@@ -42,10 +45,11 @@ def frame_image(frame: np.ndarray | None, *, label: str = "value",
     height, width = frame.shape
     # hv.Image puts the first row at the top (max y); flipping the view and inverting the
     # y axis makes y equal the row index, row 0 at the top.
-    return hv.Image(
+    image = hv.Image(
         frame[::-1], bounds=(-0.5, -0.5, width - 0.5, height - 0.5),
         kdims=["x", "y"], vdims=[label],
     )
+    return image if clim is None else image.opts(clim=tuple(clim))
 
 
 def fit_box(shape: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
@@ -72,6 +76,14 @@ def rasterized_frames(callback, *, equalize: bool = True, cmap="gray", **opts):
         builds a new plot when the switch changes.
     cmap
         A colormap name or a parameter (dynamic).
+
+    Notes
+    -----
+    Colour limits travel with the image: the callback returns ``frame_image(..., clim=...)``
+    (the option survives ``rasterize``), so a new frame with new limits is one update of the
+    plot. A separate ``.apply.opts(clim=...)`` stream would update the plot twice per frame.
+    The limits change the same mapper in place, so the image repaints; with ``equalize`` the
+    histogram is equalized *within* the limits (values outside take the end colours).
     """
     dmap = hv.DynamicMap(callback)
     style = dict(
@@ -82,6 +94,14 @@ def rasterized_frames(callback, *, equalize: bool = True, cmap="gray", **opts):
     )
     style.update(opts)
     return rasterize(dmap).opts(**style).apply.opts(cmap=cmap)
+
+
+def clim_of(limits) -> tuple[float, float]:
+    """``contrast`` limits as a HoloViews ``clim`` (``(nan, nan)`` when there are none)."""
+    if limits is None:
+        return (float("nan"), float("nan"))
+    low, high = limits
+    return (float(low), float(high))
 
 
 def thumbnail(frame: np.ndarray | None, *, size: int = 260) -> hv.Image:
@@ -112,6 +132,74 @@ def histogram(frame: np.ndarray | None, *, bins: int = HIST_BINS, title: str = "
                  axiswise=True)
     style.update(opts)
     return hv.Histogram((edges, counts), kdims=["value"], vdims=["pixels"]).opts(**style)
+
+
+LIMITS_STYLE = dict(fill_color="#f0a020", fill_alpha=0.18, line_color="#c05800", line_alpha=1.0,
+                    line_width=3, hover_fill_color="#f0a020", hover_fill_alpha=0.3,
+                    hover_line_color="#e06000", hover_line_alpha=1.0)
+
+
+def limits_histogram(hist: hv.Histogram, limits, on_drag: Callable[[float, float], None],
+                     **opts) -> hv.Histogram:
+    """``hist`` with the colour limits drawn on it as a shaded band whose edges can be dragged.
+
+    Parameters
+    ----------
+    hist
+        From :func:`histogram` (not modified: a clone is styled).
+    limits : (low, high) or None
+        The limits in use; the x range grows to include them.
+    on_drag
+        Called with ``(low, high)`` when the user drags an edge (or the whole band) in the
+        browser; not called for changes made from Python.
+
+    Notes
+    -----
+    The band is a Bokeh ``BoxAnnotation(editable=True)`` added once per plot by a hook (Bokeh
+    3.9 moves editable annotations by dragging without any tool; HoloViews has no editable
+    span element). Later updates move the same annotation.
+    """
+    element = hist.clone()
+    if limits is None:
+        return element.opts(**opts)
+    low, high = (float(v) for v in limits)
+    edges = hist.edges if hasattr(hist, "edges") else hist.dimension_values(0)
+    left, right = min(float(np.min(edges)), low), max(float(np.max(edges)), high)
+    pad = 0.04 * (right - left or 1.0)
+    from bokeh.models import NumeralTickFormatter
+
+    return element.opts(xlim=(left - pad, right + pad), xticks=4,
+                        xformatter=NumeralTickFormatter(format="0.[00]a"),
+                        hooks=[_limits_hook(low, high, on_drag)], **opts)
+
+
+def _limits_hook(low: float, high: float, on_drag):
+    def hook(plot, element) -> None:
+        from bokeh.models import BoxAnnotation
+
+        box = plot.handles.get("echo_limits")
+        if box is None:
+            box = BoxAnnotation(editable=True, movable="x", resizable="x", level="overlay",
+                                name="echo-contrast-limits", **LIMITS_STYLE)
+            state = {"quiet": False}
+
+            def changed(attr, old, new) -> None:
+                if not state["quiet"] and box.left is not None and box.right is not None:
+                    on_drag(float(box.left), float(box.right))
+
+            box.on_change("left", changed)
+            box.on_change("right", changed)
+            plot.state.add_layout(box)
+            plot.handles.update(echo_limits=box, echo_limits_state=state)
+        state = plot.handles["echo_limits_state"]
+        state["quiet"] = True  # our own update, not a drag
+        try:
+            if (box.left, box.right) != (low, high):
+                box.update(left=low, right=high)
+        finally:
+            state["quiet"] = False
+
+    return hook
 
 
 def _sample(frame: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ import html
 
 import holoviews as hv
 import panel as pn
+import param
+from panel.custom import JSComponent
 
 from ..state.viewer import ViewerState
 from . import plots
@@ -102,8 +104,46 @@ class InspectView(pn.viewable.Viewer):
         return self._layout
 
 
+PLAY_LABEL, PAUSE_LABEL = "▶ Play", "❚❚ Pause"
+CONTRAST_OPTIONS = {"Per frame": "percentile", "Locked (stack)": "locked", "Manual": "manual"}
+DIRECTION_OPTIONS = {"▶ Forward": "forward", "◀ Backward": "backward"}
+
+FRAMES_CSS = """
+.echo-achieved-fps p, .echo-contrast-status p { margin: 4px 0; color: #444; font-size: 13px; }
+"""
+
+
+class PlayShortcut(JSComponent):
+    """Play/Pause from the keyboard: ``k`` anywhere (but in a text box), or the space bar when
+    no control has the focus. Only while the Frames step is visible."""
+
+    presses = param.Integer(default=0, doc="Bumped on each shortcut press.")
+
+    _esm = """
+    export function render({ model, el }) {
+      const typing = (t) => t && (t.isContentEditable ||
+        ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
+      const handler = (event) => {
+        if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
+        if (!el.isConnected || el.getClientRects().length === 0) return;  // step hidden
+        const target = event.composedPath()[0];
+        const key = event.key;
+        const space = key === " " && (target === document.body || target === document.documentElement);
+        if (!(space || ((key === "k" || key === "K") && !typing(target)))) return;
+        event.preventDefault();
+        model.presses += 1;
+      };
+      document.addEventListener("keydown", handler);
+      model.on("remove", () => document.removeEventListener("keydown", handler));
+      el.style.display = "block";
+      el.style.width = "1px";
+      el.style.height = "1px";
+    }
+    """
+
+
 class FramesView(pn.viewable.Viewer):
-    """The large rasterized frame, its histogram and the frame controls.
+    """The large rasterized frame, its histogram and the frame, playback and contrast controls.
 
     ``tools`` (optional) extends the view: ``tools.overlay()`` returns HoloViews elements (with
     their drawing streams) laid over every frame plot, and ``tools`` itself (a Panel viewable)
@@ -114,7 +154,9 @@ class FramesView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self.tools = tools
-        hist = hv.DynamicMap(pn.bind(self._histogram, state.param.frame_serial))
+        self._hist_cache: tuple[int, hv.Histogram] | None = None
+        hist = hv.DynamicMap(pn.bind(self._histogram, state.param.frame_serial,
+                                     state.param.contrast))
         width = dict(width=110, margin=(5, 5))
         controls = pn.Row(
             pn.widgets.Button.from_param(state.param.first, **width),
@@ -126,10 +168,65 @@ class FramesView(pn.viewable.Viewer):
             pn.widgets.IntInput.from_param(state.param.index, label="Frame number", width=120),
             sizing_mode="stretch_width",
         )
+        self.play_button = pn.widgets.Button.from_param(
+            state.param.toggle_play, label=PLAY_LABEL, color="success", width=110,
+            margin=(18, 5, 5, 5), description="Play/Pause (keyboard: k, or space)",
+            css_classes=["echo-play"])
+        self.shortcut = PlayShortcut(width=1, height=1, margin=0)
+        self.shortcut.param.watch(lambda event: setattr(state, "toggle_play", True), "presses")
+        state.param.watch(self._on_playing, "playing")
+        playback = pn.Row(
+            self.play_button,
+            pn.widgets.IntSlider.from_param(state.param.fps, width=170, margin=(5, 15),
+                                            css_classes=["echo-fps"]),
+            pn.widgets.RadioButtonGroup.from_param(
+                state.param.direction, options=DIRECTION_OPTIONS, width=210,
+                color="primary", variant="outline",
+                margin=(18, 10, 5, 10), css_classes=["echo-direction"]),
+            pn.widgets.IntRangeSlider.from_param(
+                state.param.loop_range, sizing_mode="stretch_width",
+                css_classes=["echo-loop-range"]),
+            pn.pane.Markdown(pn.bind(self._rate_text, state.param.achieved_fps,
+                                     state.param.playing, state.param.fps),
+                             css_classes=["echo-status", "echo-achieved-fps"], width=230,
+                             margin=(22, 10, 0, 10), stylesheets=[FRAMES_CSS]),
+            self.shortcut,
+            sizing_mode="stretch_width",
+        )
+        # The limits as two number boxes (typed; Enter or leaving the box applies them).
+        box = dict(width=118, step=1.0, format="0[.][000]")
+        self.low_input = pn.widgets.FloatInput(label="Low limit", **box)
+        self.high_input = pn.widgets.FloatInput(label="High limit", **box)
+        self._showing_limits = False
+        for widget in (self.low_input, self.high_input):
+            widget.param.watch(self._typed_limits, "value")
+        state.param.watch(self._show_limits, "contrast")
+        self._show_limits()
+        contrast = pn.Column(
+            pn.pane.Markdown("**Contrast**", margin=(0, 10)),
+            pn.widgets.RadioButtonGroup.from_param(
+                state.param.contrast_mode, options=CONTRAST_OPTIONS, sizing_mode="stretch_width",
+                color="primary", variant="outline",
+                css_classes=["echo-contrast-mode"]),
+            pn.widgets.RangeSlider.from_param(
+                state.param.percentiles, step=0.5, format="0[.]0", sizing_mode="stretch_width",
+                css_classes=["echo-percentiles"]),
+            pn.Row(self.low_input, self.high_input),
+            pn.pane.HoloViews(hist, sizing_mode="stretch_width", height=230,
+                              css_classes=["echo-histogram"]),
+            pn.pane.Markdown("Drag the edges of the orange band to set the limits.",
+                             styles={"font-size": "12px", "color": "#666"}, margin=(0, 10)),
+            status_line(state.param.contrast_status, css_class="echo-contrast-status",
+                        stylesheets=[FRAMES_CSS]),
+            sizing_mode="stretch_width",
+        )
         side = pn.Column(
-            pn.widgets.Checkbox.from_param(state.param.equalize, label="Equalize (histogram)"),
-            pn.widgets.Select.from_param(state.param.colormap, width=200),
-            pn.pane.HoloViews(hist, sizing_mode="stretch_width", height=230),
+            contrast,
+            pn.Row(
+                pn.widgets.Checkbox.from_param(state.param.equalize, label="Equalize (histogram)",
+                                               margin=(24, 10, 5, 10)),
+                pn.widgets.Select.from_param(state.param.colormap, width=130),
+            ),
             status_line(state.frame_label, css_class="echo-frame-label"),
             width=320,
         )
@@ -143,10 +240,11 @@ class FramesView(pn.viewable.Viewer):
                 sizing_mode="stretch_width",
             ),
             controls,
+            playback,
             pn.Row(
                 # A new plot per opened stack (fresh axes for its shape) and per colour
                 # normalisation; within those one DynamicMap serves every frame and the zoom
-                # survives frame and colormap changes.
+                # survives frame, colormap and contrast changes.
                 pn.pane.HoloViews(pn.bind(self._frame_plot, state.param.stack,
                                           state.param.equalize),
                                   css_classes=["echo-frame"]),
@@ -161,7 +259,7 @@ class FramesView(pn.viewable.Viewer):
         state = self.state
         width, height = plots.fit_box(state.frame_shape, FRAME_BOX)
         plot = plots.rasterized_frames(
-            pn.bind(self._image, state.param.frame_serial),
+            pn.bind(self._image, state.param.frame_serial, state.param.contrast),
             equalize=equalize, cmap=state.param.colormap,
             responsive=False, frame_width=width, frame_height=height, min_height=None,
             aspect=None, data_aspect=None,  # the box already has the frame's shape
@@ -169,12 +267,56 @@ class FramesView(pn.viewable.Viewer):
         overlay = self.tools.overlay() if self.tools is not None else None
         return plot if overlay is None else plot * overlay
 
-    def _image(self, serial: int) -> hv.Image:
-        # Before the first frame arrives, a blank of the stack's shape sets the axes.
-        return plots.frame_image(self.state.frame, shape=self.state.frame_shape)
+    def _image(self, serial: int, contrast) -> hv.Image:
+        # Before the first frame arrives, a blank of the stack's shape sets the axes. The
+        # limits come with the frame (one plot update when both change, as in percentile mode).
+        return plots.frame_image(self.state.frame, shape=self.state.frame_shape,
+                                 clim=plots.clim_of(contrast))
 
-    def _histogram(self, serial: int) -> hv.Histogram:
-        return plots.histogram(self.state.frame, title="Histogram of this frame")
+    def _histogram(self, serial: int, contrast) -> hv.Histogram:
+        if self._hist_cache is None or self._hist_cache[0] != serial:
+            self._hist_cache = (serial, plots.histogram(self.state.frame,
+                                                        title="Histogram of this frame"))
+        return plots.limits_histogram(self._hist_cache[1], contrast, self._dragged)
+
+    def _dragged(self, low: float, high: float) -> None:
+        # Dragging the band on the histogram: manual limits.
+        self.state.set_limits(low, high)
+
+    # -- limits as numbers --------------------------------------------------------------------
+
+    def _show_limits(self, *events) -> None:
+        limits = self.state.contrast
+        self._showing_limits = True
+        try:
+            low, high = limits if limits is not None else (None, None)
+            step = max((high - low) / 100, 1e-6) if limits is not None else 1.0
+            step = float(f"{step:.1g}")
+            for widget, value in ((self.low_input, low), (self.high_input, high)):
+                widget.param.update(value=None if value is None else round(value, 3), step=step)
+        finally:
+            self._showing_limits = False
+
+    def _typed_limits(self, event) -> None:
+        if self._showing_limits:
+            return
+        message = self.state.set_limits(self.low_input.value, self.high_input.value)
+        if message:
+            self._show_limits()  # back to the limits in use; the message says why
+
+    # -- playback -----------------------------------------------------------------------------
+
+    def _on_playing(self, event) -> None:
+        self.play_button.param.update(label=PAUSE_LABEL if event.new else PLAY_LABEL,
+                                      color="warning" if event.new else "success")
+
+    @staticmethod
+    def _rate_text(achieved: float, playing: bool, fps: int) -> str:
+        if not playing:
+            return "Paused" if achieved == 0 else f"Paused (last: {achieved:.1f} frames/s)"
+        if achieved == 0:
+            return f"Playing at up to {fps} frames/s…"
+        return f"Achieved **{achieved:.1f}** of {fps} frames/s"
 
     def __panel__(self):
         return self._layout

@@ -1,0 +1,265 @@
+"""Playback and contrast in Debian's Chromium: play, see the frame label advance and loop, pause
+(button and keyboard); switch contrast modes, type and drag limits, see the image repaint, see
+locked limits hold across frames. Screenshots go to ``test-artifacts/screenshots/``."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import numpy as np
+import pytest
+from browser_fixtures import *  # noqa: F403 - fixtures and helpers
+from browser_fixtures import click, shot, status, tab
+from test_browser_dashboard import (
+    checkbox, expect, field, image_region, list_demo, tick, type_in, wait_frame, wait_image,
+)
+
+from dashboard.demo.store import NEXUS_KEY
+
+pytestmark = pytest.mark.browser
+
+LAST = 39  # the demo stack has 40 frames
+LABEL = re.compile(r"Frame (\d+) of 39")
+
+
+def open_stack(page, moto_server) -> None:
+    list_demo(page, moto_server)
+    type_in(page, "Keyword", NEXUS_KEY.rsplit("/", 1)[-1])
+    tick(page, NEXUS_KEY)
+    tab(page, "Frames")
+    click(page, "Load Selected H5 File")
+    wait_frame(page, 0, LAST)
+
+
+def frame_number(page) -> int:
+    text = page.locator(".echo-frame-label p").first.text_content() or ""
+    match = LABEL.search(text)
+    return int(match.group(1)) if match else -1
+
+
+RECORD = """() => {
+  const find = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.classList && el.classList.contains('echo-frame-label')) return el;
+      if (el.shadowRoot) { const hit = find(el.shadowRoot); if (hit) return hit; }
+    }
+    return null;
+  };
+  const label = find(document);
+  window.echoFrames = [];
+  const note = () => {
+    const m = /Frame (\\d+) of/.exec(label.shadowRoot.textContent);
+    const n = m ? Number(m[1]) : -1;
+    const seen = window.echoFrames;
+    if (n >= 0 && seen[seen.length - 1] !== n) seen.push(n);
+  };
+  note();
+  new MutationObserver(note).observe(label.shadowRoot,
+                                     {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def watch_frames(page, until, timeout: float = 60.0) -> list[int]:
+    """Every frame number the label shows from now on (recorded in the page by a
+    MutationObserver, so none is missed), once ``until(seen)`` holds."""
+    page.evaluate(RECORD)
+    deadline = time.monotonic() + timeout
+    while not until(seen := page.evaluate("() => window.echoFrames.slice()")):
+        assert time.monotonic() < deadline, f"frames seen: {seen}"
+        page.wait_for_timeout(100)
+    return seen
+
+
+def move_handle(page, handle, target: int, timeout: float = 30.0) -> None:
+    """Move a slider handle to ``target`` with the arrow keys (keyboard only)."""
+    deadline = time.monotonic() + timeout
+    handle.focus()
+    while (now := round(float(handle.get_attribute("aria-valuenow")))) != target:
+        assert time.monotonic() < deadline, f"the handle stays at {now}"
+        handle.press("ArrowRight" if now < target else "ArrowLeft")
+
+
+def loop_over(page, first: int, last: int) -> None:
+    """Set the loop range with the arrow keys on its two handles.
+
+    Panel echoes each slider value back to the browser; keys pressed faster than the echoes
+    arrive can be undone by a late echo, so the handles are checked again once settled."""
+    handles = page.locator(".echo-loop-range .noUi-handle")
+    for _ in range(5):
+        move_handle(page, handles.nth(0), first)
+        move_handle(page, handles.nth(1), last)
+        page.wait_for_timeout(500)  # let late echoes arrive, then check
+        values = [round(float(handles.nth(i).get_attribute("aria-valuenow"))) for i in (0, 1)]
+        if values == [first, last]:
+            return
+    raise AssertionError(f"the loop range stays at {values}")
+
+
+def play_button(page):
+    return page.locator(".echo-play button").first
+
+
+def limits(page) -> tuple[float, float]:
+    return (float(field(page, "Low limit").input_value()),
+            float(field(page, "High limit").input_value()))
+
+
+def settled_limits(page, timeout: float = 30.0) -> tuple[float, float]:
+    """The limits once the last updates of a drag have arrived (unchanged for 0.5 s)."""
+    deadline = time.monotonic() + timeout
+    previous = limits(page)
+    while True:
+        page.wait_for_timeout(500)
+        current = limits(page)
+        if current == previous:
+            return current
+        assert time.monotonic() < deadline, "the limits keep changing"
+        previous = current
+
+
+def mode_button(page, name: str):
+    return page.locator(".echo-contrast-mode button", has_text=name).first
+
+
+def test_playback_plays_loops_and_pauses(page, moto_server, demo):
+    open_stack(page, moto_server)
+    expect(play_button(page)).to_have_text("▶ Play")
+    expect(status(page, "echo-achieved-fps")).to_have_text("Paused")
+    shot(page, "20-frames-controls")
+
+    # Loop over frames 3..8 at 10 frames/s: set from the keyboard on the range slider.
+    fps = page.locator(".echo-fps .noUi-handle").first
+    move_handle(page, fps, 10)
+    loop_over(page, 3, 8)
+    expect(page.locator(".echo-loop-range")).to_contain_text("Loop over frames: 3 .. 8")
+    play_button(page).click()
+    expect(play_button(page)).to_have_text("❚❚ Pause")
+    seen = watch_frames(page, lambda s: s.count(8) >= 2 and s[-1] > 3)
+    shot(page, "21-playing")
+    wrapped = [k for k in range(1, len(seen)) if seen[k] < seen[k - 1]]
+    assert wrapped and all(seen[k - 1] == 8 and seen[k] == 3 for k in wrapped), seen
+    assert all(3 <= n <= 8 for n in seen[1:]), seen  # within the loop
+    assert all(b == a + 1 for a, b in zip(seen[1:], seen[2:]) if b > a), seen  # forward
+    expect(status(page, "echo-achieved-fps")).to_contain_text(re.compile(r"Achieved \d+\.\d of 10"))
+
+    # Pause from the keyboard ("k"): the frame stays.
+    page.locator("body").press("k")
+    expect(play_button(page)).to_have_text("▶ Play")
+    expect(status(page, "echo-achieved-fps")).to_contain_text("Paused (last:")
+    paused = frame_number(page)
+    for _ in range(5):  # a few frame periods: the label no longer moves
+        page.wait_for_timeout(150)
+        assert frame_number(page) == paused
+
+    # Backward, from the keyboard again.
+    page.locator(".echo-direction button", has_text="Backward").click()
+    page.locator("body").press("k")
+    expect(play_button(page)).to_have_text("❚❚ Pause")
+    seen = watch_frames(page, lambda s: len(s) >= 8)
+    play_button(page).click()
+    expect(play_button(page)).to_have_text("▶ Play")
+    steps = list(zip(seen, seen[1:]))
+    assert all(b == a - 1 or (a, b) == (3, 8) for a, b in steps), seen
+    assert (3, 8) in steps, seen
+
+    # The rate is bounded (1-30 frames/s): the keyboard stops at the ends.
+    move_handle(page, fps, 30)
+    fps.press("ArrowRight")
+    fps.press("End")
+    expect(page.locator(".echo-fps")).to_contain_text("Rate (frames/s): 30")
+    assert "Traceback" not in page.content()
+
+
+def band_edges(page) -> tuple[float, float]:
+    """Page x of the left and right edges of the limits band on the histogram (its orange
+    edge lines, found in the canvas pixels) and the y of the band's middle."""
+    from PIL import Image
+
+    canvas = page.locator(".echo-histogram canvas").first
+    box = canvas.bounding_box()
+    rgb = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), dtype=np.int16)
+    edge = (np.abs(rgb - np.array([0xC0, 0x58, 0x00])).sum(axis=2) < 60).sum(axis=0)
+    columns = np.flatnonzero(edge > 0.4 * edge.max())
+    assert columns.size, "no limits band on the histogram"
+    groups = np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)
+    scale = rgb.shape[1] / box["width"]
+    left, right = (box["x"] + g.mean() / scale for g in (groups[0], groups[-1]))
+    return left, right, box["y"] + box["height"] * 0.4
+
+
+def percentiles_of(frames, low=1.0, high=99.0) -> tuple[float, float]:
+    return tuple(float(v) for v in np.percentile(frames, [low, high]))
+
+
+def test_contrast_modes_limits_and_repaint(page, moto_server, demo):
+    import h5py
+
+    from dashboard.analysis.contrast import N_SAMPLES, sample_indices
+
+    with h5py.File(demo.path(NEXUS_KEY)) as f:
+        data = f["/entry/data/data"][()]
+    page.set_viewport_size({"width": 1600, "height": 1180})
+    open_stack(page, moto_server)
+    checkbox(page, "Equalize (histogram)").uncheck()  # linear: the limits set the grey levels
+    # Per frame (default): the limits are this frame's 1st and 99th percentiles.
+    expect(status(page, "echo-contrast-status")).to_have_text("1–99 % of each frame")
+    expect(mode_button(page, "Per frame")).to_have_class(re.compile("bk-active"))
+    expect(field(page, "Low limit")).to_have_value(_shown(percentiles_of(data[0])[0]))
+    click(page, "Next")
+    wait_frame(page, 1, LAST)
+    expect(field(page, "Low limit")).to_have_value(_shown(percentiles_of(data[1])[0]))
+    expect(field(page, "High limit")).to_have_value(_shown(percentiles_of(data[1])[1]))
+
+    # Locked: the percentiles of 16 frames across the stack, the same on every frame.
+    mode_button(page, "Locked").click()
+    expect(status(page, "echo-contrast-status")).to_contain_text(
+        f"Locked: 1–99 % of {N_SAMPLES} frames")
+    locked = percentiles_of(data[sample_indices(len(data), N_SAMPLES)])
+    expect(field(page, "Low limit")).to_have_value(_shown(locked[0]))
+    expect(field(page, "High limit")).to_have_value(_shown(locked[1]))
+    shown_locked = limits(page)
+    for index in (2, 3, 4):
+        click(page, "Next")
+        wait_frame(page, index, LAST)
+        assert limits(page) == shown_locked
+    shot(page, "22-contrast-locked")
+
+    # Manual, typed: the mode switches and the image repaints.
+    before = image_region(page)
+    span = locked[1] - locked[0]
+    type_in(page, "Low limit", f"{locked[0] + 0.45 * span:.0f}")
+    expect(mode_button(page, "Manual")).to_have_class(re.compile("bk-active"))
+    expect(status(page, "echo-contrast-status")).to_have_text("Manual limits")
+    narrowed = wait_image(page, lambda r: r.mean() < before.mean() - 10,
+                          "raising the low limit did not darken the image")
+
+    # Manual, dragged: pull the band's right edge to the left on the histogram.
+    low, high = limits(page)
+    left, right, y = band_edges(page)
+    page.mouse.move(right, y)
+    page.mouse.down()
+    for k in range(1, 9):
+        page.mouse.move(right - k * 0.3 * (right - left) / 8, y)
+    page.mouse.up()
+    expect(field(page, "High limit")).not_to_have_value(_shown(high))
+    dragged = settled_limits(page)
+    assert dragged[0] == low and low < dragged[1] < high, (low, high, dragged)
+    wait_image(page, lambda r: r.mean() > narrowed.mean() + 10,
+               "lowering the high limit by dragging did not brighten the image")
+    shot(page, "23-contrast-dragged")
+
+    # Reversed limits are put in order; back to per-frame limits.
+    type_in(page, "Low limit", f"{dragged[1] + 100:.0f}")
+    expect(field(page, "High limit")).to_have_value(f"{dragged[1] + 100:.0f}")
+    expect(field(page, "Low limit")).to_have_value(_shown(dragged[1]))
+    mode_button(page, "Per frame").click()
+    expect(field(page, "Low limit")).to_have_value(_shown(percentiles_of(data[4])[0]))
+    assert "Traceback" not in page.content()
+
+
+def _shown(value: float) -> str:
+    """A limit as the number box shows it (three decimals at most)."""
+    text = f"{round(value, 3):.3f}".rstrip("0").rstrip(".")
+    return text
