@@ -35,6 +35,8 @@ CSS = """
                    margin: 6px 0; font-size: 13px; }
 """
 
+_UNSELECTABLE = dict(line_alpha=1.0, selection_line_alpha=1.0, nonselection_line_alpha=1.0)
+
 HELP = ("**Box**: pick *Box Select* in the frame's toolbar and drag over the frame, or type the "
         "edges (columns x0:x1, rows y0:y1, end excluded, as in numpy). **Line**: click the frame "
         "twice (start, then end) or type the ends.")
@@ -142,8 +144,10 @@ class AnalysisTools(pn.viewable.Viewer):
     def _roi_element(self, x0, x1, y0, y1, stack):
         data = [] if stack is None else [(x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5)]
         return hv.Rectangles(data, kdims=["x", "y", "x2", "y2"]).opts(
-            fill_color=ROI_COLOR, fill_alpha=0.12, line_color=ROI_COLOR, line_width=2,
-            nonselection_alpha=1.0, selection_alpha=1.0, tools=["box_select", "tap"])
+            fill_color=ROI_COLOR, line_color=ROI_COLOR, line_width=2, tools=["box_select", "tap"],
+            # Box Select and taps select glyphs: keep the box looking the same when they do.
+            **_UNSELECTABLE, fill_alpha=0.12, selection_fill_alpha=0.12,
+            nonselection_fill_alpha=0.12)
 
     def _line_element(self, x0, y0, x1, y1, pending, stack):
         if stack is None:
@@ -152,11 +156,11 @@ class AnalysisTools(pn.viewable.Viewer):
             path, ends = [], [(x0, y0, "start")]
         else:
             path, ends = [[(x0, y0), (x1, y1)]], [(x0, y0, "start"), (x1, y1, "end")]
-        line = hv.Path(path, kdims=["x", "y"]).opts(
-            color=LINE_COLOR, line_width=2, nonselection_alpha=1.0, selection_alpha=1.0)
+        line = hv.Path(path, kdims=["x", "y"]).opts(color=LINE_COLOR, line_width=2,
+                                                     **_UNSELECTABLE)
         points = hv.Points(ends, kdims=["x", "y"], vdims=["end"]).opts(
-            color=LINE_COLOR, size=8, marker="circle", line_color="white",
-            nonselection_alpha=1.0, selection_alpha=1.0)
+            color=LINE_COLOR, size=8, marker="circle", line_color="white", **_UNSELECTABLE,
+            fill_alpha=1.0, selection_fill_alpha=1.0, nonselection_fill_alpha=1.0)
         return line * points
 
     def _on_bounds(self, bounds=None) -> None:
@@ -188,11 +192,11 @@ class AnalysisTools(pn.viewable.Viewer):
         ]
         if empty:
             return hv.Overlay(curves).opts(title="ROI time series: none yet",
-                                           legend_position="top_left", **opts)
+                                           legend_position="right", **opts)
         step = int(frames[1] - frames[0]) if len(frames) > 1 else 1
         title = (f"Box {series.box.label()} · frames {frames[0]}–{frames[-1]}"
                  + (f" step {step}" if step != 1 else ""))
-        return hv.Overlay(curves).opts(title=title, legend_position="top_left", **opts)
+        return hv.Overlay(curves).opts(title=title, legend_position="right", **opts)
 
     def _profile_plot(self, serial, x0, y0, x1, y1):
         opts = dict(responsive=True, height=280, xlabel="distance along the line (pixels)",
@@ -244,7 +248,8 @@ class AnalysisTools(pn.viewable.Viewer):
                                    sizing_mode="stretch_width", height=14, margin=(4, 10),
                                    css_classes=["echo-roi-progress"]),
             status_line(state.param.roi_status, css_class="echo-roi-status"),
-            pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._series_plot, state.param.series)),
+            # A new plot per series (fresh axes; a series arrives once per run).
+            pn.pane.HoloViews(pn.bind(self._series_plot, state.param.series),
                               sizing_mode="stretch_width", css_classes=["echo-roi-plot"]),
             title="ROI time series", collapsible=False, sizing_mode="stretch_width",
             css_classes=["echo-roi"],
