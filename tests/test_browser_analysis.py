@@ -61,6 +61,7 @@ class AnalysisPage:
         from tornado.ioloop import IOLoop
 
         from dashboard.app import _scheduler
+        from dashboard.state.analysis import AnalysisState
         from dashboard.state.session import Session
         from dashboard.ui.analysis import AnalysisTools
         from dashboard.ui.app import extension
@@ -77,7 +78,10 @@ class AnalysisPage:
             key = pn.state.session_args.get("key", [FRAMES_KEY.encode()])[0].decode()
             session.browser.selection = [key]
             session.tasks.dispatch = _scheduler(pn.state.curdoc)
-            tools = AnalysisTools(session.viewer)
+            # as the dashboard wires it: the session's AnalysisState, shown by AnalysisTools
+            analysis = AnalysisState(session.viewer)
+            tools = AnalysisTools(session.viewer, state=analysis)
+            assert tools.state is analysis
             self.sessions.append((session, tools))
 
             def closed(context):

@@ -112,12 +112,15 @@ class AnalysisTools(pn.viewable.Viewer):
     ----------
     viewer : ViewerState
         The session's viewer; the tools use its worker threads.
+    state : AnalysisState, optional
+        The session's analysis state (e.g. ``session.analysis``, closed by ``Session.close``);
+        by default the tools make their own, which :meth:`close` cancels.
     """
 
-    def __init__(self, viewer: ViewerState, **params):
+    def __init__(self, viewer: ViewerState, *, state: AnalysisState | None = None, **params):
         super().__init__(**params)
         self.viewer = viewer
-        self.state = state = AnalysisState(viewer)
+        self.state = state = state if state is not None else AnalysisState(viewer)
         # The drawn elements and their streams: created once, reused by every frame plot.
         self._roi = hv.DynamicMap(pn.bind(self._roi_element, state.param.x0, state.param.x1,
                                           state.param.y0, state.param.y1, viewer.param.stack))
