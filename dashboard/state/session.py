@@ -10,6 +10,7 @@ import param
 from ..config import Settings
 from ..storage.credentials import Credentials
 from . import links
+from .analysis import AnalysisState
 from .browser import BrowserState
 from .links import DISPLAY, PROCESSING, Link, shown
 from .processor import ProcessorState
@@ -39,6 +40,7 @@ class Session(param.Parameterized):
     browser = param.ClassSelector(class_=BrowserState, constant=True)
     viewer = param.ClassSelector(class_=ViewerState, constant=True)
     processor = param.ClassSelector(class_=ProcessorState, constant=True)
+    analysis = param.ClassSelector(class_=AnalysisState, constant=True)
 
     restoring = param.Boolean(default=False, doc="A link is being opened (or waits for Connect).")
     link_status = param.String(default="", doc="What opening a link did, or what it waits for.")
@@ -63,7 +65,9 @@ class Session(param.Parameterized):
         )
         viewer = ViewerState(tasks=self.tasks, browser=browser)
         processor = ProcessorState(tasks=self.tasks, viewer=viewer)
-        super().__init__(browser=browser, viewer=viewer, processor=processor, **params)
+        analysis = AnalysisState(viewer)
+        super().__init__(browser=browser, viewer=viewer, processor=processor,
+                         analysis=analysis, **params)
         if connect is None:
             connect = credentials is not None or settings.credentials_path is not None
         if connect:
@@ -154,6 +158,7 @@ class Session(param.Parameterized):
         if self._restore is not None:
             self._restore.stop()
         self.processor.close()
+        self.analysis.close()
         self.browser.close()
         self.viewer.close()
         self.tasks.shutdown()

@@ -6,6 +6,7 @@ import panel as pn
 
 from ..config import Settings
 from ..state.session import Session
+from .analysis import AnalysisTools
 from .browser import BrowseView, ConnectView
 from .links import LinksView, incoming_query
 from .processor import ProcessView
@@ -58,7 +59,8 @@ class EchoS3Viewer(pn.viewable.Viewer):
         self.connect_view = ConnectView(session.browser)
         self.browse_view = BrowseView(session.browser)
         self.inspect_view = InspectView(session.viewer)
-        self.frames_view = FramesView(session.viewer)
+        self.frames_view = FramesView(
+            session.viewer, tools=AnalysisTools(session.viewer, state=session.analysis))
         self.process_view = ProcessView(session.processor)
         self.tabs = pn.Tabs(
             (STEPS[0], self.browse_view),
