@@ -113,11 +113,19 @@ def test_locked_limits_hold_across_frames_and_follow_the_stack(session, demo):
         v.index = i
         assert v.wait_for_frame(i)
         assert v.contrast == pytest.approx(locked)
+    # Other percentiles come from the same sample: no frame is read again.
+    assert session.wait(60)
+    reads = v.stack.stats["frames_read"]
+    v.percentiles = (5.0, 95.0)
+    assert session.wait(60)
+    assert v.contrast == pytest.approx(tuple(np.percentile(data[picked], [5, 95])))
+    assert v.stack.stats["frames_read"] == reads
+    assert v.contrast_status.startswith("Locked: 5–95 %")
     load(session, SHORT_KEY)  # another stack: locked again, on its own frames
     short = local(demo, SHORT_KEY)
-    assert v.contrast_mode == "locked"
+    assert v.contrast_mode == "locked" and v.percentiles == (5.0, 95.0)
     assert v.contrast == pytest.approx(
-        tuple(np.percentile(short[sample_indices(len(short), N_SAMPLES)], [1, 99])))
+        tuple(np.percentile(short[sample_indices(len(short), N_SAMPLES)], [5, 95])))
 
 
 def test_manual_limits_switch_the_mode_and_stay(session, demo):

@@ -99,32 +99,28 @@ def sample_indices(n_frames: int, n_samples: int = N_SAMPLES) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_frames - 1, n_samples)).astype(np.int64))
 
 
-def stack_limits(frames, low: float = 1.0, high: float = 99.0, *, n_samples: int = N_SAMPLES,
-                 max_pixels: int | None = MAX_PIXELS // 4,
-                 cancelled=None) -> tuple[float, float]:
-    """Colour limits for a whole stack: the percentiles of an even sample of its frames.
+def stack_sample(frames, *, n_samples: int = N_SAMPLES, max_pixels: int | None = MAX_PIXELS // 4,
+                 cancelled=None) -> np.ndarray | None:
+    """The finite pixel values of an even sample of a stack's frames, pooled (1-D).
 
     Parameters
     ----------
     frames : FrameStack, (F, M, N) ndarray, or sequence of (M, N) ndarrays
         A :class:`~dashboard.hdf5.stack.FrameStack` is read through ``frames.frames(indices)``
         (only the sampled frames cross the network, read ahead in parallel, not cached).
-    low, high : float
-        Percentiles in 0-100, as :func:`percentile_limits`.
     n_samples : int
         Frames used, evenly spaced with the first and the last (see :func:`sample_indices`).
     max_pixels : int or None
         Pixels used per frame (an even sub-grid of larger frames; ``None``: all), which bounds
-        the memory to ``n_samples * max_pixels`` values.
+        the result to ``n_samples * max_pixels`` values.
     cancelled : callable, optional
         Checked between frames; when it returns true the function stops and returns ``None``.
 
     Returns
     -------
-    (float, float) or None
-        ``(lo, hi)`` with ``hi > lo``; ``(0.0, 1.0)`` for a stack without finite values.
+    (K,) ndarray or None
+        In the frames' dtype; ``None`` when cancelled.
     """
-    low, high = _ordered(low, high)
     indices = sample_indices(len(frames), n_samples)
     if hasattr(frames, "frames") and callable(frames.frames):
         source: Iterable[np.ndarray] = frames.frames(indices.tolist())
@@ -137,11 +133,37 @@ def stack_limits(frames, low: float = 1.0, high: float = 99.0, *, n_samples: int
                 source.close()
             return None
         parts.append(_finite(_subsample(np.asarray(frame), max_pixels)))
-    values = np.concatenate(parts) if parts else np.zeros(0)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def sample_limits(values: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """The ``low`` and ``high`` percentiles of pooled values (from :func:`stack_sample`), with
+    ``hi > lo``; ``(0.0, 1.0)`` when there are none."""
+    low, high = _ordered(low, high)
     if values.size == 0:
         return 0.0, 1.0
     lo, hi = np.percentile(values, [low, high])
     return widen(lo, hi)
+
+
+def stack_limits(frames, low: float = 1.0, high: float = 99.0, *, n_samples: int = N_SAMPLES,
+                 max_pixels: int | None = MAX_PIXELS // 4,
+                 cancelled=None) -> tuple[float, float] | None:
+    """Colour limits for a whole stack: the percentiles of an even sample of its frames.
+
+    ``sample_limits(stack_sample(frames, ...), low, high)``; see :func:`stack_sample` for the
+    parameters. Returns ``None`` when cancelled.
+
+    Examples
+    --------
+    >>> stack = np.arange(40, dtype=np.uint16).reshape(10, 2, 2)
+    >>> stack_limits(stack, 0, 100, n_samples=2)   # frames 0 and 9
+    (0.0, 39.0)
+    """
+    _ordered(low, high)
+    values = stack_sample(frames, n_samples=n_samples, max_pixels=max_pixels,
+                          cancelled=cancelled)
+    return None if values is None else sample_limits(values, low, high)
 
 
 def clamp_limits(limits: Sequence[float] | None) -> tuple[float, float] | None:

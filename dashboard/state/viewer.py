@@ -7,7 +7,9 @@ import threading
 
 import param
 
-from ..analysis.contrast import N_SAMPLES, clamp_limits, percentile_limits, stack_limits
+from ..analysis.contrast import (
+    N_SAMPLES, clamp_limits, percentile_limits, sample_limits, stack_sample,
+)
 from .browser import BrowserState
 from .playback import Player, RateMeter
 from .tasks import LatestOnly, Tasks, user_message
@@ -91,8 +93,9 @@ class ViewerState(param.Parameterized):
         self._latest = None
         self._posted = False
         self._auto_contrast = False  # True while the state itself sets `contrast`
-        self._locked: dict = {}  # (id(stack), percentiles) -> limits of the open stack
+        self._sample = None  # (stack, pooled values of N_SAMPLES frames) for locked limits
         self._lock_generation = 0
+        self._locker = LatestOnly(self.tasks, self._compute_locked)
         self.player = Player(self)
         self._meter = RateMeter()
 
@@ -172,7 +175,7 @@ class ViewerState(param.Parameterized):
                 index=0, frame=None, shown_index=-1, frame_serial=self.frame_serial + 1,
                 loop_range=(0, max(0, n - 1)),
             )
-            self._locked.clear()
+            self._sample = None
             self._lock_generation += 1
         finally:
             self._opening = False
@@ -329,37 +332,41 @@ class ViewerState(param.Parameterized):
         if stack is None:
             self.contrast_status = "Locked limits are computed when a stack is open."
             return
-        key = (id(stack), tuple(self.percentiles))
-        low, high = self.percentiles
-        n = min(N_SAMPLES, len(stack))
-        status = f"Locked: {low:g}–{high:g} % of {n} frames across the stack"
-        if key in self._locked:
-            self._set_limits(self._locked[key], status)
-            return
         self._lock_generation += 1
-        generation = self._lock_generation
-        self.contrast_status = f"Locking: reading {n} frames across the stack…"
-        self.tasks.submit(self._compute_locked, stack, key, generation, status)
+        if self._sample is None or self._sample[0] is not stack:
+            n = min(N_SAMPLES, len(stack))
+            self.contrast_status = f"Locking: reading {n} frames across the stack…"
+        self._locker.request((stack, tuple(self.percentiles), self._lock_generation))
 
-    def _compute_locked(self, stack, key, generation: int, status: str) -> None:
+    def _compute_locked(self, request) -> None:
+        """Worker: read the sample once per stack, then its percentiles (newest request only)."""
+        stack, (low, high), generation = request
+
         def cancelled() -> bool:
             return generation != self._lock_generation or stack is not self.stack
 
         try:
-            limits = stack_limits(stack, *key[1], n_samples=N_SAMPLES, cancelled=cancelled)
+            sample = self._sample
+            if sample is None or sample[0] is not stack:
+                values = stack_sample(stack, n_samples=N_SAMPLES, cancelled=cancelled)
+                if values is None:
+                    return
+                self._sample = sample = (stack, values)
+            if cancelled():
+                return
+            limits = sample_limits(sample[1], low, high)
         except Exception as exc:  # noqa: BLE001 - action boundary
             if not cancelled():
                 self.tasks.post(self.param.update,
                                 contrast_status=user_message(exc, "lock the contrast"))
             return
-        if limits is not None:
-            self.tasks.post(self._locked_ready, stack, key, generation, limits, status)
+        n = min(N_SAMPLES, len(stack))
+        status = f"Locked: {low:g}–{high:g} % of {n} frames across the stack"
+        self.tasks.post(self._locked_ready, stack, generation, limits, status)
 
-    def _locked_ready(self, stack, key, generation, limits, status) -> None:
-        if stack is not self.stack:
-            return
-        self._locked[key] = limits
-        if generation == self._lock_generation and self.contrast_mode == "locked":
+    def _locked_ready(self, stack, generation, limits, status) -> None:
+        if (stack is self.stack and generation == self._lock_generation
+                and self.contrast_mode == "locked"):
             self._set_limits(limits, status)
 
     # -- playback ----------------------------------------------------------------------------
