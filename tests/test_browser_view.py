@@ -107,16 +107,15 @@ def limits(page) -> tuple[float, float]:
 
 
 def settled_limits(page, timeout: float = 30.0) -> tuple[float, float]:
-    """The limits once the last updates of a drag have arrived (unchanged for 0.5 s)."""
+    """The limits once the last updates of a drag have arrived (unchanged for about 2 s: the
+    server handles each drag step in turn, slowly on a loaded machine)."""
     deadline = time.monotonic() + timeout
-    previous = limits(page)
-    while True:
-        page.wait_for_timeout(500)
-        current = limits(page)
-        if current == previous:
-            return current
-        assert time.monotonic() < deadline, "the limits keep changing"
-        previous = current
+    history = [limits(page)]
+    while len(history) < 4 or len(set(history[-4:])) > 1:
+        assert time.monotonic() < deadline, f"the limits keep changing: {history}"
+        page.wait_for_timeout(700)
+        history.append(limits(page))
+    return history[-1]
 
 
 def mode_button(page, name: str):

@@ -125,10 +125,7 @@ def test_ticks_are_dropped_while_the_page_has_not_shown_the_frame(session):
     session.tasks.dispatch = posted.append
     v.fps = 30
     v.playing = True
-    deadline = time.monotonic() + 30
-    while v.player.dropped < 5:
-        assert time.monotonic() < deadline, "the ticker did not run"
-        v.player.join(0.05)
+    wait_drops(v, 5)
     advances = [p for p in posted if getattr(p.args[0], "__name__", "") == "_advance"]
     assert len(advances) == 1  # never a queue of frames
     session.tasks.dispatch = None
@@ -136,6 +133,31 @@ def test_ticks_are_dropped_while_the_page_has_not_shown_the_frame(session):
     for p in posted:
         p()  # the stale advance is ignored once paused
     assert v.index == 0
+
+
+def wait_drops(viewer, count: int, timeout: float = 30) -> None:
+    target = viewer.player.dropped + count
+    deadline = time.monotonic() + timeout
+    while viewer.player.dropped < target:
+        assert time.monotonic() < deadline, "the ticker did not run"
+        viewer.player.join(0.05)
+
+
+def test_a_served_page_paces_playback_by_its_paint_reports(session, monkeypatch):
+    from dashboard.state import playback
+
+    monkeypatch.setattr(playback, "PAINT_TIMEOUT", 600.0)
+    v = load(session, NEXUS_KEY)
+    assert v.wait_for_frame(0)
+    v.param.update(paced_by_page=True, fps=30)
+    v.playing = True
+    wait_drops(v, 5)
+    assert v.index == 0 and v.player.advanced == 0  # frame 0 not reported painted: waits
+    v.painted_index = 0  # the page reports it
+    assert v.wait_for_frame(1)
+    wait_drops(v, 5)
+    assert v.index == 1 and v.player.advanced == 1
+    stop(v, session)
 
 
 def test_opening_another_stack_or_closing_stops_playback(session):

@@ -1,8 +1,9 @@
 """Playback of a frame stack: a ticker thread that steps :class:`ViewerState` at a chosen rate.
 
 The ticker never queues frames: on each tick it advances only when the frame asked for last has
-been shown (and the previous advance has been applied on the session's event loop); otherwise
-the tick is dropped. A slow network or a busy page therefore lowers the achieved rate instead of
+been shown (and the previous advance has been applied on the session's event loop, and, when
+the served page reports its paints (``paced_by_page``), painted in the browser); otherwise the
+tick is dropped. A slow network or a busy page therefore lowers the achieved rate instead of
 building a backlog, every frame of the loop is shown in order, and Pause takes effect at once.
 Reads go through :class:`~dashboard.hdf5.stack.FrameStack`, whose prefetch of the next two
 frames in the direction of travel overlaps the network with the display.
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 RATE_WINDOW = 20
 #: Seconds of history the achieved rate looks back at most.
 RATE_SECONDS = 3.0
+#: Seconds playback waits for the page to report a paint before stepping anyway (a page that
+#: stopped reporting, e.g. a hidden tab, then plays at about 1 frame/s instead of queueing).
+PAINT_TIMEOUT = 1.0
 
 
 def next_index(index: int, loop_range: tuple[int, int], direction: str = "forward") -> int:
@@ -117,6 +121,7 @@ class Player:
     def _run(self, stop: threading.Event) -> None:
         viewer = self._viewer
         deadline = time.monotonic()
+        waiting_since = None  # when the page was first seen not to have painted the frame
         while True:
             period = 1.0 / max(1, int(viewer.fps))
             deadline += period
@@ -128,10 +133,13 @@ class Player:
             with self._lock:
                 ready = (not self._pending and viewer.stack is not None
                          and viewer.shown_index == viewer.index)
+                if ready and viewer.paced_by_page and viewer.painted_index != viewer.index:
+                    waiting_since = waiting_since or time.monotonic()
+                    ready = time.monotonic() - waiting_since > PAINT_TIMEOUT
                 if not ready:
                     self.dropped += 1
                     continue
-                self._pending = True
+                self._pending, waiting_since = True, None
             try:
                 viewer.tasks.post(self._advance, stop)
             except Exception:  # noqa: BLE001 - e.g. the session's loop is gone

@@ -74,6 +74,12 @@ class ViewerState(param.Parameterized):
                              doc="First and last frame of the loop (inclusive).")
     achieved_fps = param.Number(default=0.0, bounds=(0, None), constant=True,
                                 label="Achieved rate", doc="Frames/s actually shown.")
+    painted_index = param.Integer(
+        default=-1, precedence=-1,
+        doc="The frame the page reports as painted (set by a view that can tell; -1: none).")
+    paced_by_page = param.Boolean(
+        default=False, precedence=-1,
+        doc="Playback waits for `painted_index` too (the served page reports its paints).")
 
     frame = param.Array(default=None, allow_None=True, precedence=-1,
                         doc="The pixels of frame `shown_index` (2-D).")

@@ -113,11 +113,20 @@ FRAMES_CSS = """
 """
 
 
-class PlayShortcut(JSComponent):
-    """Play/Pause from the keyboard: ``k`` anywhere (but in a text box), or the space bar when
-    no control has the focus. Only while the Frames step is visible."""
+class PlaybackBridge(JSComponent):
+    """The page's side of playback (an invisible 1-pixel element).
+
+    * Play/Pause from the keyboard: ``k`` anywhere (but in a text box), or the space bar when
+      no control has the focus; only while the Frames step is visible.
+    * Paint reports: when :attr:`frame` changes (after the frame's image update was sent), the
+      browser answers with :attr:`painted` on its next animation frame, so playback never
+      sends frames faster than this page shows them (a slow link or a busy browser lowers the
+      achieved rate instead of queueing; a hidden tab stops answering).
+    """
 
     presses = param.Integer(default=0, doc="Bumped on each shortcut press.")
+    frame = param.Integer(default=-1, doc="The frame just sent to the page.")
+    painted = param.Integer(default=-1, doc="The frame the page has painted.")
 
     _esm = """
     export function render({ model, el }) {
@@ -135,6 +144,10 @@ class PlayShortcut(JSComponent):
       };
       document.addEventListener("keydown", handler);
       model.on("remove", () => document.removeEventListener("keydown", handler));
+      model.on("frame", () => {
+        const frame = model.frame;
+        requestAnimationFrame(() => { model.painted = frame; });
+      });
       el.style.display = "block";
       el.style.width = "1px";
       el.style.height = "1px";
@@ -172,9 +185,13 @@ class FramesView(pn.viewable.Viewer):
             state.param.toggle_play, label=PLAY_LABEL, color="success", width=110,
             margin=(18, 5, 5, 5), description="Play/Pause (keyboard: k, or space)",
             css_classes=["echo-play"])
-        self.shortcut = PlayShortcut(width=1, height=1, margin=0)
-        self.shortcut.param.watch(lambda event: setattr(state, "toggle_play", True), "presses")
+        self.bridge = PlaybackBridge(width=1, height=1, margin=0)
+        self.bridge.param.watch(lambda event: setattr(state, "toggle_play", True), "presses")
+        self.bridge.param.watch(self._painted, "painted")
         state.param.watch(self._on_playing, "playing")
+        # After the plot's own watchers (precedence), so the report follows the image.
+        state.param.watch(self._sent, "shown_index", precedence=10)
+        state.paced_by_page = True
         playback = pn.Row(
             self.play_button,
             pn.widgets.IntSlider.from_param(state.param.fps, width=170, margin=(5, 15),
@@ -190,7 +207,7 @@ class FramesView(pn.viewable.Viewer):
                                      state.param.playing, state.param.fps),
                              css_classes=["echo-status", "echo-achieved-fps"], width=230,
                              margin=(22, 10, 0, 10), stylesheets=[FRAMES_CSS]),
-            self.shortcut,
+            self.bridge,
             sizing_mode="stretch_width",
         )
         # The limits as two number boxes (typed; Enter or leaving the box applies them).
@@ -305,6 +322,12 @@ class FramesView(pn.viewable.Viewer):
             self._show_limits()  # back to the limits in use; the message says why
 
     # -- playback -----------------------------------------------------------------------------
+
+    def _sent(self, event) -> None:
+        self.bridge.frame = event.new
+
+    def _painted(self, event) -> None:
+        self.state.painted_index = event.new
 
     def _on_playing(self, event) -> None:
         self.play_button.param.update(label=PAUSE_LABEL if event.new else PLAY_LABEL,
