@@ -148,9 +148,10 @@ class AnalysisTools(pn.viewable.Viewer):
         data = [] if stack is None else [(x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5)]
         return hv.Rectangles(data, kdims=["x", "y", "x2", "y2"]).opts(
             fill_color=ROI_COLOR, line_color=ROI_COLOR, line_width=2, tools=["box_select", "tap"],
-            # Box Select and taps select glyphs: keep the box looking the same when they do.
-            **_UNSELECTABLE, fill_alpha=0.12, selection_fill_alpha=0.12,
-            nonselection_fill_alpha=0.12)
+            # An outline only: a tint would change the pixels a scientist is judging. Box
+            # Select and taps select glyphs: keep the box looking the same when they do.
+            **_UNSELECTABLE, fill_alpha=0.0, selection_fill_alpha=0.0,
+            nonselection_fill_alpha=0.0)
 
     def _line_element(self, x0, y0, x1, y1, pending, stack):
         if stack is None:
