@@ -7,6 +7,7 @@ import html
 import holoviews as hv
 import panel as pn
 import param
+from bokeh.models import NumeralTickFormatter
 from panel.custom import JSComponent
 
 from ..state.viewer import ViewerState
@@ -155,6 +156,11 @@ class PlaybackBridge(JSComponent):
     """
 
 
+#: While playing, the histogram is redrawn at most this often (seconds): each plot update costs
+#: the server a walk over the page's whole Bokeh document, and the frame matters more.
+HIST_PLAYING_PERIOD = 0.5
+
+
 class FramesView(pn.viewable.Viewer):
     """The large rasterized frame, its histogram and the frame, playback and contrast controls.
 
@@ -163,13 +169,19 @@ class FramesView(pn.viewable.Viewer):
     is shown below the frame.
     """
 
+    hist_serial = param.Integer(default=0, precedence=-1,
+                                doc="Bumped when the histogram should be redrawn.")
+
     def __init__(self, state: ViewerState, *, tools=None, **params):
         super().__init__(**params)
         self.state = state
         self.tools = tools
         self._hist_cache: tuple[int, hv.Histogram] | None = None
-        hist = hv.DynamicMap(pn.bind(self._histogram, state.param.frame_serial,
-                                     state.param.contrast))
+        self._hist_drawn = 0.0
+        state.param.watch(self._hist_due, ["frame_serial", "contrast", "playing"])
+        # One formatter model for the life of the view (see plots.limits_histogram).
+        self._hist_ticks = NumeralTickFormatter(format="0.[00]a")
+        hist = hv.DynamicMap(pn.bind(self._histogram, self.param.hist_serial))
         width = dict(width=110, margin=(5, 5))
         controls = pn.Row(
             pn.widgets.Button.from_param(state.param.first, **width),
@@ -290,11 +302,24 @@ class FramesView(pn.viewable.Viewer):
         return plots.frame_image(self.state.frame, shape=self.state.frame_shape,
                                  clim=plots.clim_of(contrast))
 
-    def _histogram(self, serial: int, contrast) -> hv.Histogram:
-        if self._hist_cache is None or self._hist_cache[0] != serial:
-            self._hist_cache = (serial, plots.histogram(self.state.frame,
-                                                        title="Histogram of this frame"))
-        return plots.limits_histogram(self._hist_cache[1], contrast, self._dragged)
+    def _hist_due(self, *events) -> None:
+        import time
+
+        now = time.monotonic()
+        names = {event.name for event in events}
+        if (self.state.playing and names == {"frame_serial"} | (names & {"contrast"})
+                and now - self._hist_drawn < HIST_PLAYING_PERIOD):
+            return  # playing: skip this frame's histogram (a later one comes soon)
+        self._hist_drawn = now
+        self.hist_serial += 1
+
+    def _histogram(self, serial: int) -> hv.Histogram:
+        state = self.state
+        if self._hist_cache is None or self._hist_cache[0] != state.frame_serial:
+            self._hist_cache = (state.frame_serial,
+                                plots.histogram(state.frame, title="Histogram of this frame"))
+        return plots.limits_histogram(self._hist_cache[1], state.contrast, self._dragged,
+                                      xformatter=self._hist_ticks)
 
     def _dragged(self, low: float, high: float) -> None:
         # Dragging the band on the histogram: manual limits.
