@@ -123,6 +123,7 @@ def mode_button(page, name: str):
 
 
 def test_playback_plays_loops_and_pauses(page, moto_server, demo):
+    page.set_viewport_size({"width": 1600, "height": 1180})
     open_stack(page, moto_server)
     expect(play_button(page)).to_have_text("▶ Play")
     expect(status(page, "echo-achieved-fps")).to_have_text("Paused")
@@ -135,6 +136,7 @@ def test_playback_plays_loops_and_pauses(page, moto_server, demo):
     expect(page.locator(".echo-loop-range")).to_contain_text("Loop over frames: 3 .. 8")
     play_button(page).click()
     expect(play_button(page)).to_have_text("❚❚ Pause")
+    page.mouse.move(5, 5)  # no tooltip over the controls in the screenshot
     seen = watch_frames(page, lambda s: s.count(8) >= 2 and s[-1] > 3)
     shot(page, "21-playing")
     wrapped = [k for k in range(1, len(seen)) if seen[k] < seen[k - 1]]

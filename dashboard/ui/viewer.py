@@ -239,7 +239,8 @@ class FramesView(pn.viewable.Viewer):
                 css_classes=["echo-contrast-mode"]),
             pn.widgets.RangeSlider.from_param(
                 state.param.percentiles, step=0.5, format="0[.]0", sizing_mode="stretch_width",
-                css_classes=["echo-percentiles"]),
+                css_classes=["echo-percentiles"],
+                disabled=pn.bind(lambda mode: mode == "manual", state.param.contrast_mode)),
             pn.Row(self.low_input, self.high_input),
             pn.pane.HoloViews(hist, sizing_mode="stretch_width", height=230,
                               css_classes=["echo-histogram"]),
