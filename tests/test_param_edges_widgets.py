@@ -365,6 +365,15 @@ def _finding(case: Case, problems: list[str]) -> bool:
 
 RESULTS: list[Case] = []
 
+
+@pytest.fixture(scope="module", autouse=True)
+def table():
+    """Print the outcomes at the end of the module, for RELIABILITY.md (``pytest -s``)."""
+    yield
+    rows = Counter((c.widget, c.path, c.outcome) for c in RESULTS)
+    for (widget, path, outcome), n in sorted(rows.items()):
+        print(f"| {widget} | {path} | {n} | {outcome} |")
+
 # Parameters shown as text or indicators, or set by the view's own glue, not by a widget.
 DISPLAY_ONLY = {"busy", "downloading", "download_progress", "loading", "playing", "previewing",
                 "running", "done", "total", "progress", "frames_per_s", "eta_s", "contrast",
@@ -492,7 +501,7 @@ def test_actions_after_edge_values_say_what_is_wrong(app, fresh, tmp_path, monke
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # relative folders resolve from the server's folder
     session = app.session
-    processor, browser = session.processor, session.browser
+    processor, browse = session.processor, session.browser
     outcomes: dict[tuple[str, str], str] = {}
 
     for sigma in (0.0, 1e-300, 100.0):
@@ -508,12 +517,12 @@ def test_actions_after_edge_values_say_what_is_wrong(app, fresh, tmp_path, monke
         processor.batch = True
         assert session.wait(120)
         outcomes[("output", repr(folder))] = processor.status
-    browser.selection = [NEXUS_KEY]
+    browse.selection = [NEXUS_KEY]
     for folder in FOLDERS:
-        browser.download_dir = folder
-        browser.download = True
+        browse.download_dir = folder
+        browse.download = True
         assert session.wait(120)
-        outcomes[("download_dir", repr(folder))] = browser.download_status or browser.status
+        outcomes[("download_dir", repr(folder))] = browse.download_status or browse.status
 
     for path in FOLDERS + [str(tmp_path), "/etc/passwd"]:
         fresh.browser.credentials_path = path
@@ -558,14 +567,6 @@ def test_the_session_still_works_after_all_edges(app, demo):
     assert app.session.wait(60)
     assert processor.status == "Preview of frame 39 ready.", processor.status
     assert processor.stages is not None
-
-
-def test_print_the_table(app):
-    """The outcomes, for RELIABILITY.md (shown with ``pytest -s``)."""
-    assert RESULTS, "run with the edge tests"
-    rows = Counter((c.widget, c.path, c.outcome) for c in RESULTS)
-    for (widget, path, outcome), n in sorted(rows.items()):
-        print(f"| {widget} | {path} | {n} | {outcome} |")
 
 
 # -- in Chromium: typing out-of-range numbers and pressing Enter -------------------------------

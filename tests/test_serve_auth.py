@@ -23,7 +23,7 @@ from http.cookiejar import CookieJar
 
 import pytest
 from browser_fixtures import *  # noqa: F403 - fixtures and helpers
-from browser_fixtures import click, new_page, shot, status
+from browser_fixtures import click, shot, status
 from conftest import ACCESS_KEY, SECRET_KEY
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
