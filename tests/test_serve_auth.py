@@ -433,3 +433,52 @@ def test_unknown_provider_from_python_is_a_config_error():
         ServerAuth.from_options(oauth_provider=OAUTH_SECRET + "/x", oauth_key="k",
                                 oauth_secret="s", cookie_secret=COOKIE_SECRET)
     assert OAUTH_SECRET not in str(info.value)
+
+
+def test_the_real_command_serves_a_login(tmp_path):
+    """``echo-s3-viewer serve --demo`` in a process of its own, secrets from the environment."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "ECHO_S3_BASIC_AUTH": PASSWORD, "ECHO_S3_COOKIE_SECRET": COOKIE_SECRET,
+           "PYTHONUNBUFFERED": "1"}
+    for name in ENV[2:]:
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.cli", "serve", "--demo", "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"Launching server at (http://\S+)", line)
+            url = found.group(1).rstrip("/") + "/" if found else None
+        assert url, "".join(lines)
+        opener, jar = _opener()
+        code, location, _ = _fetch(opener, url)
+        assert code == 302 and to_login(location)
+        code, location, _ = _fetch(opener, url + "login", {"username": "x", "password": "nope"})
+        assert code == 302 and "error=Invalid" in location
+        code, location, _ = _fetch(opener, url + "login", {"username": "x", "password": PASSWORD})
+        assert code == 302 and "error" not in location and any(c.name == "user" for c in jar)
+        code, _, page = _fetch(opener, url)
+        assert code == 200 and "<title>ECHO S3 Viewer</title>" in page
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        lines.append(output)
+    text = "".join(lines)
+    assert PASSWORD not in text and COOKIE_SECRET not in text
+    assert "without HTTPS" not in text  # 127.0.0.1: no warning
