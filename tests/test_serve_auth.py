@@ -482,3 +482,24 @@ def test_the_real_command_serves_a_login(tmp_path):
     text = "".join(lines)
     assert PASSWORD not in text and COOKIE_SECRET not in text
     assert "without HTTPS" not in text  # 127.0.0.1: no warning
+
+
+def test_a_login_template_is_served(moto_server, tmp_path, monkeypatch):
+    from panel.auth import BasicLoginHandler, LogoutHandler
+
+    # Panel keeps the templates on its handler classes: put them back after the test.
+    monkeypatch.setattr(BasicLoginHandler, "_login_template", BasicLoginHandler._login_template)
+    monkeypatch.setattr(LogoutHandler, "_logout_template", LogoutHandler._logout_template)
+    login, logout = tmp_path / "login.html", tmp_path / "logout.html"
+    login.write_text("<h1>ECHO S3 Viewer at the beamline</h1><p>{{ errormessage }}</p>"
+                     '<form action="{{ login_endpoint }}" method="post"></form>')
+    logout.write_text("<h1>Signed out of ECHO S3 Viewer</h1>")
+    auth = ServerAuth.from_options(basic_auth=PASSWORD, cookie_secret=COOKIE_SECRET,
+                                   login_template=str(login), logout_template=str(logout))
+    with RunningServer(Settings(endpoint=moto_server.endpoint), auth=auth) as server:
+        opener, _ = _opener()
+        code, _, page = _fetch(opener, server.url + "login?error=Wrong%20password")
+        assert code == 200 and "ECHO S3 Viewer at the beamline" in page
+        assert "Wrong password" in page
+        code, _, page = _fetch(opener, server.url + "logout")
+        assert code == 200 and "Signed out of ECHO S3 Viewer" in page
