@@ -98,7 +98,8 @@ def test_serve_signature_matches_the_cli():
 
     params = inspect.signature(serve).parameters
     assert list(params) == ["settings", "demo", "port", "address", "show",
-                            "allow_websocket_origin", "prefix"]
+                            "allow_websocket_origin", "prefix", "auth", "ssl_certfile",
+                            "ssl_keyfile"]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
 
 
