@@ -168,6 +168,8 @@ def test_download_workers_below_one_is_a_usage_error(env, capsys, workers):
     (["--sigma", "-1"], ["Sigma"]),
     (["--sigma", "nan"], ["Sigma"]),
     (["--sigma", "inf"], ["Sigma"]),
+    (["--sigma", "1e-300"], ["Sigma", "0.01 to 100"]),
+    (["--sigma", "1000"], ["Sigma", "0.01 to 100"]),
     (["--dataset", "/no/such/dataset"], []),
 ])
 def test_process_bad_values_write_nothing(env, capsys, extra, words):

@@ -195,8 +195,10 @@ def test_gaussian_default_sigma_is_4_and_large_values_still_match():
 def test_gaussian_of_a_constant_is_that_constant_and_sigma_must_be_positive():
     x = np.full((30, 17), 0.25, dtype=np.float32)
     np.testing.assert_allclose(gaussian(x, sigma=3.0), 0.25, atol=1e-7)
-    with pytest.raises(ValueError):
-        gaussian(x, sigma=0.0)
+    for sigma in (0.0, 1e-300, 100.5, float("nan")):
+        with pytest.raises(ValueError):
+            gaussian(x, sigma=sigma)
+    np.testing.assert_array_equal(gaussian(x, sigma=0.01), x)  # the smallest: kernel [1]
 
 
 def test_gaussian_without_opencv_falls_back_to_scipy(monkeypatch):

@@ -18,7 +18,6 @@ the same :class:`~.render.Recipe`, so their outputs are byte-identical.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading
@@ -39,6 +38,7 @@ from .pipeline import (
     FLAT_FLOOR,
     FLAT_FRAMES,
     PERCENTILES,
+    SIGMA_BOUNDS,
     TRUNCATE,
     flat_from_frames,
     floor_flat,
@@ -221,7 +221,7 @@ def plan_batch(
         Frames ``start … end`` inclusive, every ``step``-th; ``start >= 20`` (the flat is the
         20 frames before it); ``end`` defaults to the last frame.
     sigma : float
-        Gaussian sigma in pixels, > 0.
+        Gaussian sigma in pixels, 0.01 to 100.
     fmt : {"png", "tiff", "npy"}
     out : str or path
         A folder or ``s3://BUCKET/PREFIX``.
@@ -273,11 +273,12 @@ def _check_parameters(*, start, end, step, sigma, fmt, png_level) -> None:
     if end is not None and (not isinstance(end, int | np.integer) or end < start):
         raise InvalidBatch(f"The end frame ({end}) must not be before the start frame ({start}).")
     try:
-        sigma_ok = math.isfinite(float(sigma)) and float(sigma) > 0
+        sigma_ok = SIGMA_BOUNDS[0] <= float(sigma) <= SIGMA_BOUNDS[1]  # False for NaN
     except (TypeError, ValueError):
         sigma_ok = False
     if not sigma_ok:
-        raise InvalidBatch(f"Sigma must be a number greater than 0 (got {sigma}).")
+        raise InvalidBatch(f"Sigma must be a number from {SIGMA_BOUNDS[0]:g} to "
+                           f"{SIGMA_BOUNDS[1]:g} pixels (got {sigma}).")
     if not isinstance(png_level, int | np.integer) or not 0 <= png_level <= 9:
         raise InvalidBatch(f"The PNG compression level must be 0 to 9 (got {png_level}).")
 

@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 DEFAULT_SIGMA = 4.0
+SIGMA_BOUNDS = (0.01, 100.0)  # pixels: below, the kernel is [1]; above, it outgrows any frame
 FLAT_FRAMES = 20  # frames start-20 … start-1 make the flat
 FLAT_FLOOR = 1e-6  # the flat is floored here before dividing
 PERCENTILES = (1.0, 99.0)
@@ -303,7 +304,7 @@ def gaussian(image: np.ndarray, *, sigma: float = DEFAULT_SIGMA,
     image : (M, N) ndarray
         Converted to float32.
     sigma : float
-        Standard deviation in pixels, > 0.
+        Standard deviation in pixels, within :data:`SIGMA_BOUNDS` (0.01 to 100).
     backend : {"auto", "opencv", "scipy"}
         ``auto`` uses OpenCV for 2-D images with ``|x| <= 16`` (where it agrees with scipy within
         1e-5; in practice within 5e-7) and scipy otherwise.
@@ -313,8 +314,8 @@ def gaussian(image: np.ndarray, *, sigma: float = DEFAULT_SIGMA,
     (M, N) float32 ndarray
     """
     image = np.asarray(image, dtype=np.float32)
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if not SIGMA_BOUNDS[0] <= sigma <= SIGMA_BOUNDS[1]:
+        raise ValueError(f"sigma must be {SIGMA_BOUNDS[0]:g} to {SIGMA_BOUNDS[1]:g}, got {sigma}")
     if backend not in ("auto", "opencv", "scipy"):
         raise ValueError(f"unknown backend {backend!r}")
     if backend == "auto":

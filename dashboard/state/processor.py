@@ -7,6 +7,7 @@ import threading
 
 import param
 
+from ..processing.pipeline import DEFAULT_SIGMA, SIGMA_BOUNDS
 from .tasks import Tasks, user_message
 from .viewer import ViewerState
 
@@ -25,7 +26,7 @@ class ProcessorState(param.Parameterized):
     start = param.Integer(default=FLAT_FRAMES, bounds=(0, None), label="Start frame")
     end = param.Integer(default=FLAT_FRAMES, bounds=(0, None), label="End frame")
     step = param.Integer(default=1, bounds=(1, None), label="Step")
-    sigma = param.Number(default=4.0, bounds=(0.0, 100.0), label="Gaussian σ (pixels)")
+    sigma = param.Number(default=DEFAULT_SIGMA, bounds=SIGMA_BOUNDS, label="Gaussian σ (pixels)")
     format = param.Selector(default="PNG", objects=list(FORMATS), label="Format")
     output = param.String(default="", label="Output folder (local path or s3://bucket/prefix)")
 
