@@ -13,6 +13,7 @@ from panel.custom import JSComponent
 from ..state.viewer import ViewerState
 from . import plots
 from .browser import status_line
+from .widgets import number_box, number_input, reporter
 
 FRAME_BOX = (900, 660)  # the frame view's largest size in screen pixels (aspect kept)
 
@@ -190,7 +191,8 @@ class FramesView(pn.viewable.Viewer):
                                             label="Frame", css_classes=["echo-frame-slider"]),
             pn.widgets.Button.from_param(state.param.next, **width),
             pn.widgets.Button.from_param(state.param.last, **width),
-            pn.widgets.IntInput.from_param(state.param.index, label="Frame number", width=120),
+            number_input(state.param.index, report=reporter(state, "status"),
+                         label="Frame number", width=120),
             sizing_mode="stretch_width",
         )
         self.play_button = pn.widgets.Button.from_param(
@@ -224,8 +226,9 @@ class FramesView(pn.viewable.Viewer):
         )
         # The limits as two number boxes (typed; Enter or leaving the box applies them).
         box = dict(width=118, step=1.0, format="0[.][000]")
-        self.low_input = pn.widgets.FloatInput(label="Low limit", **box)
-        self.high_input = pn.widgets.FloatInput(label="High limit", **box)
+        said = reporter(state, "contrast_status")
+        self.low_input = number_box(label="Low limit", report=said, **box)
+        self.high_input = number_box(label="High limit", report=said, **box)
         self._showing_limits = False
         for widget in (self.low_input, self.high_input):
             widget.param.watch(self._typed_limits, "value")
