@@ -155,6 +155,22 @@ def test_download_selected(session, demo, tmp_path):
     assert str(tmp_path / "out") in b.download_status
 
 
+@pytest.mark.parametrize("folder, words", [
+    ("s3://echo-demo/copies", "not an s3:// address"),
+    ("out\x00put", "contains a NUL character"),
+    ("x" * 300, "longer than 255 bytes"),
+])
+def test_download_to_an_unusable_folder_says_why_and_writes_nothing(session, tmp_path,
+                                                                  monkeypatch, folder, words):
+    monkeypatch.chdir(tmp_path)
+    b = listed(session)
+    b.selection = [SHORT_KEY]
+    b.download_dir = folder
+    b.download = True
+    assert words in b.download_status and not b.downloading
+    assert session.wait(30) and list(tmp_path.iterdir()) == []
+
+
 def test_download_needs_a_selection(session):
     b = listed(session)
     b.download = True

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import EchoError
+from ..storage.paths import UnusablePath, local_path
 from .pipeline import to_uint8
 
 log = logging.getLogger(__name__)
@@ -368,9 +369,10 @@ def open_output(out: str | os.PathLike, *, s3=None):
         if s3 is None:
             raise OutputError(f"An S3 connection is needed to write to {text}.")
         return S3Output(s3, bucket, prefix)
-    if not text.strip():
-        raise OutputError("No output folder given.")
-    return LocalOutput(text)
+    try:
+        return LocalOutput(local_path(text, what="output folder"))
+    except UnusablePath as exc:
+        raise OutputError(str(exc)) from None
 
 
 # -- provenance ------------------------------------------------------------------------------

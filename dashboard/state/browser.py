@@ -16,6 +16,7 @@ from ..storage.credentials import (
     Credentials, from_json_file, from_json_text, load_credentials, mask,
 )
 from ..storage.listing import SORT_KEYS, directories, filter_objects, sort_objects
+from ..storage.paths import UnusablePath, local_path
 from ..storage.s3 import S3
 from .tasks import Tasks, user_message
 
@@ -245,11 +246,15 @@ class BrowserState(param.Parameterized):
         if not self.download_dir.strip():
             self.download_status = "Give a download folder first."
             return
+        try:
+            out_dir = local_path(self.download_dir.strip(), what="download folder")
+        except UnusablePath as exc:
+            self.download_status = str(exc)
+            return
         self._download_cancel.clear()
         self.param.update(downloading=True, download_progress=0,
                           download_status=f"Downloading {len(self.selection)} object(s)…")
-        self.tasks.submit(self._download, self.s3, self.bucket, list(self.selection),
-                          Path(self.download_dir.strip()).expanduser())
+        self.tasks.submit(self._download, self.s3, self.bucket, list(self.selection), out_dir)
 
     @param.depends("cancel_download", watch=True)
     def _on_cancel_download(self) -> None:

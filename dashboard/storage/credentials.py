@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EchoError
+from .paths import UnusablePath, local_path
 
 log = logging.getLogger(__name__)
+
+MAX_KEY_FILE_BYTES = 64 * 1024  # a key file is a few lines of JSON
 
 
 class CredentialsError(EchoError):
@@ -114,16 +117,37 @@ class Credentials:
 
 
 def from_json_file(path: str | os.PathLike) -> Credentials:
-    """Read ``{"access_key": ..., "secret_key": ...}`` (optional ``"endpoint"``) from ``path``."""
-    path = Path(path).expanduser()
+    """Read ``{"access_key": ..., "secret_key": ...}`` (optional ``"endpoint"``) from ``path``.
+
+    Only a regular file of at most :data:`MAX_KEY_FILE_BYTES` is read: a path typed in a hosted
+    dashboard may name ``/dev/zero`` or a FIFO, which would never end.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        path = local_path(path, what="credentials file path")
+    except UnusablePath as exc:
+        raise CredentialsError(str(exc)) from None
+    try:
+        # stat before open: opening a FIFO would block until someone writes to it
+        if not stat.S_ISREG(path.stat().st_mode):
+            if path.is_dir():
+                raise IsADirectoryError
+            raise CredentialsError(f"Credentials path is not a regular file: {path}")
+        with path.open("rb") as f:
+            data = f.read(MAX_KEY_FILE_BYTES + 1)
     except FileNotFoundError:
         raise CredentialsError(f"Credentials file not found: {path}") from None
     except IsADirectoryError:
         raise CredentialsError(f"Credentials path is a folder, not a file: {path}") from None
     except PermissionError:
         raise CredentialsError(f"Credentials file is not readable (permission denied): {path}") from None
+    except OSError as exc:
+        raise CredentialsError(f"Credentials file cannot be read ({exc.strerror or 'error'}): "
+                               f"{path}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise CredentialsError(f"Credentials file is larger than {MAX_KEY_FILE_BYTES // 1024} KiB;"
+                               f" a key file is a few lines of JSON: {path}")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CredentialsError(f"Credentials file is not a UTF-8 text file: {path}") from None
     _warn_if_shared(path)

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from ..errors import EchoError
 from .listing import human_size
+from .paths import UnusablePath, local_path
 from .s3 import body_errors
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,10 @@ def download_objects(
         If ``out_dir`` cannot be created.
     """
     started = time.monotonic()
-    out_dir = Path(out_dir).expanduser()
+    try:
+        out_dir = local_path(out_dir, what="download folder")
+    except UnusablePath as exc:
+        raise DownloadError(str(exc)) from None
     keys = list(dict.fromkeys(keys))
     results: dict[str, FileResult] = {}
     try:
