@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
 
 from . import __version__
-from .config import Settings
+from .config import ENV_SERVER_KEYS, Settings
 from .errors import EchoError
 
 log = logging.getLogger("dashboard")
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra websocket origin to accept (repeatable); none beyond localhost by default")
     p.add_argument("--prefix", help="URL prefix when served behind a proxy (e.g. JupyterHub)")
     p.add_argument("--max-objects", type=_at_least_one, help="listing limit (env ECHO_S3_MAX_OBJECTS; default 5000)")
+    p.add_argument("--server-keys", action=argparse.BooleanOptionalAction, default=None,
+                   help="let sessions use keys found on the server: a typed key-file path, the "
+                        "environment, AWS profiles (env ECHO_S3_SERVER_KEYS; default: yes, but "
+                        "no with a login, where the server is shared)")
     _login_options(p)
 
     p = sub.add_parser("ls", parents=[common], help="list buckets, or objects under s3://BUCKET/PREFIX")
@@ -198,8 +203,6 @@ def _connect(args):
 
 
 def _env_endpoint():
-    import os
-
     from .config import ENV_ENDPOINT
 
     return os.environ.get(ENV_ENDPOINT) or None
@@ -241,6 +244,10 @@ def _cmd_serve(args) -> int:
         print(f"echo-s3-viewer serve: error: {exc}", file=sys.stderr)
         return 2
     settings = _settings(args)
+    if args.server_keys is not None:
+        settings = settings.with_overrides(server_keys=args.server_keys)
+    elif auth is not None and not os.environ.get(ENV_SERVER_KEYS):
+        settings = settings.with_overrides(server_keys=False)  # shared: the keys are not theirs
     serve(
         auth=auth,
         ssl_certfile=args.ssl_certfile,

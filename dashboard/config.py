@@ -15,6 +15,7 @@ DEFAULT_MAX_OBJECTS = 5000
 ENV_ENDPOINT = "ECHO_S3_ENDPOINT"
 ENV_CREDENTIALS = "ECHO_S3_CREDENTIALS"
 ENV_MAX_OBJECTS = "ECHO_S3_MAX_OBJECTS"
+ENV_SERVER_KEYS = "ECHO_S3_SERVER_KEYS"
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,18 @@ class Settings:
         AWS profile name (``~/.aws/credentials``).
     max_objects : int
         Stop listing after this many objects and say that more exist.
+    server_keys : bool
+        Whether a session may use keys found on the server: a key-file path typed in the page,
+        the server's environment or AWS profiles. Off on a shared server, where those keys are
+        the operator's or another user's; sessions then use only keys given in the page (or the
+        ``credentials`` the server was started with, which every session gets anyway).
     """
 
     endpoint: str = DEFAULT_ENDPOINT
     credentials_path: Path | None = None
     profile: str | None = None
     max_objects: int = DEFAULT_MAX_OBJECTS
+    server_keys: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -52,6 +59,8 @@ class Settings:
             values["profile"] = env["AWS_PROFILE"]
         if env.get(ENV_MAX_OBJECTS):
             values["max_objects"] = _positive_int(env[ENV_MAX_OBJECTS], ENV_MAX_OBJECTS)
+        if env.get(ENV_SERVER_KEYS):
+            values["server_keys"] = _flag(env[ENV_SERVER_KEYS], ENV_SERVER_KEYS)
         settings = cls(**values)
         return settings.with_overrides(**overrides)
 
@@ -83,3 +92,12 @@ def _positive_int(value, name: str) -> int:
     if number < 1:
         raise ConfigError(f"{name} must be at least 1, got {number}.")
     return number
+
+
+def _flag(value: str, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (yes/no), got {value!r}.")

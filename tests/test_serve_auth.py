@@ -503,3 +503,52 @@ def test_a_login_template_is_served(moto_server, tmp_path, monkeypatch):
         assert "Wrong password" in page
         code, _, page = _fetch(opener, server.url + "logout")
         assert code == 200 and "Signed out of ECHO S3 Viewer" in page
+
+
+# -- a shared server does not lend its own keys ------------------------------------------------
+
+
+def test_a_login_turns_server_keys_off_unless_asked(capsys, no_serve, monkeypatch):
+    monkeypatch.setenv("ECHO_S3_COOKIE_SECRET", COOKIE_SECRET)
+    monkeypatch.delenv("ECHO_S3_SERVER_KEYS", raising=False)
+    assert run_cli(["serve", "--demo"], capsys)[0] == 0
+    assert no_serve[-1]["settings"].server_keys is True  # one user, their own machine
+    assert run_cli(["serve", "--basic-auth", PASSWORD], capsys)[0] == 0
+    assert no_serve[-1]["settings"].server_keys is False  # shared: the keys are not theirs
+    assert run_cli(["serve", "--basic-auth", PASSWORD, "--server-keys"], capsys)[0] == 0
+    assert no_serve[-1]["settings"].server_keys is True
+    monkeypatch.setenv("ECHO_S3_SERVER_KEYS", "yes")
+    assert run_cli(["serve", "--basic-auth", PASSWORD], capsys)[0] == 0
+    assert no_serve[-1]["settings"].server_keys is True
+    assert run_cli(["serve", "--no-server-keys"], capsys)[0] == 0
+    assert no_serve[-1]["settings"].server_keys is False
+
+
+def test_without_server_keys_connect_uses_only_keys_from_the_page(moto_server, credentials,
+                                                                 tmp_path, monkeypatch):
+    import json as json_module
+
+    from dashboard.config import Settings
+    from dashboard.state.session import Session
+
+    # The operator's keys: a file on the server and the server's environment.
+    key_file = tmp_path / "operator.json"
+    key_file.write_text(json_module.dumps({"access_key": credentials.access_key,
+                                           "secret_key": credentials.secret_key}))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_key)
+    session = Session(Settings(endpoint=moto_server.endpoint, server_keys=False))
+    try:
+        b = session.browser
+        assert b.credentials_path == ""
+        for path in (str(key_file), ""):  # a typed path, then nothing (the default chain)
+            b.credentials_path = path
+            b.connect = True
+            assert session.wait(30) and not b.connected
+            assert b.status == ("Not connected: This server uses only keys given in the page: "
+                                "paste or upload your key file, then press Connect.")
+        b.credentials_text = key_file.read_text()  # pasted keys still work
+        b.connect = True
+        assert session.wait(30) and b.connected
+    finally:
+        session.close()

@@ -191,3 +191,24 @@ def test_listing_dates_are_utc_whatever_the_server_time_zone():
     here = objects_frame([ObjectInfo("b.h5", 1, datetime(2026, 1, 1, tzinfo=timezone.utc), "e")])
     assert list(here.columns)[2] == "Modified (UTC)"
     assert here.iloc[0, 2] == "2026-01-01 00:00"
+
+
+def test_the_key_file_field_is_hidden_when_server_keys_are_off():
+    import panel as pn
+
+    from dashboard.ui.app import EchoS3Viewer, extension
+
+    extension()
+
+    def key_file_fields(app):
+        return [w for w in app.connect_view.__panel__().select(pn.widgets.TextInput)
+                if w.name == "Credentials file (on the server)"]
+
+    shown = EchoS3Viewer(settings=Settings(server_keys=True))
+    hidden = EchoS3Viewer(settings=Settings(server_keys=False))
+    try:
+        assert [w.visible for w in key_file_fields(shown)] == [True]
+        assert [w.visible for w in key_file_fields(hidden)] == [False]
+    finally:
+        shown.session.close()
+        hidden.session.close()

@@ -13,7 +13,7 @@ import param
 
 from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS, normalize_endpoint
 from ..storage.credentials import (
-    Credentials, from_json_file, from_json_text, load_credentials, mask,
+    Credentials, CredentialsError, from_json_file, from_json_text, load_credentials, mask,
 )
 from ..storage.listing import SORT_KEYS, directories, filter_objects, sort_objects
 from ..storage.paths import UnusablePath, local_path
@@ -43,6 +43,10 @@ class BrowserState(param.Parameterized):
     # -- connect -----------------------------------------------------------------------------
     endpoint = param.String(default=DEFAULT_ENDPOINT, label="Endpoint")
     credentials_path = param.String(default="", label="Credentials file (on the server)")
+    server_keys = param.Boolean(
+        default=True, constant=True, precedence=-1,
+        doc="May Connect use keys found on the server (a typed key-file path, the server's "
+            "environment, AWS profiles)? Off on shared servers (Settings.server_keys).")
     credentials_text = param.String(
         default="", label="…or paste keys (JSON)", precedence=-1,
         doc="Pasted/uploaded key JSON; cleared by connect(), never logged or shown again.",
@@ -141,6 +145,10 @@ class BrowserState(param.Parameterized):
             if credentials is None:
                 if text.strip():
                     credentials = from_json_text(text, origin="the pasted keys")
+                elif not self.server_keys:
+                    raise CredentialsError(
+                        "This server uses only keys given in the page: paste or upload your "
+                        "key file, then press Connect.")
                 elif self.credentials_path.strip():
                     credentials = from_json_file(self.credentials_path.strip())
                 else:

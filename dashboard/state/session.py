@@ -60,8 +60,9 @@ class Session(param.Parameterized):
         browser = BrowserState(
             tasks=self.tasks,
             endpoint=settings.endpoint,
-            credentials_path=str(settings.credentials_path or ""),
+            credentials_path=str(settings.credentials_path or "") if settings.server_keys else "",
             max_objects=settings.max_objects,
+            server_keys=settings.server_keys,
         )
         viewer = ViewerState(tasks=self.tasks, browser=browser)
         processor = ProcessorState(tasks=self.tasks, viewer=viewer)

@@ -78,7 +78,7 @@ class ConnectView(pn.viewable.Viewer):
             pn.widgets.TextInput.from_param(state.param.endpoint, sizing_mode="stretch_width"),
             pn.widgets.TextInput.from_param(
                 state.param.credentials_path, placeholder="~/.echo/keys.json",
-                sizing_mode="stretch_width",
+                sizing_mode="stretch_width", visible=state.server_keys,
             ),
             self._password,
             pn.pane.Markdown("…or upload a key file:", margin=(0, 10)),
