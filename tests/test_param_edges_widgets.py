@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import h5py
 import numpy as np
+import panel as pn
 import param
 import pytest
 from browser_fixtures import browser  # noqa: F401 - the Chromium fixture
@@ -34,7 +35,6 @@ from dashboard.config import Settings
 from dashboard.demo.store import DEMO_BUCKET, NEXUS_DATASET, NEXUS_KEY
 from dashboard.state.session import Session
 
-pn = pytest.importorskip("panel")
 
 HUGE = 10**20  # JSON.stringify(1e20) is "100000000000000000000": arrives as a Python int
 TEXTS = ["", "   ", "x" * 100_000, "日本語 ✓ 🙂", "../../../etc/passwd", "a\x00b",
@@ -313,48 +313,10 @@ def restore(app, snapshot: dict) -> None:
     assert app.session.wait(60)
 
 
-# -- known findings: reported for fixes in files other helpers own ----------------------------
-
-# (widget label, repr(value), path) -> why. A known case that passes is reported too, so the
-# entry is removed when its fix lands.
-CLEARED_BOX = ("a cleared number box sends null: Param refuses it, Panel logs 'Callback failed' "
-               "with a traceback, the box returns to the old value, no message (ui: number "
-               "boxes that turn None into a message)")
-HUGE_FLOAT = ("Panel's FloatInput crashes on integers beyond int64 (np.isnan(10**20): "
-              "TypeError) when the box has no upper bound (ui: give such boxes bounds; upstream "
-              "Panel)")
-KNOWN = {
-    **{("Percentiles (%)", "(nan, 100.0)", path): "param.Range accepts NaN (comparisons with "
-       "NaN are False): percentiles stay (nan, 100) and the contrast watcher raises ValueError "
-       "(state/viewer.py: refuse NaN percentiles)" for path in ("browser", "state")},
-    ("Loop over frames", "(nan, 39)", "state"): "param.Range accepts NaN: loop_range stays "
-        "(nan, 39) and _on_loop_range raises on int(round(nan)) (state/viewer.py)",
-    **{(box, repr(value), path): "the line-profile ends are param.Number without bounds: NaN "
-       "and ±inf are accepted (a modified page or a notebook), and 10**20 set on the state "
-       "raises TypeError in the profile watcher (np.isfinite on an int beyond int64) "
-       "(state/analysis.py: bounds from the frame shape, or refuse non-finite values)"
-       for box in ("start x", "start y", "end x", "end y")
-       for value, path in ((math.inf, "browser"), (-math.inf, "browser"), (HUGE, "state"),
-                           (math.nan, "state"), (math.inf, "state"), (-math.inf, "state"))},
-}
-
-
-def known(case: Case) -> str | None:
-    """Why a finding is known (reported for a fix in a file another helper owns), or None."""
-    if _key(case) in KNOWN:
-        return KNOWN[_key(case)]
-    boxes = ("IntInput", "FloatInput")
-    if (case.path, case.value, case.kind) == ("browser", None, boxes[0]) or \
-            (case.path, case.value, case.kind) == ("browser", None, boxes[1]):
-        return CLEARED_BOX if case.outcome.startswith("refused, ValueError") else None
-    if case.path == "browser" and case.kind == "FloatInput" and case.value == HUGE \
-            and type(case.value) is int and case.outcome.startswith("refused, TypeError"):
-        return HUGE_FLOAT
-    return None
-
+# -- findings ----------------------------------------------------------------------------------
 
 def _finding(case: Case, problems: list[str]) -> bool:
-    """Is this case a finding (a test failure unless known)?"""
+    """Is this case a finding (a test failure)?"""
     if problems:
         return True
     if case.browser_normal and (case.outcome.startswith(("refused, ", "error logged"))
@@ -440,49 +402,19 @@ def _key(case: Case) -> tuple[str, str, str]:
 
 
 def _report(findings, ran: set) -> None:
-    """Fail on new findings and on known ones that no longer happen; xfail on known ones."""
+    """Fail on any finding (every one listed, with its outcome and the state's problems)."""
 
     def line(case, problems):
         return f"{case.widget} <- {case.value!r:.40} ({case.path}): {case.outcome} {problems}"
 
-    unknown = [line(c, p) for c, p in findings if known(c) is None]
-    assert not unknown, "\n".join(unknown)
-    fixed = (set(KNOWN) & ran) - {_key(c) for c, _ in findings}
-    assert not fixed, f"fixed, remove from KNOWN: {sorted(fixed)}"
-    if findings:
-        by_reason: dict[str, list[str]] = {}
-        for case, _ in findings:
-            by_reason.setdefault(known(case), []).append(f"{case.widget} <- {case.value!r:.24}")
-        pytest.xfail(" | ".join(f"{reason} [{', '.join(cases)}]"
-                                for reason, cases in by_reason.items()))
+    assert ran
+    assert not findings, "\n".join(line(c, p) for c, p in findings)
 
 
 # -- the actions after edge values: a clear message, never "unexpected" ----------------------
 
 LONG_NAME = "x" * 300  # beyond NAME_MAX (255)
 FOLDERS = ["a\x00b", LONG_NAME, "../up/日本語 ✓", "/proc/no/such", "s3://", "   "]
-
-# (field, repr(value)) -> why: the action's message is "unexpected …" today.
-KNOWN_ACTIONS = {
-    ("sigma", "0.0"): "σ = 0 is inside the parameter's bounds (0, 100) and the page sends it; "
-        "the preview fails with 'unexpected ValueError' (pipeline: 'sigma must be > 0'). "
-        "state/processor.py: bounds (0, 100) with inclusive_bounds=(False, True) or a minimum "
-        "such as 0.01, and problem() naming the allowed range",
-    ("sigma", "1e-300"): "a tiny σ passes every check and the gaussian divides by zero: "
-        "'unexpected ZeroDivisionError' (state/processor.py minimum σ; pipeline to raise "
-        "InvalidBatch/EchoError)",
-    ("output", repr("a\x00b")): "a NUL byte in the output folder: 'unexpected ValueError' "
-        "(processing/export.py: report an invalid path)",
-    ("output", repr(LONG_NAME)): "a folder name beyond 255 bytes: 'unexpected OSError' "
-        "(processing/export.py: catch OSError when creating the folder, like downloads do)",
-    ("download_dir", repr("a\x00b")): "a NUL byte in the download folder: 'unexpected "
-        "ValueError' (storage/download.py: out_dir.mkdir raises ValueError)",
-    ("credentials_path", repr("a\x00b")): "a NUL byte in the key file path: 'unexpected "
-        "ValueError' (storage/credentials.py from_json_file)",
-    ("credentials_path", repr(LONG_NAME)): "a key file name beyond 255 bytes: 'unexpected "
-        "OSError' (storage/credentials.py from_json_file: catch OSError)",
-}
-
 
 def _clear(message: str) -> bool:
     return bool(message.strip()) and "unexpected" not in message and "Traceback" not in message
@@ -505,7 +437,12 @@ def test_actions_after_edge_values_say_what_is_wrong(app, fresh, tmp_path, monke
     outcomes: dict[tuple[str, str], str] = {}
 
     for sigma in (0.0, 1e-300, 100.0):
-        processor.sigma = sigma
+        try:
+            processor.sigma = sigma
+        except ValueError as exc:  # Param's refusal names the allowed range
+            outcomes[("sigma", repr(sigma))] = str(exc)
+            assert processor.sigma != sigma
+            continue
         processor.preview = True
         assert session.wait(60)
         outcomes[("sigma", repr(sigma))] = processor.status
@@ -540,17 +477,12 @@ def test_actions_after_edge_values_say_what_is_wrong(app, fresh, tmp_path, monke
     for (field, value), message in outcomes.items():
         RESULTS.append(Case(field, "action", "action", value, "action", message[:90]))
     unclear = {k: m for k, m in outcomes.items() if not _clear(m)}
-    unknown = {k: m for k, m in unclear.items() if k not in KNOWN_ACTIONS}
-    assert not unknown, unknown
-    fixed = set(KNOWN_ACTIONS) - set(unclear)
-    assert not fixed, f"fixed, remove from KNOWN_ACTIONS: {sorted(fixed)}"
+    assert not unclear, unclear
     # Folders are server paths chosen by the user (no sandbox): "../up/…" is exactly that
     # folder, relative to the server's working folder, with the batch and the download in it.
     written = tmp_path / "up" / "日本語 ✓"
     assert sorted(p.suffix for p in written.glob("scan_0001*.png")) == [".png", ".png"]
     assert (written / NEXUS_KEY).is_file()
-    if unclear:
-        pytest.xfail("known: " + "; ".join(f"{k[0]}={k[1]:.20}: {m}" for k, m in unclear.items()))
 
 
 def test_the_session_still_works_after_all_edges(app, demo):
@@ -570,23 +502,6 @@ def test_the_session_still_works_after_all_edges(app, demo):
 
 
 # -- in Chromium: typing out-of-range numbers and pressing Enter -------------------------------
-
-# (field, text) -> why the page neither clamps the box nor says what is wrong.
-NOT_SENT = ("Bokeh's number box keeps a typed value beyond its bounds and does not send it: the "
-            "box shows the typed number while the state (and a batch) keep the old one, and "
-            "nothing says so (ui/viewer.py, ui/processor.py: boxes without client bounds whose "
-            "server-side check resets the box and writes a status message)")
-CLEARED = ("a cleared box sends null: the box returns to the old value, but Panel logs "
-           "'Callback failed' with a traceback on the server (ui: treat None as 'unchanged')")
-KNOWN_TYPED: dict[tuple[str, str], str] = {
-    **{key: NOT_SENT for key in (
-        ("Frame number", "99999"), ("Frame number", "-5"),
-        ("Frame number", "100000000000000000000"), ("Start frame", "1000"), ("Start frame", "-3"),
-        ("End frame", "99999"), ("End frame", "-1"), ("Step", "0"), ("Step", "-2"),
-        ("Gaussian", "1e5"), ("Gaussian", "-1"), ("Gaussian", "101"))},
-    **{(field, ""): CLEARED for field in ("Frame number", "Start frame", "Step", "Gaussian")},
-}
-
 
 @pytest.mark.browser
 def test_typing_out_of_range_numbers_in_chromium(browser, moto_server, credentials, demo):
@@ -624,68 +539,64 @@ def test_typing_out_of_range_numbers_in_chromium(browser, moto_server, credentia
         def box(field):
             return page.locator(".bk-input-group:visible", has_text=field).locator("input").first
 
-        outcomes = {}
-
-        lines = [status(page, c) for c in ("echo-viewer-status", "echo-frame-label",
-                                           "echo-process-check", "echo-process-status")]
-
-        def typed(field, text, low, high):
+        def typed(field, text, line, message):
+            """Type ``text``, press Enter: ``message`` on ``line``, the box back to its value."""
             entry = box(field)
+            shown = entry.input_value()
             before = len(logged)
             entry.fill(text)
             entry.press("Enter")
+            if message:
+                expect(status(page, line)).to_contain_text(message)
+            expect(entry).to_have_value(shown)  # the value in use, not what was typed
+            assert logged[before:] == [], (field, text, logged[before:])
+            outcomes[(field, text)] = f"refused: {status(page, line).inner_text()[:60]}"
 
-            def settled() -> str | None:
-                shown = entry.input_value()
-                try:
-                    number = float(shown)
-                except ValueError:
-                    number = None
-                if number is not None and low <= number <= high:
-                    return f"box shows {shown} (valid)"
-                said = " ".join(line.inner_text() for line in lines if line.is_visible())
-                if any(w in said for w in ("must be", "at least", "at most", "between")):
-                    return f"message shown (box {shown!r}): {said[:60]}"
-                return None
-
-            outcome = None
-            for _ in range(8):  # up to 2 s for the page to clamp or answer
-                outcome = settled()
-                if outcome:
-                    break
-                page.wait_for_timeout(250)  # polling a condition, not a fixed sleep
-            if outcome is None:
-                said = [line.inner_text() for line in lines if line.is_visible()]
-                outcome = f"box left showing {entry.input_value()!r}, no message; page says {said}"
-            errors_logged = logged[before:]
-            if errors_logged:
-                outcome += f"; server logged: {errors_logged[0][:50]}"
-            outcomes[(field, text)] = outcome
-
-        for text in ("99999", "-5", "", "100000000000000000000"):
-            typed("Frame number", text, 0, 39)
+        outcomes: dict[tuple[str, str], str] = {}
+        frames = "Frame number must be between 0 and 39."
+        for text, message in (("99999", frames), ("-5", frames), ("", "left empty: kept 0"),
+                              ("100000000000000000000", frames), ("1e400", frames)):
+            typed("Frame number", text, "echo-viewer-status", message)
         expect(status(page, "echo-frame-label")).to_contain_text("of 39")
+        # A number in range is still used.
+        box("Frame number").fill("7")
+        box("Frame number").press("Enter")
+        expect(status(page, "echo-frame-label")).to_contain_text("7 of 39")
         shot(page, "edges-01-frames")
         tab(page, "Process")
-        expect(status(page, "echo-process-check")).to_contain_text("frames will be written")
-        for field, texts, low, high in (
-                ("Start frame", ("1000", "-3", ""), 0, 39),
-                ("End frame", ("99999", "-1"), 0, 39),
-                ("Step", ("0", "-2", ""), 1, 10**30),
-                ("Gaussian", ("1e5", "-1", "101", ""), 0, 100)):
-            for text in texts:
-                typed(field, text, low, high)
-        shot(page, "edges-02-process")
-        # What the finding means on the page: the box says 1000, the batch would start at 20.
+        check = status(page, "echo-process-check")
+        expect(check).to_have_text("20 frames will be written as PNG.")
+        sigma = box("Gaussian").input_value()
+        for field, text, message in (
+                ("Start frame", "1000", "Start frame must be between 0 and 39."),
+                ("Start frame", "-3", "Start frame must be between 0 and 39."),
+                ("Start frame", "", "Start frame was left empty: kept 20."),
+                ("End frame", "99999", "End frame must be between 0 and 39."),
+                ("End frame", "-1", "End frame must be between 0 and 39."),
+                ("Step", "0", "Step must be at least 1."),
+                ("Step", "-2", "Step must be at least 1."),
+                ("Step", "", "Step was left empty: kept 1."),
+                ("Gaussian", "1e5", "Gaussian σ (pixels) must be between"),
+                ("Gaussian", "-1", "Gaussian σ (pixels) must be between"),
+                ("Gaussian", "101", "Gaussian σ (pixels) must be between"),
+                ("Gaussian", "", f"Gaussian σ (pixels) was left empty: kept {sigma}.")):
+            typed(field, text, "echo-process-status", message)
+        # What the user sees is what the batch uses: the box says 20, the check line too.
         box("Start frame").fill("1000")
         box("Start frame").press("Enter")
-        expect(status(page, "echo-process-check")).to_have_text("20 frames will be written as PNG.")
-        assert box("Start frame").input_value() == "1000"
-        shot(page, "edges-03-start-shows-1000-uses-20")
-        # Still usable: a preview of the last frame with the σ now shown.
+        expect(status(page, "echo-process-status")).to_have_text(
+            "Start frame must be between 0 and 39.")
+        expect(box("Start frame")).to_have_value("20")
+        expect(check).to_have_text("20 frames will be written as PNG.")
+        shot(page, "edges-02-start-refused")
+        box("Start frame").fill("25")
+        box("Start frame").press("Enter")
+        expect(check).to_have_text("15 frames will be written as PNG.")
+        # Still usable: a preview of the last frame with the σ shown.
         click(page, "Preview Last Frame")
         expect(status(page, "echo-process-status")).to_contain_text("Preview of frame 39 ready")
         assert "Traceback" not in everything_on_the_page(page)
+        assert logged == [], logged  # no "Callback failed" (or any error) on the server
     finally:
         logging.getLogger("panel").removeHandler(handler)
         if page is not None:
@@ -693,14 +604,3 @@ def test_typing_out_of_range_numbers_in_chromium(browser, moto_server, credentia
         server.stop()
     for (field, text), outcome in outcomes.items():
         RESULTS.append(Case(field, "typed", "typed", text, "chromium", outcome))
-    bad = {k: o for k, o in outcomes.items() if "(valid)" not in o and "message shown" not in o
-           or "traceback" in o or "server logged" in o}
-    unknown = {k: o for k, o in bad.items() if k not in KNOWN_TYPED}
-    assert not unknown, "\n".join(f"{k}: {o}" for k, o in unknown.items())
-    fixed = set(KNOWN_TYPED) - set(bad)
-    assert not fixed, f"fixed, remove from KNOWN_TYPED: {sorted(fixed)}"
-    if bad:
-        reasons: dict[str, list[str]] = {}
-        for key in bad:
-            reasons.setdefault(KNOWN_TYPED[key], []).append(f"{key[0]} <- {key[1]!r}")
-        pytest.xfail(" | ".join(f"{r} [{', '.join(k)}]" for r, k in reasons.items()))

@@ -29,7 +29,7 @@ from ..analysis.roi import (
     series_csv,
 )
 from .tasks import Tasks, user_message
-from .viewer import ViewerState
+from .viewer import FiniteNumber, ViewerState
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,11 @@ class AnalysisState(param.Parameterized):
     roi_status = param.String(default="Open a stack, then draw a box (or type its edges).")
     series = param.ClassSelector(class_=RoiSeries, default=None, allow_None=True, precedence=-1)
 
-    line_x0 = param.Number(default=0.0, label="Line start x")
-    line_y0 = param.Number(default=0.0, label="Line start y")
-    line_x1 = param.Number(default=1.0, label="Line end x")
-    line_y1 = param.Number(default=0.0, label="Line end y")
+    line_x0 = FiniteNumber(default=0.0, label="Line start x")
+    line_y0 = FiniteNumber(default=0.0, label="Line start y")
+    line_x1 = FiniteNumber(default=1.0, label="Line end x")
+    line_y1 = FiniteNumber(default=0.0, label="Line end y")
+    line_status = param.String(default="", doc="Why a typed line end was not used.")
     click_line = param.Boolean(default=True, label="Clicks on the frame set the line ends")
     line_pending = param.Boolean(default=False, precedence=-1,
                                  doc="The start was clicked; the next click sets the end.")
@@ -93,19 +94,23 @@ class AnalysisState(param.Parameterized):
             self._generation += 1  # whatever a running series still posts is now stale
         stack = self.viewer.stack
         if stack is None:
-            self.param.update(series=None, running=False, progress=0,
+            self.param.update(series=None, running=False, progress=0, line_status="",
                               roi_status="Open a stack, then draw a box (or type its edges).")
             return
         rows, cols = self.frame_shape
         n = len(stack)
         self.param.first.bounds = self.param.last.bounds = (0, max(0, n - 1))
+        # The line's ends stay on the frame (pixel centres 0..cols-1, 0..rows-1).
+        for name, size in (("line_x0", cols), ("line_x1", cols), ("line_y0", rows),
+                           ("line_y1", rows)):
+            self.param[name].bounds = (0.0, float(max(0, size - 1)))
         box = clamp_box(Box(cols // 4, cols - cols // 4, rows // 4, rows - rows // 4),
                         (rows, cols))
         self._clamping = True
         try:
             self.param.update(
                 x0=box.x0, x1=box.x1, y0=box.y0, y1=box.y1, first=0, last=max(0, n - 1), step=1,
-                series=None, running=False, progress=0, line_pending=False,
+                series=None, running=False, progress=0, line_pending=False, line_status="",
                 line_x0=float(cols // 4), line_y0=float(rows // 2),
                 line_x1=float(max(0, cols - 1 - cols // 4)), line_y1=float(rows // 2),
                 roi_status=f"Box {box.label()} ({box.size} pixels): press Compute ROI series.",
@@ -274,6 +279,10 @@ class AnalysisState(param.Parameterized):
         clip_y = lambda v: float(min(max(float(v), 0.0), rows - 1))  # noqa: E731
         self.param.update(line_x0=clip_x(x0), line_y0=clip_y(y0), line_x1=clip_x(x1),
                           line_y1=clip_y(y1), line_pending=False)
+
+    @param.depends("line_x0", "line_y0", "line_x1", "line_y1", watch=True)
+    def _line_moved(self) -> None:
+        self.line_status = ""  # a refused value's message is stale once the line moves
 
     def click(self, x: float | None, y: float | None) -> None:
         """A click on the frame at ``(x, y)``: the first sets the line's start, the next its end."""

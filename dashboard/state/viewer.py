@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import threading
 
 import param
@@ -19,6 +21,31 @@ log = logging.getLogger(__name__)
 COLORMAPS = ("gray", "viridis", "magma", "inferno", "cividis", "fire")
 CONTRAST_MODES = ("percentile", "locked", "manual")
 DIRECTIONS = ("forward", "backward")
+
+
+def _refuse_non_finite(parameter: param.Parameter, values) -> None:
+    # NaN passes every comparison-based check (bounds, order): refuse it, and ±inf, here.
+    if any(isinstance(v, numbers.Real) and not math.isfinite(v) for v in values):
+        shown = values if len(values) > 1 else values[0]
+        raise ValueError(f"{parameter.label or parameter.name} must be finite, not {shown!r}.")
+
+
+class FiniteRange(param.Range):
+    """A :class:`param.Range` that refuses NaN and ±inf (``Range`` accepts ``(nan, 100)``)."""
+
+    def _validate_value(self, value, allow_None):
+        super()._validate_value(value, allow_None)
+        if value is not None:
+            _refuse_non_finite(self, tuple(value))
+
+
+class FiniteNumber(param.Number):
+    """A :class:`param.Number` that refuses NaN and ±inf even without bounds."""
+
+    def _validate_value(self, value, allow_None):
+        super()._validate_value(value, allow_None)
+        if value is not None and not callable(value):
+            _refuse_non_finite(self, (value,))
 
 
 class ViewerState(param.Parameterized):
@@ -61,7 +88,7 @@ class ViewerState(param.Parameterized):
                            doc="The colour limits in use (None: the frame's own range).")
     contrast_mode = param.Selector(default="percentile", objects=list(CONTRAST_MODES),
                                    label="Contrast")
-    percentiles = param.Range(default=(1.0, 99.0), bounds=(0.0, 100.0),
+    percentiles = FiniteRange(default=(1.0, 99.0), bounds=(0.0, 100.0),
                               label="Percentiles (%)")
     contrast_status = param.String(default="1–99 % of each frame",
                                    doc="Where the limits come from, in words.")
@@ -70,7 +97,7 @@ class ViewerState(param.Parameterized):
     toggle_play = param.Event(label="Play/Pause")
     fps = param.Integer(default=10, bounds=(1, 30), label="Rate (frames/s)")
     direction = param.Selector(default="forward", objects=list(DIRECTIONS), label="Direction")
-    loop_range = param.Range(default=(0, 0), bounds=(0, 0), label="Loop over frames",
+    loop_range = FiniteRange(default=(0, 0), bounds=(0, 0), label="Loop over frames",
                              doc="First and last frame of the loop (inclusive).")
     achieved_fps = param.Number(default=0.0, bounds=(0, None), constant=True,
                                 label="Achieved rate", doc="Frames/s actually shown.")

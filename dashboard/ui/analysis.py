@@ -17,6 +17,7 @@ import panel as pn
 from ..state.analysis import AnalysisState
 from ..state.viewer import ViewerState
 from .browser import status_line
+from .widgets import number_input, reporter
 
 ROI_COLOR = "#ff7f0e"
 LINE_COLOR = "#17becf"
@@ -226,19 +227,20 @@ class AnalysisTools(pn.viewable.Viewer):
 
     def _build(self):
         state, viewer = self.state, self.viewer
-        num = dict(width=110, margin=(5, 5))
+        num = dict(width=110, margin=(5, 5), report=reporter(state, "roi_status"))
+        ends = dict(num, step=1, report=reporter(state, "line_status"))
         roi = pn.Card(
             pn.Row(
-                pn.widgets.IntInput.from_param(state.param.x0, name="x0 (column)", **num),
-                pn.widgets.IntInput.from_param(state.param.x1, name="x1 (excl.)", **num),
-                pn.widgets.IntInput.from_param(state.param.y0, name="y0 (row)", **num),
-                pn.widgets.IntInput.from_param(state.param.y1, name="y1 (excl.)", **num),
+                number_input(state.param.x0, name="x0 (column)", **num),
+                number_input(state.param.x1, name="x1 (excl.)", **num),
+                number_input(state.param.y0, name="y0 (row)", **num),
+                number_input(state.param.y1, name="y1 (excl.)", **num),
                 css_classes=["echo-roi-box"],
             ),
             pn.Row(
-                pn.widgets.IntInput.from_param(state.param.first, **num),
-                pn.widgets.IntInput.from_param(state.param.last, **num),
-                pn.widgets.IntInput.from_param(state.param.step, **num),
+                number_input(state.param.first, **num),
+                number_input(state.param.last, **num),
+                number_input(state.param.step, **num),
             ),
             pn.Row(
                 pn.widgets.Button.from_param(state.param.run, color="primary",
@@ -260,16 +262,13 @@ class AnalysisTools(pn.viewable.Viewer):
         )
         line = pn.Card(
             pn.Row(
-                pn.widgets.FloatInput.from_param(state.param.line_x0, name="start x", step=1,
-                                                 **num),
-                pn.widgets.FloatInput.from_param(state.param.line_y0, name="start y", step=1,
-                                                 **num),
-                pn.widgets.FloatInput.from_param(state.param.line_x1, name="end x", step=1,
-                                                 **num),
-                pn.widgets.FloatInput.from_param(state.param.line_y1, name="end y", step=1,
-                                                 **num),
+                number_input(state.param.line_x0, name="start x", **ends),
+                number_input(state.param.line_y0, name="start y", **ends),
+                number_input(state.param.line_x1, name="end x", **ends),
+                number_input(state.param.line_y1, name="end y", **ends),
                 css_classes=["echo-line-ends"],
             ),
+            status_line(state.param.line_status, css_class="echo-line-status"),
             pn.widgets.Checkbox.from_param(state.param.click_line),
             pn.pane.Markdown(HELP, styles={"font-size": "12px", "color": "#555"},
                              margin=(0, 10)),

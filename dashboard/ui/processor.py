@@ -7,6 +7,7 @@ import panel as pn
 from ..state.processor import ProcessorState
 from . import plots
 from .browser import status_line
+from .widgets import number_input, reporter
 
 PANEL_SIZE = 170  # screen pixels of each preview image's longer side
 
@@ -20,11 +21,12 @@ class ProcessView(pn.viewable.Viewer):
         self._stage_panels = None
         self._panels_shape = None
         p = state.param
+        said = reporter(state, "status")
         form = pn.Column(
-            pn.Row(pn.widgets.IntInput.from_param(p.start, width=110),
-                   pn.widgets.IntInput.from_param(p.end, width=110),
-                   pn.widgets.IntInput.from_param(p.step, width=90),
-                   pn.widgets.FloatInput.from_param(p.sigma, step=0.5, width=150),
+            pn.Row(number_input(p.start, report=said, width=110),
+                   number_input(p.end, report=said, width=110),
+                   number_input(p.step, report=said, width=90),
+                   number_input(p.sigma, report=said, step=0.5, width=150),
                    pn.widgets.Select.from_param(p.format, width=100)),
             pn.widgets.TextInput.from_param(p.output, sizing_mode="stretch_width"),
             status_line(state.check, css_class="echo-process-check"),
