@@ -142,3 +142,17 @@ def test_manual_limits_switch_the_mode_and_stay(session, demo):
     v.contrast_mode = "percentile"  # back to automatic: this frame's percentiles
     assert v.contrast == pytest.approx(
         tuple(np.percentile(local(demo, NEXUS_KEY)[9], [1, 99])))
+
+
+@pytest.mark.parametrize("value", [(float("nan"), 100.0), (1.0, float("inf")),
+                                   (float("-inf"), 50.0)])
+def test_non_finite_percentiles_are_refused_and_the_contrast_stays(session, demo, value):
+    v = load(session, NEXUS_KEY)
+    assert v.wait_for_frame(0)
+    limits = v.contrast
+    with pytest.raises(ValueError, match=r"Percentiles \(%\) must be finite"):
+        v.percentiles = value
+    assert v.percentiles == (1.0, 99.0) and v.contrast == limits
+    v.percentiles = (2.0, 98.0)  # still usable
+    assert v.contrast == pytest.approx(
+        tuple(np.percentile(local(demo, NEXUS_KEY)[0], [2, 98])))

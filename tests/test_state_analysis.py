@@ -4,6 +4,7 @@ following the frame, the cost report and what a new stack or closing does."""
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 
@@ -244,3 +245,28 @@ def test_close_drops_later_results(session, analysis):
     assert session.wait(60)
     assert closed and analysis.series is None
     assert analysis.start_series() is False
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 10**20, -1.0,
+                                   80.0])
+def test_line_ends_stay_finite_and_on_the_frame(session, analysis, value):
+    load(session, TILED_KEY)  # 48 rows × 80 columns: x in 0..79, y in 0..47
+    assert analysis.param.line_x1.bounds == (0.0, 79.0)
+    assert analysis.param.line_y0.bounds == (0.0, 47.0)
+    before = (analysis.line_x0, analysis.line_y0, analysis.line_x1, analysis.line_y1)
+    for name in ("line_x0", "line_y0", "line_x1", "line_y1"):
+        with pytest.raises(ValueError):
+            setattr(analysis, name, value)
+    assert (analysis.line_x0, analysis.line_y0, analysis.line_x1, analysis.line_y1) == before
+    analysis.set_line(value if math.isfinite(value) else 0, 3, 200, -4)  # clicks: clamped
+    assert (analysis.line_x1, analysis.line_y0, analysis.line_y1) == (79.0, 3.0, 0.0)
+    distance, values = analysis.profile()
+    assert len(distance) == len(values) > 0 and np.isfinite(values).all()
+
+
+def test_line_ends_refuse_non_finite_values_before_a_stack(analysis):
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="Line start x must be finite"):
+            analysis.line_x0 = value
+    analysis.line_x0 = 12.5
+    assert analysis.line_x0 == 12.5

@@ -235,3 +235,16 @@ def test_batch_to_an_s3_prefix(session, s3, bucket):
     keys = [o.key for o in s3.list_objects(bucket, "processed/run1/").objects]
     assert len([k for k in keys if k.endswith(".png")]) == 3
     assert p.status == "Batch finished." and f"s3://{bucket}/processed/run1" in p.summary
+
+
+@pytest.mark.parametrize("value", [(float("nan"), 39), (0, float("nan")), (0, float("inf"))])
+def test_non_finite_loop_range_is_refused_and_playback_still_loops(session, value):
+    v = load(session, NEXUS_KEY)
+    v.loop_range = (5, 8)
+    with pytest.raises(ValueError, match="Loop over frames must be finite"):
+        v.loop_range = value
+    assert v.loop_range == (5, 8)
+    v.loop_range = (30.4, 2.6)  # still usable: rounded and ordered
+    assert v.loop_range == (3, 30)
+    v.index = 8
+    assert v.wait_for_frame(8)
