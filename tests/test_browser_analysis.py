@@ -289,6 +289,10 @@ def test_roi_series_from_a_drawn_box_to_csv(browser, served, files, tmp_path):
     expect_box(page, 101, 111, 81, 91)
     # A range with a step, cancel enabled only while running
     inputs = page.locator(".echo-roi input")
+    inputs.nth(5).fill("30")  # beyond the last frame: refused, said, the box restored
+    inputs.nth(5).press("Enter")
+    expect_text(page, "echo-roi-status", "Last frame must be between 0 and 29.")
+    expect(inputs.nth(5)).to_have_value("29")
     inputs.nth(4).fill("3")
     inputs.nth(4).press("Enter")
     inputs.nth(6).fill("5")
@@ -317,6 +321,23 @@ def test_line_profile_follows_the_frame(browser, served, files):
     for k, value in enumerate(("12", "30", "120", "70")):
         ends.nth(k).fill(value)
         ends.nth(k).press("Enter")
+    expect_title(page, "Frame 0: (12, 30) → (120, 70)")
+    # Beyond the frame, or cleared: a message under the boxes, the box back to the end in use.
+    ends.nth(2).fill("1e6")
+    ends.nth(2).press("Enter")
+    expect(status(page, "echo-line-status")).to_have_text(  # noqa: F405
+        re.compile(r"end x must be between 0 and \d+\."))
+    expect(ends.nth(2)).to_have_value("120")
+    ends.nth(1).fill("")
+    ends.nth(1).press("Enter")
+    expect(status(page, "echo-line-status")).to_have_text(  # noqa: F405
+        "start y was left empty: kept 30.")
+    expect(ends.nth(1)).to_have_value("30")
+    ends.nth(3).fill("-2")
+    ends.nth(3).press("Enter")
+    expect(status(page, "echo-line-status")).to_contain_text(  # noqa: F405
+        "end y must be between 0 and")
+    expect(ends.nth(3)).to_have_value("70")
     expect_title(page, "Frame 0: (12, 30) → (120, 70)")
 
     def profile_in_browser():
