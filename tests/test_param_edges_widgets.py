@@ -604,3 +604,49 @@ def test_typing_out_of_range_numbers_in_chromium(browser, moto_server, credentia
         server.stop()
     for (field, text), outcome in outcomes.items():
         RESULTS.append(Case(field, "typed", "typed", text, "chromium", outcome))
+
+
+# -- the checked number box itself -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_checked_box_refuses_explains_and_restores_the_page(integer):
+    from bokeh.document import Document
+
+    from dashboard.ui.widgets import CheckedFloatInput, CheckedIntInput, number_input, reporter
+
+    class Form(param.Parameterized):
+        start = (param.Integer if integer else param.Number)(default=20, bounds=(0, 39),
+                                                             label="Start frame")
+        status = param.String(default="")
+
+    form = Form()
+    box = number_input(form.param.start, report=reporter(form, "status"))
+    assert isinstance(box, CheckedIntInput if integer else CheckedFloatInput)
+    model = box.get_root(Document())
+    assert (model.low, model.high) == (None, None)  # no bounds on the page: every value is sent
+    assert (box.start, box.end) == (0, 39)  # ... and checked here
+    for sent, message in ((1000, "Start frame must be between 0 and 39."),
+                          (-3, "Start frame must be between 0 and 39."),
+                          (None, "Start frame was left empty: kept 20."),
+                          (HUGE, "Start frame must be between 0 and 39."),
+                          (math.nan, "Start frame must be between 0 and 39."
+                           if not integer else "Start frame must be a whole number."),
+                          (math.inf, "Start frame must be between 0 and 39."
+                           if not integer else "Start frame must be a whole number."),
+                          ("12", "Start frame must be "
+                                 f"{'a whole number' if integer else 'a number'}.")):
+        form.status = ""
+        if not isinstance(sent, str):
+            model.value = sent  # what the page shows after typing (as Bokeh applies it)
+        box._process_events({"value": sent, "value_throttled": sent})
+        assert form.status == message, (sent, form.status)
+        assert form.start == 20 and box.value == 20
+        assert model.value == 20  # sent back to the page
+    form.status = ""
+    box._process_events({"value": 25})  # in range: used, nothing said
+    assert form.start == 25 and form.status == ""
+    form.param.start.bounds = (0, 9)  # the bounds follow the state's (a shorter stack)
+    assert (box.start, box.end) == (0, 9)
+    box._process_events({"value": 12})
+    assert form.start == 25 and form.status == "Start frame must be between 0 and 9."
