@@ -216,7 +216,8 @@ def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tm
         batch = [r["batch_s"] for r in results]
         print(f"\n{label} round: wall {wall:.1f} s; scrub {min(fps):.1f}-{max(fps):.1f} "
               f"frames/s per session; batch (4 frames) {min(batch):.1f}-{max(batch):.1f} s")
-    print(f"RSS MB: before {rss[0]:.0f}, after round 1 {rss[1]:.0f}, after round 2 {rss[2]:.0f}")
+    print(f"RSS MB: before {rss[0]:.0f}, after round 1 {rss[1]:.0f}, after round 2 {rss[2]:.0f}; "
+          f"destroyed sessions still reachable: {len(by_id)} of {2 * N_SESSIONS}")
     # The first round pays for imports, Bokeh/Panel model classes and caches; the second
     # must grow the process less than the first. (Measured 2026-11-24: +323 MB, then +147 MB:
     # destroyed sessions' state objects stay reachable, see RELIABILITY.md, so this is the
