@@ -9,14 +9,17 @@ plot reuses them and their streams), and the tool itself is the panel shown belo
 from __future__ import annotations
 
 import html
+import time
 
 import holoviews as hv
 import numpy as np
 import panel as pn
+import param
 
 from ..state.analysis import AnalysisState
 from ..state.viewer import ViewerState
 from .browser import status_line
+from .viewer import HIST_PLAYING_PERIOD
 from .widgets import number_input, reporter
 
 ROI_COLOR = "#ff7f0e"
@@ -118,9 +121,15 @@ class AnalysisTools(pn.viewable.Viewer):
         by default the tools make their own, which :meth:`close` cancels.
     """
 
+    frame_serial = param.Integer(default=0, precedence=-1, doc=(
+        "Follows the viewer's frame_serial; while playing at most twice a second (and on "
+        "Pause): each plot update costs the server a walk over the page's whole document."))
+
     def __init__(self, viewer: ViewerState, *, state: AnalysisState | None = None, **params):
         super().__init__(**params)
         self.viewer = viewer
+        self._followed = 0.0
+        viewer.param.watch(self._follow, ["frame_serial", "playing"])
         self.state = state = state if state is not None else AnalysisState(viewer)
         # The drawn elements and their streams: created once, reused by every frame plot.
         self._roi = hv.DynamicMap(pn.bind(self._roi_element, state.param.x0, state.param.x1,
@@ -216,6 +225,19 @@ class AnalysisTools(pn.viewable.Viewer):
                  f"{len(values)} samples")
         return hv.Curve((distance, values), "distance", "intensity").opts(title=title, **opts)
 
+    def _follow(self, *events) -> None:
+        # While playing, the frames view calls follow_frame() with its histogram (one document
+        # walk for both); this is the fallback when nobody does.
+        if (self.viewer.playing and {event.name for event in events} == {"frame_serial"}
+                and time.monotonic() - self._followed < 2 * HIST_PLAYING_PERIOD):
+            return
+        self.follow_frame()
+
+    def follow_frame(self) -> None:
+        """Show the viewer's current frame in the line profile and the cost inspector."""
+        self._followed = time.monotonic()
+        self.frame_serial = self.viewer.frame_serial
+
     def _cost_html(self, serial, stack) -> str:
         return cost_html(self.state.cost())
 
@@ -273,7 +295,7 @@ class AnalysisTools(pn.viewable.Viewer):
             pn.pane.Markdown(HELP, styles={"font-size": "12px", "color": "#555"},
                              margin=(0, 10)),
             pn.pane.HoloViews(
-                hv.DynamicMap(pn.bind(self._profile_plot, viewer.param.frame_serial,
+                hv.DynamicMap(pn.bind(self._profile_plot, self.param.frame_serial,
                                       state.param.line_x0, state.param.line_y0,
                                       state.param.line_x1, state.param.line_y1)),
                 sizing_mode="stretch_width", css_classes=["echo-profile-plot"]),
@@ -281,7 +303,7 @@ class AnalysisTools(pn.viewable.Viewer):
             css_classes=["echo-profile"],
         )
         cost = pn.Card(
-            pn.pane.HTML(pn.bind(self._cost_html, viewer.param.frame_serial, viewer.param.stack),
+            pn.pane.HTML(pn.bind(self._cost_html, self.param.frame_serial, viewer.param.stack),
                          stylesheets=[CSS], sizing_mode="stretch_width",
                          css_classes=["echo-cost-pane"]),
             title="Cost inspector", collapsible=False, sizing_mode="stretch_width",

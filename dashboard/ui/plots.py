@@ -79,6 +79,7 @@ def rasterized_frames(callback, *, equalize: bool = True, cmap="gray", **opts):
 
     Notes
     -----
+    ``hooks`` in ``opts`` run after the plot's own (which keeps one image glyph).
     Colour limits travel with the image: the callback returns ``frame_image(..., clim=...)``
     (the option survives ``rasterize``), so a new frame with new limits is one update of the
     plot. A separate ``.apply.opts(clim=...)`` stream would update the plot twice per frame.
@@ -92,8 +93,114 @@ def rasterized_frames(callback, *, equalize: bool = True, cmap="gray", **opts):
         xlabel="x (column)", ylabel="y (row)", cnorm="eq_hist" if equalize else "linear",
         toolbar="above",
     )
+    hooks = [_one_image_glyph, *opts.pop("hooks", [])]
     style.update(opts)
-    return rasterize(dmap).opts(**style).apply.opts(cmap=cmap)
+    return rasterize(dmap).opts(hooks=hooks, **style).apply.opts(cmap=cmap)
+
+
+def _one_image_glyph(plot, element) -> None:
+    """Drop the image's selection, non-selection and muted copies (HoloViews adds them; an
+    image is never selected or muted). Each copy is a glyph view in the browser that maps all
+    the pixels again, with a full equalizing scan, whenever the colour limits change."""
+    renderer = plot.handles.get("glyph_renderer")
+    extra = ("selection_glyph", "nonselection_glyph", "muted_glyph")
+    if renderer is not None and any(getattr(renderer, name, None) is not None
+                                    for name in extra):
+        renderer.update(**dict.fromkeys(extra))
+
+
+class DirectFrames:
+    """Playback's fast path: new frames written straight into the Bokeh image of a frame plot.
+
+    Each HoloViews update of the frame plot runs the DynamicMap, Datashader's regrid, the
+    overlay's plots and a walk over the page's whole Bokeh document (which grows with the page:
+    ~430 models here), about 100 ms a frame on a loaded machine. While playing, :meth:`show`
+    instead replaces the pixels of the plot's ``ColumnDataSource`` and the colour mapper's
+    limits: one data change, no new model, no walk. The part in view is cut out and sampled to about the plot's pixels (nearest neighbour, as
+    cheap as numpy indexing; Datashader averages instead), so a zoomed view stays sharp; the
+    next HoloViews update (e.g. on Pause) rasterizes again.
+
+    Pass :meth:`hook` as a ``hooks`` option of the plot (see :func:`rasterized_frames`); it
+    remembers the plot each time HoloViews draws it.
+    """
+
+    def __init__(self):
+        self.plot = None
+
+    def hook(self, plot, element) -> None:
+        self.plot = plot
+
+    def forget(self) -> None:
+        """Drop the plot (it is being replaced, e.g. another stack was opened)."""
+        self.plot = None
+
+    def show(self, frame: np.ndarray | None, limits=None) -> bool:
+        """Put ``frame`` (2-D, row 0 at the top) with colour ``limits`` on the page.
+
+        Returns ``False`` (nothing done) when there is no live plot to write to; the caller
+        then updates the plot through HoloViews.
+        """
+        plot = self.plot
+        if plot is None or frame is None or np.ndim(frame) != 2 or min(np.shape(frame)) < 1:
+            return False
+        source = plot.handles.get("source")
+        mapper = plot.handles.get("color_mapper")
+        if (source is None or mapper is None or source.document is None
+                or "image" not in source.data):
+            return False
+        image, (x0, y0, width, height) = _visible_pixels(frame, plot)
+        if image.dtype.kind not in "uif" or image.dtype == np.float16:
+            image = image.astype(np.float32)
+        elif image.dtype.itemsize > 4 and image.dtype.kind in "ui":
+            image = image.astype(np.float64)
+        low, high = clim_of(limits)
+        if not (np.isfinite(low) and np.isfinite(high) and high > low):
+            low, high = _finite_range(image)
+        from panel.io.document import hold
+
+        # One message: BokehJS then sets each model's changes at once, so the browser maps
+        # (and, equalizing, scans) the pixels twice per frame rather than once per property.
+        with hold(source.document, policy="combine"):
+            source.data.update(image=[image], x=[x0 - 0.5], y=[y0 - 0.5], dw=[float(width)],
+                               dh=[float(height)])
+            if (mapper.low, mapper.high) != (low, high):
+                mapper.update(low=low, high=high)
+        return True
+
+
+def _visible_pixels(frame: np.ndarray, plot) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The pixels of ``frame`` inside the plot's x/y ranges, sampled to at most the plot's
+    size in screen pixels, and their ``(column, row, width, height)`` in frame pixels."""
+    rows, cols = frame.shape
+    figure = plot.state
+
+    def span(axis_range, n):
+        ends = (axis_range.start, axis_range.end) if axis_range is not None else (None, None)
+        if any(v is None or not np.isfinite(v) for v in ends):
+            return 0, n
+        low, high = sorted(float(v) for v in ends)
+        first = int(np.clip(np.floor(low + 0.5), 0, n - 1))
+        return first, int(np.clip(np.ceil(high + 0.5), first + 1, n))
+
+    c0, c1 = span(plot.handles.get("x_range"), cols)
+    r0, r1 = span(plot.handles.get("y_range"), rows)
+    box_w = max(1, int(figure.frame_width or figure.width or cols))
+    box_h = max(1, int(figure.frame_height or figure.height or rows))
+    picked_rows = (np.linspace(r0, r1 - 1, box_h).round().astype(np.intp)
+                   if r1 - r0 > box_h else slice(r0, r1))
+    picked_cols = (np.linspace(c0, c1 - 1, box_w).round().astype(np.intp)
+                   if c1 - c0 > box_w else slice(c0, c1))
+    image = frame[picked_rows][:, picked_cols]
+    return np.ascontiguousarray(image), (c0, r0, c1 - c0, r1 - r0)
+
+
+def _finite_range(image: np.ndarray) -> tuple[float, float]:
+    sample = _sample(image)
+    finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def clim_of(limits) -> tuple[float, float]:

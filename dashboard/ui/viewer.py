@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 
 import holoviews as hv
 import panel as pn
@@ -172,6 +173,8 @@ class FramesView(pn.viewable.Viewer):
 
     hist_serial = param.Integer(default=0, precedence=-1,
                                 doc="Bumped when the histogram should be redrawn.")
+    image_serial = param.Integer(default=0, precedence=-1,
+                                 doc="Bumped when the frame plot should be redrawn by HoloViews.")
 
     def __init__(self, state: ViewerState, *, tools=None, **params):
         super().__init__(**params)
@@ -180,6 +183,10 @@ class FramesView(pn.viewable.Viewer):
         self._hist_cache: tuple[int, hv.Histogram] | None = None
         self._hist_drawn = 0.0
         state.param.watch(self._hist_due, ["frame_serial", "contrast", "playing"])
+        # While playing, frames go straight into the plot's image (plots.DirectFrames).
+        self._direct = plots.DirectFrames()
+        state.param.watch(self._frame_due, ["frame_serial", "contrast"])
+        self._limits_shown = 0.0
         # One formatter model for the life of the view (see plots.limits_histogram).
         self._hist_ticks = NumeralTickFormatter(format="0.[00]a")
         hist = hv.DynamicMap(pn.bind(self._histogram, self.param.hist_serial))
@@ -291,31 +298,43 @@ class FramesView(pn.viewable.Viewer):
     def _frame_plot(self, stack, equalize: bool):
         state = self.state
         width, height = plots.fit_box(state.frame_shape, FRAME_BOX)
+        self._direct.forget()
         plot = plots.rasterized_frames(
-            pn.bind(self._image, state.param.frame_serial, state.param.contrast),
-            equalize=equalize, cmap=state.param.colormap,
+            pn.bind(self._image, self.param.image_serial),
+            equalize=equalize, cmap=state.param.colormap, hooks=[self._direct.hook],
             responsive=False, frame_width=width, frame_height=height, min_height=None,
             aspect=None, data_aspect=None,  # the box already has the frame's shape
         )
         overlay = self.tools.overlay() if self.tools is not None else None
         return plot if overlay is None else plot * overlay
 
-    def _image(self, serial: int, contrast) -> hv.Image:
+    def _image(self, serial: int) -> hv.Image:
         # Before the first frame arrives, a blank of the stack's shape sets the axes. The
         # limits come with the frame (one plot update when both change, as in percentile mode).
         return plots.frame_image(self.state.frame, shape=self.state.frame_shape,
-                                 clim=plots.clim_of(contrast))
+                                 clim=plots.clim_of(self.state.contrast))
+
+    def _frame_due(self, *events) -> None:
+        # One redraw per state update, even when the frame and its limits change together.
+        state = self.state
+        if state.playing and self._direct.show(state.frame, state.contrast):
+            return
+        self.image_serial += 1
 
     def _hist_due(self, *events) -> None:
-        import time
-
         now = time.monotonic()
         names = {event.name for event in events}
         if (self.state.playing and names == {"frame_serial"} | (names & {"contrast"})
                 and now - self._hist_drawn < HIST_PLAYING_PERIOD):
             return  # playing: skip this frame's histogram (a later one comes soon)
         self._hist_drawn = now
-        self.hist_serial += 1
+        follow = getattr(self.tools, "follow_frame", None) if self.state.playing else None
+        # Each plot update ends with a walk over the page's whole Bokeh document; the
+        # histogram and the tools' plots (also due now) share one walk.
+        with pn.io.hold(freeze=True):
+            self.hist_serial += 1
+            if follow is not None:
+                follow()
 
     def _histogram(self, serial: int) -> hv.Histogram:
         state = self.state
@@ -332,6 +351,10 @@ class FramesView(pn.viewable.Viewer):
     # -- limits as numbers --------------------------------------------------------------------
 
     def _show_limits(self, *events) -> None:
+        now = time.monotonic()
+        if self.state.playing and events and now - self._limits_shown < HIST_PLAYING_PERIOD:
+            return  # playing: the boxes follow at most twice a second (and on Pause)
+        self._limits_shown = now
         limits = self.state.contrast
         self._showing_limits = True
         try:
@@ -361,6 +384,9 @@ class FramesView(pn.viewable.Viewer):
     def _on_playing(self, event) -> None:
         self.play_button.param.update(label=PAUSE_LABEL if event.new else PLAY_LABEL,
                                       color="warning" if event.new else "success")
+        if not event.new:
+            self._show_limits()
+            self.image_serial += 1  # rasterized again for the viewport
 
     @staticmethod
     def _rate_text(achieved: float, playing: bool, fps: int) -> str:
