@@ -108,6 +108,7 @@ def test_every_action_fails_clearly_then_the_same_session_works(proxy, stored, t
         times["frame"] = timed(lambda: setattr(v, "index", 25), fin, "frame")
         seen["frame"] = one_sentence(v.status)
         assert v.shown_index == 0
+        assert v.index == 0  # slider, label and image agree on the frame still shown
         # Load again: a message, the open file stays open.
         stack = v.stack
         fin = changed(v, "status", lambda: v.loading)

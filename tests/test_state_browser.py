@@ -223,3 +223,17 @@ def test_two_sessions_with_different_keys_are_isolated():
         assert "wrong-secret" not in wrong.browser.status
         for s in (alice, bob, wrong):
             s.close()
+
+
+def test_download_summary_says_failed_when_nothing_arrived(tmp_path):
+    from dashboard.state.browser import _download_summary
+    from dashboard.storage.download import DOWNLOADED, FAILED, DownloadReport, FileResult
+
+    bad = FileResult("a.h5", FAILED, message="S3 answered 500 (Internal Server Error)")
+    none = DownloadReport(tmp_path, (bad,))
+    assert _download_summary(none, tmp_path, False) == (
+        "Download failed: 0 downloaded, 1 failed (0 B in 0.0 s). "
+        "First failure: S3 answered 500 (Internal Server Error).")
+    some = DownloadReport(tmp_path, (FileResult("b.h5", DOWNLOADED, size=3), bad))
+    assert _download_summary(some, tmp_path, False).startswith("Download finished: 1 downloaded")
+    assert _download_summary(some, tmp_path, False).endswith(f"Files are in {tmp_path}")

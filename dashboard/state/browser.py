@@ -343,6 +343,12 @@ def _download_summary(report, out_dir: Path, cancelled: bool) -> str:
     text = report.summary()
     failed = report.failed
     if failed:
-        text += f" First failure: {failed[0].message}"
-    prefix = "Download cancelled: " if cancelled or report.cancelled else "Download finished: "
+        first = failed[0].message.rstrip()
+        text += f" First failure: {first}{'' if first.endswith('.') else '.'}"
+    if cancelled or report.cancelled:
+        prefix = "Download cancelled: "
+    elif failed and not report.downloaded and not report.skipped:
+        return f"Download failed: {text}"  # nothing is in the folder: don't point at it
+    else:
+        prefix = "Download finished: "
     return f"{prefix}{text} Files are in {out_dir}"

@@ -252,8 +252,7 @@ class ViewerState(param.Parameterized):
             limits = (percentile_limits(frame, *self.percentiles)
                       if self.contrast_mode == "percentile" else None)
         except Exception as exc:  # noqa: BLE001
-            self.tasks.post(self.param.update, playing=False,
-                            status=user_message(exc, f"read frame {index}"))
+            self.tasks.post(self._read_failed, stack, index, user_message(exc, f"read frame {index}"))
             return
         # Coalesce: if the page has not shown the previous frame yet, replace it.
         with self._lock:
@@ -262,6 +261,13 @@ class ViewerState(param.Parameterized):
                 return
             self._posted = True
         self.tasks.post(self._show_latest)
+
+    def _read_failed(self, stack, index: int, message: str) -> None:
+        """Say why, and point the controls back at the frame still on screen (unless the user
+        has moved on meanwhile), so that slider, label and image agree."""
+        self.param.update(playing=False, status=message)
+        if stack is self.stack and self.index == index and self.shown_index >= 0:
+            self.index = self.shown_index  # cached: no new request
 
     def _show_latest(self) -> None:
         with self._lock:
