@@ -124,6 +124,11 @@ class DirectFrames:
     remembers the plot each time HoloViews draws it.
     """
 
+    #: Limits that moved by at most this share of their range are left as they are while
+    #: playing: each change makes the browser map (and, equalizing, scan) every pixel again,
+    #: several times; per-frame percentiles jitter by less than this. Pause shows the exact ones.
+    tolerance = 0.02
+
     def __init__(self):
         self.plot = None
 
@@ -163,9 +168,17 @@ class DirectFrames:
         with hold(source.document, policy="combine"):
             source.data.update(image=[image], x=[x0 - 0.5], y=[y0 - 0.5], dw=[float(width)],
                                dh=[float(height)])
-            if (mapper.low, mapper.high) != (low, high):
+            if _limits_moved((mapper.low, mapper.high), (low, high), self.tolerance):
                 mapper.update(low=low, high=high)
         return True
+
+
+def _limits_moved(old, new, tolerance: float) -> bool:
+    """Whether colour limits moved by more than ``tolerance`` of the old range."""
+    if any(v is None or not np.isfinite(v) for v in old):
+        return True
+    scale = tolerance * abs(old[1] - old[0])
+    return abs(new[0] - old[0]) > scale or abs(new[1] - old[1]) > scale
 
 
 def _visible_pixels(frame: np.ndarray, plot) -> tuple[np.ndarray, tuple[int, int, int, int]]:

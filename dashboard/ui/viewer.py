@@ -158,9 +158,10 @@ class PlaybackBridge(JSComponent):
     """
 
 
-#: While playing, the histogram is redrawn at most this often (seconds): each plot update costs
-#: the server a walk over the page's whole Bokeh document, and the frame matters more.
-HIST_PLAYING_PERIOD = 0.5
+#: While playing, the histogram (and the analysis tools' plots, the limit boxes) are redrawn
+#: at most this often (seconds): each plot update costs the server a walk over the page's whole
+#: Bokeh document (~100 ms on a loaded machine), and the frame matters more.
+HIST_PLAYING_PERIOD = 1.0
 
 
 class FramesView(pn.viewable.Viewer):
@@ -328,9 +329,19 @@ class FramesView(pn.viewable.Viewer):
                 and now - self._hist_drawn < HIST_PLAYING_PERIOD):
             return  # playing: skip this frame's histogram (a later one comes soon)
         self._hist_drawn = now
-        follow = getattr(self.tools, "follow_frame", None) if self.state.playing else None
-        # Each plot update ends with a walk over the page's whole Bokeh document; the
-        # histogram and the tools' plots (also due now) share one walk.
+        if not self.state.playing:
+            self.hist_serial += 1
+            return
+        # Playing: after this frame has gone to the page (the server draws while the browser
+        # paints), and the histogram and the tools' plots share one walk over the document.
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            doc.add_next_tick_callback(self._redraw_secondary)
+        else:
+            self._redraw_secondary()
+
+    def _redraw_secondary(self) -> None:
+        follow = getattr(self.tools, "follow_frame", None)
         with pn.io.hold(freeze=True):
             self.hist_serial += 1
             if follow is not None:
