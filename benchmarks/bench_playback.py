@@ -34,6 +34,7 @@ installed in the venv).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import json
 import os
@@ -43,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -103,7 +103,6 @@ class Timings:
 
         self.applied: dict[int, tuple[float, float]] = {}
         self.painted: dict[int, float] = {}
-        self.thread: int | None = None
         self._restore = []
         show, painted = ViewerState._show_latest, ui_viewer.FramesView._painted
         timings = self
@@ -111,11 +110,19 @@ class Timings:
         def _show_latest(viewer):
             start = time.perf_counter()
             index = viewer._latest[1] if viewer._latest else -1
+
+            def done():
+                timings.applied[index] = (start, time.perf_counter())
+
             try:
                 return show(viewer)
             finally:
-                timings.thread = threading.get_native_id()
-                timings.applied[index] = (start, time.perf_counter())
+                # The end of the event loop's current callback: includes whatever wraps this
+                # call there (a held document's recompute and dispatch).
+                try:
+                    asyncio.get_running_loop().call_soon(done)
+                except RuntimeError:
+                    done()
 
         def _painted(view, event):
             timings.painted.setdefault(event.new, time.perf_counter())
