@@ -13,6 +13,7 @@ from conftest import ACCESS_KEY, SECRET_KEY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dashboard.processing.pipeline import SIGMA_BOUNDS
 from dashboard.config import Settings
 from dashboard.demo.store import (
     DEMO_BUCKET, DXCHANGE_KEY, EMPTY_BUCKET, NEXUS_DATASET, NEXUS_KEY,
@@ -80,7 +81,7 @@ def test_encoding_refuses_names_outside_the_table():
     colormap=st.sampled_from(COLORMAPS),
     equalize=st.booleans(),
     low=st.floats(-1e6, 1e6, allow_nan=False), width=st.floats(0, 1e6, allow_nan=False),
-    sigma=st.floats(0, 100, allow_nan=False),
+    sigma=st.floats(*SIGMA_BOUNDS, allow_nan=False),
 )
 def test_round_trip_of_any_valid_view(key, frame, colormap, equalize, low, width, sigma):
     values = {"bucket": "b-1.x_y", "key": key, "frame": frame, "colormap": colormap,
@@ -99,7 +100,7 @@ HOSTILE = {
     "colormap": ["<script>alert(1)</script>", "jet", "gray;rm -rf /", "grаy"],  # Cyrillic а
     "equalize": ["maybe", "2", "TRUE!"],
     "contrast": ["1", "5,1", "nan,inf", "1,2,3", "1e400,2", "a,b", "-inf,0"],
-    "sigma": ["-1", "101", "inf", "1e-400x", "4;DROP TABLE"],
+    "sigma": ["-1", "0", "0.001", "101", "inf", "1e-400x", "4;DROP TABLE"],
     "step": ["0", "-1"],
     "format": ["EXE", "png/../../etc"],
     "bucket": ["../etc", "a/b", "", "x" * 300, "<b>", "bucket name"],
