@@ -2,8 +2,10 @@
 
 The ticker never queues frames: on each tick it advances only when the frame asked for last has
 been shown (and the previous advance has been applied on the session's event loop, and, when
-the served page reports its paints (``paced_by_page``), painted in the browser); otherwise the
-tick is dropped. A slow network or a busy page therefore lowers the achieved rate instead of
+the served page reports its paints (``paced_by_page``), the browser has painted that frame or
+the one before it: one frame may be on its way while the page paints the last, which overlaps
+the server's work with the browser's); if not ready at the tick, it re-checks every
+:data:`RECHECK_S` until the next tick is due, and only then drops the tick. A slow network or a busy page therefore lowers the achieved rate instead of
 building a backlog, every frame of the loop is shown in order, and Pause takes effect at once.
 Reads go through :class:`~dashboard.hdf5.stack.FrameStack`, whose prefetch of the next two
 frames in the direction of travel overlaps the network with the display.
@@ -28,6 +30,8 @@ RATE_SECONDS = 3.0
 #: Seconds playback waits for the page to report a paint before stepping anyway (a page that
 #: stopped reporting, e.g. a hidden tab, then plays at about 1 frame/s instead of queueing).
 PAINT_TIMEOUT = 1.0
+#: Seconds between checks while a due tick waits for the last frame (shown / painted).
+RECHECK_S = 0.005
 
 
 def next_index(index: int, loop_range: tuple[int, int], direction: str = "forward") -> int:
@@ -86,6 +90,7 @@ class Player:
         self._lock = threading.Lock()
         self._stop: threading.Event | None = None
         self._pending = False
+        self._previous: int | None = None  # the frame before the last step (may be unpainted)
         self._thread: threading.Thread | None = None
         self.advanced = 0
         self.dropped = 0
@@ -98,7 +103,7 @@ class Player:
         self.stop()
         stop = threading.Event()
         with self._lock:
-            self._stop, self._pending = stop, False
+            self._stop, self._pending, self._previous = stop, False, None
         self._thread = threading.Thread(target=self._run, args=(stop,), name="echo-playback",
                                         daemon=True)
         self._thread.start()
@@ -121,7 +126,7 @@ class Player:
     def _run(self, stop: threading.Event) -> None:
         viewer = self._viewer
         deadline = time.monotonic()
-        waiting_since = None  # when the page was first seen not to have painted the frame
+        self._waiting_since = None  # when the page was first seen not to have painted in time
         while True:
             period = 1.0 / max(1, int(viewer.fps))
             deadline += period
@@ -130,21 +135,34 @@ class Player:
                 deadline = now
             if stop.wait(max(0.0, deadline - now)):
                 return
-            with self._lock:
-                ready = (not self._pending and viewer.stack is not None
-                         and viewer.shown_index == viewer.index)
-                if ready and viewer.paced_by_page and viewer.painted_index != viewer.index:
-                    waiting_since = waiting_since or time.monotonic()
-                    ready = time.monotonic() - waiting_since > PAINT_TIMEOUT
-                if not ready:
+            # Due: step as soon as the last frame is ready, but no later than the next tick.
+            while not self._ready():
+                if time.monotonic() >= deadline + period:
                     self.dropped += 1
-                    continue
-                self._pending, waiting_since = True, None
-            try:
-                viewer.tasks.post(self._advance, stop)
-            except Exception:  # noqa: BLE001 - e.g. the session's loop is gone
-                log.debug("posting a playback step failed", exc_info=True)
-                return
+                    break
+                if stop.wait(RECHECK_S):
+                    return
+            else:
+                deadline = max(deadline, time.monotonic() - period / 2)  # keep the rhythm
+                try:
+                    viewer.tasks.post(self._advance, stop)
+                except Exception:  # noqa: BLE001 - e.g. the session's loop is gone
+                    log.debug("posting a playback step failed", exc_info=True)
+                    return
+
+    def _ready(self) -> bool:
+        """May the next step be posted? (Claims it when so.)"""
+        viewer = self._viewer
+        with self._lock:
+            if self._pending or viewer.stack is None or viewer.shown_index != viewer.index:
+                return False
+            if viewer.paced_by_page and viewer.painted_index not in (viewer.index,
+                                                                     self._previous):
+                self._waiting_since = self._waiting_since or time.monotonic()
+                if time.monotonic() - self._waiting_since <= PAINT_TIMEOUT:
+                    return False
+            self._pending, self._waiting_since = True, None
+            return True
 
     def _advance(self, stop: threading.Event) -> None:
         with self._lock:
@@ -153,4 +171,5 @@ class Player:
         if stop.is_set() or not viewer.playing or viewer.stack is None:
             return
         self.advanced += 1
+        self._previous = viewer.index
         viewer.index = next_index(viewer.index, viewer.loop_range, viewer.direction)
