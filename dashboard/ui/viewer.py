@@ -222,9 +222,7 @@ class FramesView(pn.viewable.Viewer):
                 state.param.direction, options=DIRECTION_OPTIONS, width=210,
                 color="primary", variant="outline",
                 margin=(18, 10, 5, 10), css_classes=["echo-direction"]),
-            pn.widgets.IntRangeSlider.from_param(
-                state.param.loop_range, sizing_mode="stretch_width",
-                css_classes=["echo-loop-range"]),
+            self._loop_slider(state),
             pn.pane.Markdown(pn.bind(self._rate_text, state.param.achieved_fps,
                                      state.param.playing, state.param.fps),
                              css_classes=["echo-status", "echo-achieved-fps"], width=230,
@@ -398,6 +396,23 @@ class FramesView(pn.viewable.Viewer):
         if not event.new:
             self._show_limits()
             self.image_serial += 1  # rasterized again for the viewport
+
+    @staticmethod
+    def _loop_slider(state: ViewerState) -> pn.widgets.IntRangeSlider:
+        """The loop range; disabled below two frames, where its bounds are (0, 0), shown as
+        (0, 1): Bokeh refuses a slider whose start equals its end (error E-1021 in the log of
+        every new session)."""
+        slider = pn.widgets.IntRangeSlider.from_param(
+            state.param.loop_range, sizing_mode="stretch_width", css_classes=["echo-loop-range"],
+            disabled=pn.bind(lambda n: n < 2, state.param.n_frames))
+
+        def keep_apart(*_events) -> None:
+            if slider.end <= slider.start:
+                slider.end = slider.start + 1
+
+        slider.param.watch(keep_apart, ["start", "end"])
+        keep_apart()
+        return slider
 
     @staticmethod
     def _rate_text(achieved: float, playing: bool, fps: int) -> str:
