@@ -7,6 +7,7 @@ hover shows the pixel a scientist would name. Every image goes through Datashade
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import holoviews as hv
@@ -120,7 +121,7 @@ class DirectFrames:
     cheap as numpy indexing; Datashader averages instead), so a zoomed view stays sharp; the
     next HoloViews update (e.g. on Pause) rasterizes again.
 
-    Pass :meth:`hook` as a ``hooks`` option of the plot (see :func:`rasterized_frames`); it
+    Pass :attr:`hook` as a ``hooks`` option of the plot (see :func:`rasterized_frames`); it
     remembers the plot each time HoloViews draws it.
     """
 
@@ -131,9 +132,19 @@ class DirectFrames:
 
     def __init__(self):
         self.plot = None
+        # HoloViews keeps a ``hooks`` option in its process-wide ``Store`` of custom options
+        # until every element carrying those options is gone. A bound method there would own
+        # this object -> the plot -> its DynamicMap and elements (so they are never gone) ->
+        # the page and the session's state: no closed session would ever be freed (issue 6).
+        # The hook therefore refers to this object weakly.
+        ref = weakref.ref(self)
 
-    def hook(self, plot, element) -> None:
-        self.plot = plot
+        def hook(plot, element) -> None:
+            direct = ref()
+            if direct is not None:
+                direct.plot = plot
+
+        self.hook = hook
 
     def forget(self) -> None:
         """Drop the plot (it is being replaced, e.g. another stack was opened)."""
