@@ -7,6 +7,7 @@ hover shows the pixel a scientist would name. Every image goes through Datashade
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable
 
@@ -305,6 +306,12 @@ def limits_histogram(hist: hv.Histogram, limits, on_drag: Callable[[float, float
 
 
 def _limits_hook(low: float, high: float, on_drag):
+    # The hook stays in HoloViews' process-wide Store of custom options as long as an element
+    # carrying it lives; holding ``on_drag`` (a view's bound method) strongly there would keep
+    # the view, its plots and elements and so the session's state alive forever (issue 6).
+    drag_ref = (weakref.WeakMethod(on_drag) if inspect.ismethod(on_drag)
+                else (lambda: on_drag))
+
     def hook(plot, element) -> None:
         from bokeh.models import BoxAnnotation
 
@@ -315,8 +322,10 @@ def _limits_hook(low: float, high: float, on_drag):
             state = {"quiet": False}
 
             def changed(attr, old, new) -> None:
-                if not state["quiet"] and box.left is not None and box.right is not None:
-                    on_drag(float(box.left), float(box.right))
+                drag = drag_ref()
+                if (drag is not None and not state["quiet"] and box.left is not None
+                        and box.right is not None):
+                    drag(float(box.left), float(box.right))
 
             box.on_change("left", changed)
             box.on_change("right", changed)
