@@ -226,7 +226,7 @@ def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tm
     assert not by_id, f"{len(by_id)} closed sessions still reachable"
     # The first round pays for imports, Bokeh/Panel model classes, JIT and allocator arenas;
     # the second only for what the sessions leave behind. Measured 2026-11-24 (2 cores, other
-    # helpers running): before the fix +287 then +145 MB (every closed session kept, ~18 MB
+    # helpers running): before the fix +287 then +135 MB (every closed session kept, ~18 MB
     # each); after it +261 then +33 MB (13%). The bound: round 2 grows < 20% of round 1.
     first, second = rss[1] - rss[0], rss[2] - rss[1]
     assert second < 0.2 * first, (rss, first, second)
