@@ -54,6 +54,14 @@ def value_range(user: int) -> tuple[int, int]:
 
 
 def rss_mb() -> float:
+    """Resident memory after giving freed heap back to the OS (glibc ``malloc_trim``), so
+    that what is measured is memory still in use, not the allocator's free lists."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: plain RSS
+        pass
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -226,7 +234,8 @@ def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tm
     assert not by_id, f"{len(by_id)} closed sessions still reachable"
     # The first round pays for imports, Bokeh/Panel model classes, JIT and allocator arenas;
     # the second only for what the sessions leave behind. Measured 2026-11-24 (2 cores, other
-    # helpers running): before the fix +287 then +135 MB (every closed session kept, ~18 MB
-    # each); after it +261 then +33 MB (13%). The bound: round 2 grows < 20% of round 1.
+    # helpers running): before the fix +287 then +135 MB (47%: every closed session kept,
+    # ~18 MB each); after it, three runs: +261/+33, +257/+43, +229/+39 MB (13-17%). The bound,
+    # 25% of round 1, holds with margin and fails if even two of 8 sessions stayed each round.
     first, second = rss[1] - rss[0], rss[2] - rss[1]
-    assert second < 0.2 * first, (rss, first, second)
+    assert second < 0.25 * first, (rss, first, second)
