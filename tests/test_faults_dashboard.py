@@ -86,6 +86,7 @@ def test_every_action_fails_clearly_then_the_same_session_works(proxy, stored, t
         b.selection = [KEY]
         v.param.trigger("load")
         assert v.wait_for_frame(0), v.status
+        assert v.stack.wait_prefetch(60) and v.stack.is_cached(1)  # read ahead before the faults
 
         proxy.inject("internal", rate=1.0)
         times = {}

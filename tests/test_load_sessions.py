@@ -203,6 +203,8 @@ def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tm
     caplog.set_level("WARNING")
     rss = [rss_mb()]
     numbers = []
+    # Sessions of earlier tests in this process may still hold threads; count only ours.
+    threads_before = session_threads()
     for label in ("first", "second"):
         t0 = time.monotonic()
         results, ids, stacks = one_round(served, store, by_id, tmp_path, label)
@@ -210,7 +212,7 @@ def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tm
         # Closed tabs end their sessions: Session.close runs, files close, threads end.
         until(lambda: set(ids) <= set(closed_ids), timeout=60, what="sessions destroyed")
         until(lambda: all(s._closed for s in stacks), what="stacks closed")
-        until(lambda: session_threads() == 0, what="session threads ended")
+        until(lambda: session_threads() <= threads_before, what="session threads ended")
         del stacks
         # Freed, not only closed: nothing (HoloViews' Store of custom options, Panel's state,
         # a watcher) still reaches a closed session's state. Bokeh drops the document a moment
@@ -219,10 +221,7 @@ def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tm
               what="closed sessions freed")
         rss.append(rss_mb())
         numbers.append((label, wall, results))
-    # Bokeh's model validation is left out: ui/viewer.py's "Loop over frames" RangeSlider is
-    # built with start == end before a file is loaded (E-1021), reported to its owner.
-    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")
-              and not r.name.startswith("bokeh.core.validation")]
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert not errors, [r.getMessage() for r in errors]
     for label, wall, results in numbers:
         fps = [r["scrub_fps"] for r in results]
@@ -235,7 +234,8 @@ def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tm
     # The first round pays for imports, Bokeh/Panel model classes, JIT and allocator arenas;
     # the second only for what the sessions leave behind. Measured 2026-11-24 (2 cores, other
     # helpers running): before the fix +287 then +135 MB (47%: every closed session kept,
-    # ~18 MB each); after it, three runs: +261/+33, +257/+43, +229/+39 MB (13-17%). The bound,
-    # 25% of round 1, holds with margin and fails if even two of 8 sessions stayed each round.
+    # ~18 MB each); after it, alone: +261/+33, +257/+43, +229/+39 MB (13-17%); after other tests
+    # in the same process (a warmer, fuller heap): +128/+48 MB (37%). The bound: round 2 grows
+    # by less than 64 MB or 40% of round 1 -- the leak (+135 MB, 47%) fails both.
     first, second = rss[1] - rss[0], rss[2] - rss[1]
-    assert second < 0.25 * first, (rss, first, second)
+    assert second < max(64.0, 0.4 * first), (rss, first, second)
