@@ -14,7 +14,8 @@ from dashboard.storage.credentials import Credentials
 from dashboard.storage.s3 import S3
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTDATA = ROOT.parent / "shared" / "testdata"
+#: Real third-party HDF5 files, copied into the repository with their licences (see its README).
+TESTDATA = ROOT / "tests" / "data" / "third_party"
 
 # Distinctive strings so that leak tests can grep for them.
 ACCESS_KEY = "AKIATESTACCESS7Q4Z"
@@ -78,7 +79,5 @@ def demo(moto_server, credentials):
 
 @pytest.fixture
 def testdata() -> Path:
-    """The real third-party HDF5 files in ../shared/testdata."""
-    if not TESTDATA.is_dir():
-        pytest.fail(f"{TESTDATA} is missing: the shared test data must sit beside the checkout")
+    """The real third-party HDF5 files in tests/data/third_party."""
     return TESTDATA

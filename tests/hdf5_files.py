@@ -10,7 +10,7 @@ import numpy as np
 
 N, H, W = 6, 64, 96
 
-#: The image stack of each shared test file (../shared/testdata), None where there is none.
+#: The image stack of each real third-party test file (tests/data/third_party), None where there is none.
 SHARED_STACKS = {
     "diamond_k11_diad_imaging.h5": "/entry/detector/detector",
     "aps_tooth_dataexchange.h5": "/exchange/data",

@@ -25,6 +25,7 @@ from dashboard.storage.s3 import S3  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+TESTDATA = ROOT / "tests" / "data" / "third_party"
 TESTDATA_STACKS = {k: v for k, v in hdf5_files.SHARED_STACKS.items() if v is not None}
 
 
@@ -37,7 +38,7 @@ def _load_benchmark_module(name: str):
 
 @pytest.fixture(scope="module")
 def store(moto_server, credentials, tmp_path_factory):
-    """One bucket holding the synthetic variants and the shared test files."""
+    """One bucket holding the synthetic variants and the real third-party test files."""
     s3 = S3(moto_server.endpoint, credentials)
     bucket = f"hdf5-{uuid.uuid4().hex[:10]}"
     s3.client.create_bucket(Bucket=bucket)
@@ -47,9 +48,8 @@ def store(moto_server, credentials, tmp_path_factory):
         local[f"syn_{name}.h5"] = hdf5_files.write_variant(folder / f"syn_{name}.h5", name)
     local["userblock.h5"] = hdf5_files.write_userblock(folder / "userblock.h5")
     local["partial.h5"] = hdf5_files.write_partial(folder / "partial.h5")
-    testdata = ROOT.parent / "shared" / "testdata"
     for name in TESTDATA_STACKS:
-        local[name] = testdata / name
+        local[name] = TESTDATA / name
     for key, path in local.items():
         s3.client.upload_file(str(path), bucket, key)
     return {"s3": s3, "bucket": bucket, "local": local}
