@@ -7,6 +7,7 @@ a traceback is shown only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help='JSON key file {"access_key": ..., "secret_key": ...} (env ECHO_S3_CREDENTIALS)',
     )
     group.add_argument("--profile", help="AWS profile name (env AWS_PROFILE)")
+    group.add_argument("--demo", action="store_true",
+                       help="use the embedded demo S3 store (buckets echo-demo, echo-demo-empty; "
+                            "no keys needed)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
@@ -98,8 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", parents=[common], help="start the dashboard in the browser")
-    p.add_argument("--demo", action="store_true",
-                   help="start the embedded demo S3 store and connect to it (no keys needed)")
     p.add_argument("--port", type=_port, default=5006, help="port (default 5006; 0 = any free port)")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--show", action="store_true", help="open the page in a web browser")
@@ -161,8 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         logging.getLogger("dashboard").setLevel(logging.INFO)
     handler = globals()[f"_cmd_{args.command}"]
+    if args.demo and (args.endpoint or args.credentials or args.profile):
+        parser.error("--demo uses the demo store's own endpoint and keys: "
+                     "drop --endpoint, --credentials and --profile")
     try:
-        return handler(args) or 0
+        with _demo_store(args):
+            return handler(args) or 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -191,11 +197,32 @@ def _settings(args) -> Settings:
     )
 
 
+@contextlib.contextmanager
+def _demo_store(args):
+    """``--demo`` (all commands but ``serve``, which starts its own): the embedded demo store
+    runs for the command's lifetime; :func:`_connect` then uses its endpoint and keys."""
+    args.demo_store = None
+    if not args.demo or args.command == "serve":
+        yield
+        return
+    from .demo.store import start_demo_store
+
+    if not args.debug:
+        logging.getLogger("dashboard.demo").setLevel(logging.WARNING)
+    print("Starting the demo S3 store (the first start generates its data, ~10 s)...",
+          file=sys.stderr, flush=True)
+    with start_demo_store(scale="full") as store:
+        args.demo_store = store
+        yield
+
+
 def _connect(args):
     from .storage.credentials import load_credentials
     from .storage.s3 import S3
 
     settings = _settings(args)
+    if args.demo_store is not None:
+        return settings, S3(args.demo_store.endpoint, args.demo_store.credentials)
     credentials = load_credentials(settings.credentials_path, profile=settings.profile)
     # An endpoint given on the command line or in the environment beats the key file's.
     endpoint = args.endpoint or _env_endpoint() or credentials.endpoint or settings.endpoint

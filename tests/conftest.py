@@ -27,6 +27,14 @@ def pytest_configure(config):
     os.environ.setdefault("ECHO_S3_DEMO_CACHE", tempfile.mkdtemp(prefix="echo-s3-demo-cache-"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that drives Chromium (uses the ``browser`` fixture, directly or through
+    another fixture) is marked ``browser``, so ``-m "not browser"`` never starts one."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_aws_env(monkeypatch, tmp_path_factory):
     """No test ever sees the developer's real AWS keys, profiles or config."""

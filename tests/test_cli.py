@@ -164,3 +164,37 @@ def test_process_refuses_start_below_20(capsys, keyfile, stack_object, tmp_path)
                        "--out", tmp_path / "never", "--credentials", keyfile)
     assert code == 1 and err.startswith("error: ") and "at least 20" in err
     assert not (tmp_path / "never").exists()
+
+
+# -- --demo: the embedded demo store, no keys typed --------------------------------------------
+
+
+def _cli(*argv, cwd):
+    """The console command in a process of its own: moto's state is per process, and the
+    full-scale demo must not meet the suite's small-scale ``echo-demo`` bucket."""
+    return subprocess.run([sys.executable, "-m", "dashboard.cli", *map(str, argv)], cwd=cwd,
+                          capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_demo_flag_lists_and_processes_without_keys(tmp_path):
+    scan = "s3://echo-demo/beamline/2026-11/scan_0001.nxs"
+    listed = _cli("ls", "--demo", "s3://echo-demo/beamline/2026-11/", "--json", cwd=ROOT)
+    assert listed.returncode == 0, listed.stderr
+    keys = [o["key"] for o in json.loads(listed.stdout)]
+    assert "beamline/2026-11/scan_0001.nxs" in keys
+
+    out = tmp_path / "out"
+    done = _cli("process", "--demo", scan, "--start", 20, "--end", 22, "--format", "npy",
+                "--out", out, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.npy")) == [
+        f"scan_0001_{i:06d}.npy" for i in (20, 21, 22)]
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_flag_refuses_other_connection_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["ls", "--demo", "--endpoint", "http://127.0.0.1:1"])
+    assert exit_.value.code == 2
+    assert "--demo uses the demo store's own endpoint and keys" in capsys.readouterr().err

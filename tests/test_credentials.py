@@ -243,7 +243,6 @@ def test_profile_from_the_shared_credentials_file(aws_profile_files, moto_server
     assert (creds.profile, creds.access_key, creds.source) == ("science", None, "AWS profile 'science'")
     keys = creds.boto3_session().get_credentials()
     assert (keys.access_key, keys.secret_key) == (ACCESS_KEY, SECRET_KEY)
-    assert creds.s3fs_kwargs() == {"profile": "science"}
     s3 = S3(moto_server.endpoint, creds)
     assert isinstance(s3.list_buckets(), list)  # the profile's keys sign real requests
     assert_no_secret(repr(creds) + repr(s3))
@@ -272,12 +271,11 @@ def test_unknown_profile_is_a_clear_error(aws_profile_files):
 def test_nothing_configured_falls_back_to_the_default_chain():
     creds = load_credentials(env={})
     assert creds.source == "default AWS chain"
-    assert creds.secrets() == () and creds.s3fs_kwargs() == {}
+    assert creds.secrets() == ()
     assert repr(creds) == "Credentials(source='default AWS chain')"
 
 
-def test_anonymous_credentials_for_s3fs():
-    assert Credentials(anonymous=True).s3fs_kwargs() == {"anon": True}
+def test_anonymous_credentials_say_so():
     assert "anonymous=True" in repr(Credentials(anonymous=True))
 
 
@@ -315,7 +313,6 @@ def test_keys_never_reach_os_environ(tmp_path, moto_server):
     creds = load_credentials(write_keys(tmp_path / "k.json", GOOD))
     s3 = S3(moto_server.endpoint, creds)
     s3.list_buckets()
-    s3.fs.ls("")  # s3fs too
     for name, value in os.environ.items():
         assert SECRET_KEY not in value and ACCESS_KEY not in value, name
     assert "AWS_ACCESS_KEY_ID" not in os.environ and "AWS_SECRET_ACCESS_KEY" not in os.environ

@@ -53,10 +53,7 @@ def exercise(s3: S3, bucket: str, tmp_path) -> list[str]:
     texts += [repr(listing), listing.notice, repr(s3.list_directories(bucket))]
     texts.append(repr(s3.head(bucket, "d/a.h5")))
     s3.get_range(bucket, "d/a.h5", 0, 10)
-    s3.fs.cat_file(f"{bucket}/d/b.h5")
-    with s3.fs.open(f"{bucket}/d/a.h5", "rb") as handle:
-        handle.read(5)
-    texts.append(repr(s3.fs))
+    s3.client.get_object(Bucket=bucket, Key="d/b.h5")["Body"].read()
     report = download_objects(s3, bucket, ["d/a.h5", "d/b.h5", "d/missing.h5", "../x.h5"],
                               tmp_path, progress=lambda p: texts.append(repr(p)),
                               progress_interval=0)
@@ -64,7 +61,7 @@ def exercise(s3: S3, bucket: str, tmp_path) -> list[str]:
     for failing in (lambda: s3.list_objects("no-such-bucket-secrets"),
                     lambda: s3.head(bucket, "nope.h5"),
                     lambda: s3.get_range(bucket, "d/b.h5", 100, 5),
-                    lambda: s3.fs.cat_file(f"{bucket}/nope.h5"),
+                    lambda: s3.client.get_object(Bucket=bucket, Key="nope.h5"),
                     lambda: safe_local_path(tmp_path, "/abs.h5")):
         try:
             failing()
@@ -90,7 +87,7 @@ def test_session_tokens_and_presigned_urls_are_masked(moto_server, bucket, tmp_p
     creds = Credentials(access_key=ACCESS_KEY, secret_key=SECRET_KEY, session_token=TOKEN)
     s3 = S3(moto_server.endpoint, creds)
     s3.client.put_object(Bucket=bucket, Key="t.h5", Body=b"t")
-    s3.fs.cat_file(f"{bucket}/t.h5")
+    s3.client.get_object(Bucket=bucket, Key="t.h5")["Body"].read()
     url = s3.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "t.h5"})
     assert ACCESS_KEY in url  # a presigned URL necessarily carries the access key ...
     with urllib3.PoolManager() as http:  # ... and urllib3 logs the URL it fetches
@@ -109,7 +106,7 @@ def test_wrong_keys_leak_nothing(tmp_path, debug_logs):
         for access in (ACCESS_KEY, real_access):  # unknown key; known key with wrong secret
             s3 = S3(server.endpoint, Credentials(access_key=access, secret_key=SECRET_KEY))
             for attempt in (s3.list_buckets, lambda: s3.list_objects("owner-secret-test"),
-                            lambda: s3.fs.ls("owner-secret-test")):
+                            lambda: s3.client.get_object(Bucket="owner-secret-test", Key="x.h5")):
                 with pytest.raises(Exception) as info:  # noqa: PT011 - any kind, checked below
                     attempt()
                 error = s3.translate(info.value, bucket="owner-secret-test")

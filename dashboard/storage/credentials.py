@@ -1,6 +1,6 @@
 """Load S3 keys from a JSON file, the environment or an AWS profile, without ever leaking them.
 
-The secret key lives only inside a :class:`Credentials` object and the boto3/s3fs clients built
+The secret key lives only inside a :class:`Credentials` object and the boto3 clients built
 from it. It is never put in ``os.environ``, a log line, a repr or an exception message.
 """
 
@@ -104,16 +104,6 @@ class Credentials:
             except Exception as exc:  # botocore.exceptions.ProfileNotFound and friends
                 raise CredentialsError(f"AWS profile {self.profile!r} not found: {exc}") from None
         return boto3.Session()
-
-    def s3fs_kwargs(self) -> dict:
-        """Keyword arguments for :class:`s3fs.S3FileSystem`."""
-        if self.anonymous:
-            return {"anon": True}
-        if self.access_key:
-            return {"key": self.access_key, "secret": self.secret_key, "token": self.session_token}
-        if self.profile:
-            return {"profile": self.profile}
-        return {}
 
 
 def from_json_file(path: str | os.PathLike) -> Credentials:

@@ -1,7 +1,7 @@
-"""The one place that talks S3: boto3 clients, s3fs filesystems, listing, error translation.
+"""The one place that talks S3: boto3 clients, listing, error translation.
 
 Clients are configured for Ceph RGW (STFC ECHO): path-style addressing, SigV4, botocore's
-standard retry mode (a single retry loop: s3fs's own loop is switched off), bounded connect and
+standard retry mode, bounded connect and
 read timeouts, and checksums only when an operation requires them.
 """
 
@@ -155,31 +155,6 @@ class S3:
             region_name="us-east-1",
             config=Config(**kwargs),
         )
-
-    def filesystem(self, **kwargs):
-        """A fresh :class:`s3fs.S3FileSystem` for this endpoint and these keys.
-
-        Not shared through s3fs's instance cache, so sessions never share one.
-        """
-        import s3fs
-
-        config = self._config_kwargs()
-        fs = s3fs.S3FileSystem(
-            endpoint_url=self.endpoint,
-            client_kwargs={"region_name": "us-east-1"},
-            config_kwargs=config,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-            **self.credentials.s3fs_kwargs(),
-            **kwargs,
-        )
-        fs.retries = 1  # botocore's standard mode already retries; don't multiply the loops
-        return fs
-
-    @cached_property
-    def fs(self):
-        """This connection's shared s3fs filesystem."""
-        return self.filesystem()
 
     # -- requests ---------------------------------------------------------------------
 
