@@ -221,6 +221,9 @@ def test_the_readme_cell_in_jupyterlab_offline(browser, tmp_path, moto_server, d
             assert time.monotonic() < deadline, "the frame's pixels did not change after Next"
             page.wait_for_timeout(100)
         shot(page, "notebook-03-frame-1")
+    except Exception:
+        shot(page, "notebook-failed")
+        raise
     finally:
         context.close()
         server.stop()
