@@ -247,7 +247,8 @@ class Source:
 
     @property
     def is_s3(self) -> bool:
-        return self.s3 is not None
+        """An object store's object (S3, or the in-memory provider's), not a local file."""
+        return self.s3 is not None or self._rangefile is not None
 
     @contextlib.contextmanager
     def h5(self):
@@ -357,6 +358,34 @@ def _open_h5(target, url: str) -> h5py.File:
         return h5py.File(target, "r")
     except H5PY_ERRORS as exc:
         raise h5py_error(exc, url) from None
+
+
+def open_bytes(url: str, data: bytes, *, etag: str | None = None) -> Source:
+    """A :class:`Source` over an HDF5 file held in memory (the in-memory provider of the state
+    tests): the same block-cached :class:`RangeFile` and exact reads as an S3 object, no network.
+    """
+    import hashlib
+
+    data = bytes(data)
+    if not data:
+        raise NotHDF5File(f"{url} is empty (0 bytes), not an HDF5 file.")
+    etag = etag or hashlib.md5(data, usedforsecurity=False).hexdigest()
+    stats = IOStats()
+
+    def read(start: int, length: int) -> bytes:
+        return data[start : start + length]
+
+    def meta_fetch(start: int, length: int) -> bytes:
+        chunk = read(start, length)
+        stats.add(len(chunk), metadata=True)
+        return chunk
+
+    first = read(0, FIRST_BLOCK)
+    stats.add(len(first), metadata=True)
+    rangefile = RangeFile(meta_fetch, len(data), name=url, first=first)
+    file = _open_h5(rangefile, url)
+    return Source(url=url, file=file, size=len(data), etag=etag,
+                  cache_key=("memory", url, etag), read=read, stats=stats, rangefile=rangefile)
 
 
 def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = None,

@@ -97,8 +97,10 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
 
     Parameters
     ----------
-    url_or_path : str or path
-        ``s3://BUCKET/KEY`` or a local path.
+    url_or_path : str, path or Source
+        ``s3://BUCKET/KEY``, a local path, or an open :class:`~.source.Source` (the stack takes
+        it over and closes it; the file's tree can be read from the same Source first, so a
+        load costs one first-block GET).
     dataset : str, optional
         Path of the dataset; default: :func:`~dashboard.hdf5.tree.default_stack`.
     endpoint : str, optional
@@ -115,7 +117,8 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
     NotHDF5File, TruncatedFile, FilterUnavailable, LinkUnreachable, NotAnImageStack
     dashboard.storage.s3.AccessDenied, NotFound, EndpointUnreachable
     """
-    source = open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials)
+    source = (url_or_path if isinstance(url_or_path, Source) else
+              open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials))
     try:
         if dataset is None:
             try:

@@ -138,6 +138,12 @@ def flat_from_frames(frames) -> np.ndarray:
     return total.astype(np.float32)
 
 
+def flat_range(start: int) -> range:
+    """The frames whose mean is the flat of a run starting at ``start``: the
+    :data:`FLAT_FRAMES` frames just before it."""
+    return range(start - FLAT_FRAMES, start)
+
+
 def flat_field(image: np.ndarray, flat: np.ndarray) -> np.ndarray:
     """Divide a normalized frame by the flat, floored at 1e-6.
 
