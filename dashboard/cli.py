@@ -197,15 +197,8 @@ def _connect(args):
 
     settings = _settings(args)
     credentials = load_credentials(settings.credentials_path, profile=settings.profile)
-    # An endpoint given on the command line or in the environment beats the key file's.
-    endpoint = args.endpoint or _env_endpoint() or credentials.endpoint or settings.endpoint
-    return settings, S3(endpoint, credentials)
-
-
-def _env_endpoint():
-    from .config import ENV_ENDPOINT
-
-    return os.environ.get(ENV_ENDPOINT) or None
+    # The one rule (config.resolve_endpoint): --endpoint or env, else the key file's, else ECHO.
+    return settings, S3(settings.endpoint_for(credentials), credentials)
 
 
 def _scrubbed(exc: BaseException, args) -> str:

@@ -15,13 +15,12 @@ import logging
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..errors import EchoError
-from ..storage.paths import UnusablePath, local_path
+from ..storage.paths import UnusablePath, local_path, open_temp
 from .pipeline import to_uint8
 
 log = logging.getLogger(__name__)
@@ -253,8 +252,8 @@ class LocalOutput:
         tmp = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=self.folder)
-            with os.fdopen(fd, "wb") as fh:
+            tmp, fh = open_temp(target)  # 0666 & ~umask, as downloads are
+            with fh:
                 fh.write(data)
             os.replace(tmp, target)
             tmp = None

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from ..errors import EchoError
 from .listing import human_size
-from .paths import UnusablePath, local_path
+from .paths import UnusablePath, local_path, open_temp
 from .s3 import body_errors
 
 log = logging.getLogger(__name__)
@@ -547,16 +547,7 @@ def _same_file(path: Path, size: int, etag: str) -> bool:
 
 
 def _open_temp(path: Path):
-    """Create ``.NAME.part-RANDOM`` beside ``path`` (mode 0666 & ~umask, like a normal file)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _attempt in range(100):
-        tmp = path.with_name(f".{path.name}{PART_MARKER}{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-        return tmp, os.fdopen(fd, "wb")
-    raise FileExistsError(f"no free temporary name beside {path}")
+    return open_temp(path, marker=PART_MARKER)
 
 
 def _remove(path: Path) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import cached_property
 from urllib.parse import urlparse
 
-from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS, normalize_endpoint
+from ..config import DEFAULT_MAX_OBJECTS, resolve_endpoint
 from ..errors import EchoError
 from .credentials import Credentials, load_credentials
 from .redact import install_log_redaction
@@ -115,7 +115,7 @@ class S3:
         max_attempts: int = 4,
     ):
         self.credentials = credentials if credentials is not None else load_credentials()
-        self.endpoint = normalize_endpoint(endpoint or self.credentials.endpoint or DEFAULT_ENDPOINT)
+        self.endpoint = resolve_endpoint(endpoint, self.credentials)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_attempts = max_attempts
