@@ -97,11 +97,13 @@ class Node:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A dataset that can be shown as a stack of frames."""
+    """A dataset that can be shown as a stack of frames (``group_class``: its group's
+    NeXus ``NX_class``, ``""`` when it has none)."""
 
     path: str
     shape: tuple
     dtype: str
+    group_class: str = ""
 
     @property
     def n_frames(self) -> int:
@@ -425,30 +427,62 @@ def nexus_default(f: h5py.File) -> str | None:
 KNOWN_STACKS = ("/entry/data/data", "/exchange/data")
 
 
+def candidates_of(nodes) -> list[Candidate]:
+    """The stack candidates among :func:`walk`'s nodes (or ``describe``'s JSON nodes), each
+    with the ``NX_class`` of its group (groups come before their members breadth-first)."""
+    classes: dict[str, str] = {}
+    out = []
+    for node in nodes:
+        if isinstance(node, dict):
+            node = Node(path=node["path"], kind=node["kind"],
+                        shape=tuple(node["shape"]) if node.get("shape") else None,
+                        dtype=node.get("dtype"), attrs=node.get("attrs") or {})
+        if node.kind == "group":
+            classes[node.path] = _text(node.attrs.get("NX_class")) or ""
+        elif node.is_stack_candidate:
+            parent = node.path.rsplit("/", 1)[0] or "/"
+            out.append(Candidate(path=node.path, shape=tuple(node.shape), dtype=node.dtype,
+                                 group_class=classes.get(parent, "")))
+    return out
+
+
 def stack_candidates(source, *, limit: int = SEARCH_LIMIT) -> list[Candidate]:
     """Numeric datasets with ndim >= 2 found within ``limit`` nodes breadth-first."""
-    return [
-        Candidate(path=node.path, shape=node.shape, dtype=node.dtype)
-        for node in walk(source, limit=limit, cheap_sizes=False)
-        if node.is_stack_candidate
-    ]
+    return candidates_of(walk(source, limit=limit, cheap_sizes=False))
+
+
+#: How a dataset's NeXus group ranks when choosing the default stack (lower first).
+CLASS_RANK = {"NXdata": 0, "NXdetector": 1, "": 2, "NXmonitor": 3}
+
+
+def _rank(candidate: Candidate) -> tuple:
+    height, width = candidate.shape[-2:]
+    return (CLASS_RANK.get(candidate.group_class, 2), -(height * width), -candidate.n_frames,
+            len(candidate.path), candidate.path)
 
 
 def choose_default(candidates: list[Candidate]) -> str | None:
-    """Largest stack with ndim >= 3, else the largest 2-D dataset, else ``None``."""
+    """The default among stacks with ndim >= 3 (else among 2-D datasets; ``None`` if neither).
+
+    Datasets in an ``NXdata`` group first, then ``NXdetector``, then the rest, ``NXmonitor``
+    last; among those the largest frame (height × width), then the most frames, then the
+    shortest path.
+    """
     stacks = [c for c in candidates if len(c.shape) >= 3]
     pool = stacks or [c for c in candidates if len(c.shape) == 2]
     if not pool:
         return None
-    return max(pool, key=lambda c: (c.size, -len(c.path))).path
+    return min(pool, key=_rank).path
 
 
 def default_stack(source, *, candidates: list[Candidate] | None = None) -> str | None:
     """The stack to show first.
 
-    The NeXus default plottable signal, else ``/entry/data/data``, else ``/exchange/data``,
-    else the largest 3-D (or higher) dataset, else the largest 2-D one; ``None`` if there is
-    no numeric dataset with ndim >= 2. Well-known paths are tried before any walk.
+    The NeXus default plottable signal (``@default``/``@signal``), else ``/entry/data/data``,
+    else ``/exchange/data``, else :func:`choose_default` over a bounded walk (NXdata before
+    NXdetector before other groups before NXmonitor; the largest frame; the most frames);
+    ``None`` if there is no numeric dataset with ndim >= 2. Well-known paths are tried before
+    any walk.
     """
     f = _file(source)
     with _lock(source):
@@ -492,8 +526,7 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
         nodes = list(walk(source, limit=limit + 1))
         truncated = len(nodes) > limit
         nodes = nodes[:limit]
-        candidates = [Candidate(n.path, n.shape, n.dtype) for n in nodes if n.is_stack_candidate]
-        default = default_stack(source, candidates=candidates)
+        default = default_stack(source, candidates=candidates_of(nodes))
         return {
             "url": source.url,
             "default_stack": default,
