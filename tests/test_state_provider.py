@@ -172,11 +172,11 @@ def test_short_stack_disables_preview_and_batch_and_errors_are_marked(files):
     try:
         load(session, "a.h5")
         p = session.processor
-        assert p.can_preview() and p.can_batch()
+        assert not p.preview_disabled() and not p.batch_disabled()
         assert (p.start, p.end) == (20, 39)
         load(session, "short.h5")
         assert (p.start, p.end) == (11, 11)  # the counts follow the file
-        assert not p.can_preview() and not p.can_batch()
+        assert p.preview_disabled() and p.batch_disabled()
         assert "has 12 frames; a batch needs at least 21" in p.status and p.failed
         load(session, "b.h5")
         assert p.status == "Ready: frames 20–29 of 30." and not p.failed
@@ -254,3 +254,22 @@ def test_output_files_get_the_mode_the_umask_gives(tmp_path):
         os.umask(old)
     mode = (Path(tmp_path / "out" / "x.npy").stat().st_mode) & 0o777
     assert mode == 0o640
+
+
+def test_browser_errors_are_marked_and_the_next_action_replaces_them(files):
+    session, _provider = memory_session(files)
+    b = session.browser
+    try:
+        assert not b.failed
+        b.selection = []
+        b.view_last_frame = True
+        assert b.failed and b.status == "Select an .h5 file in the browser first."
+        b.selection = ["a.h5"]
+        b.view_last_frame = True
+        assert session.wait(30)
+        assert not b.failed and b.status.startswith("Last frame of s3://beamline/a.h5 shown")
+        b.download_dir = ""
+        b.download = True
+        assert b.download_failed and b.download_status == "Give a download folder first."
+    finally:
+        session.close()

@@ -62,6 +62,7 @@ class BrowserState(param.Parameterized):
     connection = param.String(default="", constant=True, doc="Who is connected where (no keys).")
     status = param.String(default="Not connected: give an endpoint and keys, then press Connect.")
     busy = param.Boolean(default=False, doc="An action of this step is running.")
+    failed = param.Boolean(default=False, doc="`status` reports an error (views style it so).")
 
     # -- list --------------------------------------------------------------------------------
     bucket = param.Selector(default=None, objects=[], label="Bucket")
@@ -82,6 +83,7 @@ class BrowserState(param.Parameterized):
     cancel_download = param.Event(label="Cancel download")
     download_progress = param.Integer(default=0, bounds=(0, 100), doc="Percent done.")
     download_status = param.String(default="")
+    download_failed = param.Boolean(default=False, doc="`download_status` reports an error.")
     downloading = param.Boolean(default=False)
     view_last_frame = param.Event(label="View Last Frame")
     thumbnail = param.Parameter(default=None, precedence=-1, doc="Last frame (2-D ndarray).")
@@ -219,7 +221,7 @@ class BrowserState(param.Parameterized):
                           truncated_notice="")
         with param.edit_constant(self):
             self.param.update(connected=False, connection="")
-        self._done(message)
+        self._done(message, failed=True)
 
     @param.depends("bucket", watch=True)
     def _on_bucket(self) -> None:
@@ -233,7 +235,7 @@ class BrowserState(param.Parameterized):
         if not self._require_connection():
             return
         if not self.bucket:
-            self.status = "Choose a bucket first."
+            self._refuse("Choose a bucket first.")
             return
         self._set_busy(f"Listing s3://{self.bucket}/ …")
         self.tasks.submit(self._list, self.provider, self.bucket, self._generation)
@@ -242,7 +244,7 @@ class BrowserState(param.Parameterized):
         try:
             listing = provider.list_objects(bucket, limit=self.max_objects)
         except Exception as exc:  # noqa: BLE001
-            self._done(user_message(exc, f"list bucket {bucket!r}"))
+            self._done(user_message(exc, f"list bucket {bucket!r}"), failed=True)
             return
         self.tasks.post(self._listed, listing, bucket, generation)
 
@@ -272,21 +274,21 @@ class BrowserState(param.Parameterized):
         if not self._require_connection():
             return
         if not self.selection:
-            self.download_status = "Tick one or more objects in the table first."
+            self._refuse_download("Tick one or more objects in the table first.")
             return
         if self.downloading:
-            self.download_status = "A download is already running."
+            self._refuse_download("A download is already running.")
             return
         if not self.download_dir.strip():
-            self.download_status = "Give a download folder first."
+            self._refuse_download("Give a download folder first.")
             return
         try:
             out_dir = local_path(self.download_dir.strip(), what="download folder")
         except UnusablePath as exc:
-            self.download_status = str(exc)
+            self._refuse_download(str(exc))
             return
         self._download_cancel.clear()
-        self.param.update(downloading=True, download_progress=0,
+        self.param.update(downloading=True, download_progress=0, download_failed=False,
                           download_status=f"Downloading {len(self.selection)} object(s)…")
         self.tasks.submit(self._download, self.s3, self.bucket, list(self.selection), out_dir)
 
@@ -294,7 +296,7 @@ class BrowserState(param.Parameterized):
     def _on_cancel_download(self) -> None:
         if self.downloading:
             self._download_cancel.set()
-            self.download_status = "Cancelling the download…"
+            self.param.update(download_status="Cancelling the download…", download_failed=False)
 
     def _download(self, s3: S3, bucket: str, keys: list[str], out_dir: Path) -> None:
         from ..storage.download import download_objects
@@ -311,7 +313,7 @@ class BrowserState(param.Parameterized):
             report = download_objects(s3, bucket, keys, out_dir, progress=progress,
                                       cancel=self._download_cancel)
         except Exception as exc:  # noqa: BLE001
-            self.tasks.post(self.param.update, downloading=False,
+            self.tasks.post(self.param.update, downloading=False, download_failed=True,
                             download_status=user_message(exc, "download the selection"))
             return
         self.tasks.post(
@@ -319,6 +321,7 @@ class BrowserState(param.Parameterized):
             downloading=False,
             download_progress=100 if not self._download_cancel.is_set() else self.download_progress,
             download_status=_download_summary(report, out_dir, self._download_cancel.is_set()),
+            download_failed=bool(report.failed),
         )
 
     @param.depends("view_last_frame", watch=True)
@@ -327,7 +330,7 @@ class BrowserState(param.Parameterized):
             return
         url = self.selected_url()
         if url is None:
-            self.status = "Select an .h5 file in the browser first."
+            self._refuse("Select an .h5 file in the browser first.")
             return
         self._set_busy(f"Reading the last frame of {url} …")
         self.tasks.submit(self._thumbnail, self.provider, url)
@@ -339,7 +342,7 @@ class BrowserState(param.Parameterized):
                 title = f"{url.rsplit('/', 1)[-1]} — frame {len(stack) - 1} of {stack.dataset}"
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self.param.update, thumbnail=None, thumbnail_title="")
-            self._done(user_message(exc, f"read the last frame of {url}"))
+            self._done(user_message(exc, f"read the last frame of {url}"), failed=True)
             return
         self.tasks.post(self.param.update, thumbnail=frame, thumbnail_title=title)
         self._done(f"Last frame of {url} shown ({frame.shape[1]}×{frame.shape[0]}).")
@@ -348,15 +351,22 @@ class BrowserState(param.Parameterized):
 
     def _require_connection(self) -> bool:
         if self.provider is None:
-            self.status = "Connect first: give an endpoint and keys, then press Connect."
+            self._refuse("Connect first: give an endpoint and keys, then press Connect.")
             return False
         return True
 
     def _set_busy(self, message: str) -> None:
-        self.param.update(busy=True, status=message)
+        self.param.update(busy=True, status=message, failed=False)
 
-    def _done(self, message: str) -> None:
-        self.tasks.post(self.param.update, busy=False, status=message)
+    def _done(self, message: str, *, failed: bool = False) -> None:
+        self.tasks.post(self.param.update, busy=False, status=message, failed=failed)
+
+    def _refuse_download(self, message: str) -> None:
+        self.param.update(download_status=message, download_failed=True)
+
+    def _refuse(self, message: str) -> None:
+        """An action that cannot start: say why, as an error, replacing the last message."""
+        self.param.update(status=message, failed=True)
 
     def close(self) -> None:
         """Cancel a running download (the session is going away)."""

@@ -109,17 +109,16 @@ class ProcessorState(param.Parameterized):
         count = len(range(self.start, self.end + 1, self.step))
         return f"{count} frame{'s' if count != 1 else ''} will be written as {self.format}."
 
-    @param.depends("start", "end", "step", "viewer.stack", "viewer.n_frames", "running",
-                   "previewing")
-    def can_preview(self) -> bool:
-        """Whether Preview may be pressed (a stack long enough, a valid range, none running)."""
-        return not self.previewing and not self.problem(for_preview=True)
+    @param.depends("start", "end", "step", "viewer.stack", "viewer.n_frames", "previewing")
+    def preview_disabled(self) -> bool:
+        """Whether Preview is greyed out (no stack long enough, a bad range, one running)."""
+        return self.previewing or bool(self.problem(for_preview=True))
 
     @param.depends("start", "end", "step", "format", "output", "viewer.stack", "viewer.n_frames",
                    "running")
-    def can_batch(self) -> bool:
-        """Whether Batch may be pressed."""
-        return not self.running and not self.problem()
+    def batch_disabled(self) -> bool:
+        """Whether Batch is greyed out (a problem with the parameters, or a batch running)."""
+        return self.running or bool(self.problem())
 
     # -- preview -----------------------------------------------------------------------------
 
