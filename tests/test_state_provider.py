@@ -71,6 +71,7 @@ def memory_session(files, provider_class=MemoryProvider) -> tuple[Session, Memor
 
 def load(session, key):
     session.browser.selection = [key]
+    assert session.wait(60)  # Inspect has described it (as a user would see before Load)
     session.viewer.load = True
     assert session.wait(60)
     assert session.viewer.stack is not None, session.viewer.status
@@ -108,6 +109,25 @@ def test_memory_session_lists_loads_and_shows_frames_without_a_server(files):
         np.testing.assert_array_equal(v.frame, files["a.h5"][1][0])
         assert v.tree["default_stack"] == DATASET
         assert provider.opened == {url("a.h5"): 1}  # tree and stack from one Source
+    finally:
+        session.close()
+
+
+def test_inspect_fills_on_selection_and_load_reuses_its_source(files):
+    session, provider = memory_session(files)
+    try:
+        v = session.viewer
+        session.browser.selection = ["b.h5"]
+        assert session.wait(30)
+        assert v.tree["url"] == url("b.h5") and v.stack is None  # before Load
+        v.load = True
+        assert session.wait(30) and v.stack is not None and v.url == url("b.h5")
+        assert provider.opened == {url("b.h5"): 1}  # selection and load: one Source
+        session.browser.selection = ["a.h5"]
+        assert session.wait(30)
+        assert v.tree["url"] == url("a.h5") and v.url == url("b.h5")  # the stack stays
+        v.dataset = DATASET  # same dataset: nothing reopened, the tree stays the selected one's
+        assert provider.opened[url("a.h5")] == 1
     finally:
         session.close()
 
@@ -231,8 +251,13 @@ def test_a_load_costs_one_first_block_get(moto_server, credentials, demo):
         try:
             assert session.wait(60)
             session.browser.bucket = DEMO_BUCKET
-            v = load(session, NEXUS_KEY)
-            assert v.tree is not None and v.wait_for_frame(0)
+            session.browser.selection = [NEXUS_KEY]
+            assert session.wait(60)  # Inspect fills on selection …
+            assert session.viewer.tree["url"] == f"s3://{DEMO_BUCKET}/{NEXUS_KEY}"
+            session.viewer.load = True  # … and Load takes over the same Source
+            assert session.wait(60)
+            v = session.viewer
+            assert v.stack is not None and v.wait_for_frame(0)
             first = f"bytes=0-{FIRST_BLOCK - 1}"
             firsts = [r for r in proxy.ranges
                       if r[0] == "GET" and NEXUS_KEY in r[1] and r[2] == first]

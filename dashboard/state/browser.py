@@ -192,6 +192,8 @@ class BrowserState(param.Parameterized):
     def _connected(self, provider: Provider, credentials: Credentials | None,
                    buckets: list[str]) -> None:
         endpoint = provider.endpoint
+        if self.provider is not None and self.provider is not provider:
+            self.provider.close()
         self.provider, self._credentials = provider, credentials
         if credentials is None:
             who = "in-memory files"
@@ -215,6 +217,8 @@ class BrowserState(param.Parameterized):
         self._done(f"Connected to {endpoint}: {found}; {hint}")
 
     def _disconnect(self, message: str) -> None:
+        if self.provider is not None:
+            self.provider.close()
         self.provider, self._credentials = None, None
         self.param.bucket.objects = []
         self.param.update(bucket=None, listing=[], selection=[], thumbnail=None,
@@ -369,8 +373,10 @@ class BrowserState(param.Parameterized):
         self.param.update(status=message, failed=True)
 
     def close(self) -> None:
-        """Cancel a running download (the session is going away)."""
+        """Cancel a running download, release the provider (the session is going away)."""
         self._download_cancel.set()
+        if self.provider is not None:
+            self.provider.close()
 
 
 def _download_summary(report, out_dir: Path, cancelled: bool) -> str:

@@ -3,11 +3,14 @@
 h5web's ``DataProviderApi`` is the model. A session holds one :class:`Provider` once it is
 connected; the state models reach S3 and HDF5 only through it:
 
-* :func:`connect` resolves the endpoint and the keys once (:func:`~dashboard.config.resolve_endpoint`:
-  an endpoint given on the command line, in the environment or in the page, else the key
-  file's ``"endpoint"``, else ECHO) and checks them by listing the buckets;
+* :func:`connect` resolves the endpoint and the keys once
+  (:func:`~dashboard.config.resolve_endpoint`: an endpoint given on the command line, in the
+  environment or in the page, else the key file's ``"endpoint"``, else ECHO) and checks them by
+  listing the buckets;
 * :meth:`Provider.open` reads a file's tree and opens its stack from **one**
-  :class:`~dashboard.hdf5.source.Source` (one first-block GET per load);
+  :class:`~dashboard.hdf5.source.Source` (one first-block GET per load); :meth:`Provider.inspect`
+  describes a selected file and keeps its Source for the Load that usually follows, so
+  selecting and then loading a file still costs one;
 * :meth:`Provider.reopen` gives a long job (batch, preview, ROI series, thumbnail) a handle of
   its own from the stack's :class:`~dashboard.hdf5.stack.StackSpec`: the job closes it, and
   nothing it uses is closed by anyone else (opening another file in the viewer included).
@@ -19,6 +22,7 @@ state tests run without an S3 server.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -65,8 +69,37 @@ class Provider:
 
     # -- files -------------------------------------------------------------------------------
 
+    _kept: tuple[str, Source, dict] | None = None  # the last inspected file, for open()
+    _kept_lock = threading.Lock()
+
     def _source(self, url: str) -> Source:
         raise NotImplementedError
+
+    def inspect(self, url: str) -> dict:
+        """The tree of ``url``; its Source stays open for a following :meth:`open` of ``url``
+        (which takes it over), until another file is inspected or the provider is closed."""
+        source = self._source(url)
+        try:
+            description = describe(source)
+        except BaseException:
+            source.close()
+            raise
+        self._keep((url, source, description))
+        return description
+
+    def _keep(self, kept) -> None:
+        with self._kept_lock:
+            old, self._kept = self._kept, kept
+        if old is not None:
+            old[1].close()
+
+    def _take(self, url: str) -> tuple[Source | None, dict | None]:
+        with self._kept_lock:
+            kept = self._kept
+            if kept is None or kept[0] != url:
+                return None, None
+            self._kept = None
+        return kept[1], kept[2]
 
     def describe(self, url: str) -> dict:
         """The tree of ``url`` (``info --json``'s document); the file is closed afterwards."""
@@ -78,12 +111,14 @@ class Provider:
         """Read the tree (if ``tree``) and open ``dataset`` (default: the default stack) from
         one Source. Raises when the file cannot be opened at all; a file whose tree was read
         but whose stack cannot be opened comes back with ``stack=None`` and ``error``."""
-        source = self._source(url)
-        try:
-            description = describe(source) if tree else None
-        except BaseException:
-            source.close()
-            raise
+        source, description = self._take(url)
+        if source is None:
+            source = self._source(url)
+            try:
+                description = describe(source) if tree else None
+            except BaseException:
+                source.close()
+                raise
         try:
             stack = open_stack(source, dataset, prefetch=prefetch)  # takes the Source over
         except Exception as exc:  # noqa: BLE001 - the tree is still worth showing
@@ -97,7 +132,8 @@ class Provider:
         return open_stack(self._source(spec.url), spec.dataset, prefetch=prefetch)
 
     def close(self) -> None:
-        """Nothing to release by default (open stacks are closed by their owners)."""
+        """Close the Source kept by :meth:`inspect` (open stacks are closed by their owners)."""
+        self._keep(None)
 
 
 class S3Provider(Provider):

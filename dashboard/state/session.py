@@ -12,6 +12,7 @@ from ..storage.credentials import Credentials
 from . import links
 from .analysis import AnalysisState
 from .browser import BrowserState
+from .inspect import Inspector
 from .links import DISPLAY, PROCESSING, Link, shown
 from .processor import ProcessorState
 from .provider import Provider
@@ -75,6 +76,7 @@ class Session(param.Parameterized):
         analysis = AnalysisState(viewer)
         super().__init__(browser=browser, viewer=viewer, processor=processor,
                          analysis=analysis, **params)
+        self.inspector = Inspector(browser, viewer, self.tasks)
         if connect is None:
             connect = (credentials is not None or settings.credentials_path is not None
                        or provider is not None)
@@ -287,8 +289,8 @@ class _Restore:
         if browser.provider.endpoint != wanted:
             self.phase = "connect"  # wait for a connection to the link's endpoint
             self.say(f"This link is for the endpoint {shown(wanted)}, this session is connected "
-                     f"to {shown(browser.provider.endpoint)}: if you trust it, enter that endpoint and "
-                     "press Connect to open the link.")
+                     f"to {shown(browser.provider.endpoint)}: if you trust it, enter that "
+                     "endpoint and press Connect to open the link.")
             return
         if self.phase == "connect":
             if self.bucket not in browser.param.bucket.objects:

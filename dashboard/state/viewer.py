@@ -157,7 +157,8 @@ class ViewerState(param.Parameterized):
 
     def _open(self, provider, url: str, dataset: str | None) -> None:
         # One Source for the tree and the stack: one first-block GET per load.
-        tree = self.tree if dataset is not None and url == self.url else None
+        same = dataset is not None and (self.tree or {}).get("url") == url
+        tree = self.tree if same else None
         try:
             opened = provider.open(url, dataset, tree=tree is None)
             tree = opened.tree or tree
