@@ -31,7 +31,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers Blosc, Bitshuffle, LZ4, Zstd, ... with HDF5)
 
 from ..storage.credentials import Credentials, load_credentials
-from ..storage.s3 import S3, StorageError, parse_s3_url
+from ..storage.s3 import S3, StorageError, is_s3_url, parse_s3_url
 from .errors import HDF5Error, NotHDF5File, ObjectChanged, TruncatedFile
 
 log = logging.getLogger(__name__)
@@ -181,10 +181,6 @@ class RangeFile(io.RawIOBase):
         except BaseException as exc:
             self.error = exc
             raise
-
-
-def _is_url(url_or_path) -> bool:
-    return isinstance(url_or_path, str) and url_or_path.startswith("s3://")
 
 
 def make_s3(
@@ -400,7 +396,7 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
         403, 404, or no answer after retries.
     """
     stats = IOStats()
-    if not _is_url(url_or_path):
+    if not is_s3_url(url_or_path):
         path = Path(url_or_path).expanduser()
         try:
             st = path.stat()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from ..storage.listing import human_size
 from .errors import HDF5Error, NotAnImageStack
 
 #: Nodes that :func:`describe` lists before it stops (breadth-first) and says so.
@@ -253,19 +254,6 @@ def _dataset_node(path: str, dset: h5py.Dataset, *, cheap_sizes: bool) -> Node:
 
 def _join(parent: str, name: str) -> str:
     return f"/{name}" if parent in ("", "/") else f"{parent}/{name}"
-
-
-def node_at(source, path: str, *, cheap_sizes: bool | None = None) -> Node:
-    """The :class:`Node` for one path (a link that is not followed becomes a link node)."""
-    f = _file(source)
-    if cheap_sizes is None:
-        cheap_sizes = not getattr(source, "is_s3", False)
-    with _lock(source):
-        if path in ("", "/"):
-            return Node(path="/", kind="group", attrs=attrs_of(f), n_children=len(f))
-        parent, name = path.rstrip("/").rsplit("/", 1)
-        group = f[parent or "/"]
-        return _child_node(group, _join(parent, name), name, cheap_sizes=cheap_sizes)
 
 
 def _child_node(group: h5py.Group, path: str, name: str, *, cheap_sizes: bool) -> Node:
@@ -541,16 +529,6 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
             source.close()
 
 
-def _format_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def format_node(node: dict) -> str:
     """One line for one node of :func:`describe`'s output."""
     name = node["path"].rsplit("/", 1)[-1] or "/"
@@ -565,7 +543,8 @@ def format_node(node: dict) -> str:
         if node.get("filters"):
             text += "  " + "+".join(f"{f['name']}({f['id']})" for f in node["filters"])
         if node.get("stored_bytes") is not None and node.get("logical_bytes"):
-            text += f"  {_format_bytes(node['stored_bytes'])} stored / {_format_bytes(node['logical_bytes'])}"
+            stored = human_size(node["stored_bytes"], binary=True)
+            text += f"  {stored} stored / {human_size(node['logical_bytes'], binary=True)}"
         if node.get("virtual"):
             text += "  [virtual]"
     else:

@@ -360,10 +360,10 @@ class S3Output:
 
 def open_output(out: str | os.PathLike, *, s3=None):
     """A :class:`LocalOutput` for a folder or an :class:`S3Output` for ``s3://BUCKET/PREFIX``."""
-    text = str(out)
-    if text.startswith("s3://"):
-        from ..storage.s3 import parse_s3_url
+    from ..storage.s3 import is_s3_url, parse_s3_url
 
+    text = str(out)
+    if is_s3_url(text):
         bucket, prefix = parse_s3_url(text)
         if s3 is None:
             raise OutputError(f"An S3 connection is needed to write to {text}.")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import EchoError
+from ..storage.s3 import is_s3_url
 from . import export
 from .export import FORMATS, OutputError, open_output
 from .pipeline import DEFAULT_SIGMA, FLAT_FRAMES, SIGMA_BOUNDS, flat_range
@@ -155,7 +156,7 @@ def plan_batch(
         Used to connect when ``s3`` is not given.
     """
     _check_parameters(start=start, end=end, step=step, sigma=sigma, fmt=fmt, png_level=png_level)
-    if s3 is None and (_is_s3(source) or _is_s3(out)):
+    if s3 is None and (is_s3_url(source) or is_s3_url(out)):
         from ..storage.s3 import S3
 
         s3 = S3(endpoint, _load_credentials(credentials))
@@ -163,7 +164,7 @@ def plan_batch(
     if owns:
         from ..hdf5.stack import open_stack
 
-        stack = open_stack(str(source), dataset, s3=s3 if _is_s3(source) else None,
+        stack = open_stack(str(source), dataset, s3=s3 if is_s3_url(source) else None,
                            endpoint=endpoint, credentials=credentials, prefetch=False)
     else:
         stack = source
@@ -293,10 +294,6 @@ def _mismatch(previous: dict, plan: BatchPlan) -> str | None:
         if was != now:
             return f"{what} {was!r} (now {now!r})"
     return None
-
-
-def _is_s3(value) -> bool:
-    return isinstance(value, str) and value.startswith("s3://")
 
 
 def _load_credentials(credentials):

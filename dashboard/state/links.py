@@ -374,9 +374,14 @@ def read_view(owners: Mapping[str, object], names) -> dict:
 
 def split_url(url: str) -> tuple[str, str] | None:
     """``"s3://bucket/key"`` → ``("bucket", "key")`` (``None`` for anything else)."""
-    if not url or not url.startswith("s3://"):
+    from ..storage.s3 import StorageError, is_s3_url, parse_s3_url
+
+    if not is_s3_url(url):
         return None
-    bucket, _, key = url[len("s3://"):].partition("/")
+    try:
+        bucket, key = parse_s3_url(url)
+    except StorageError:
+        return None
     return (bucket, key) if bucket and key else None
 
 

@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from urllib.parse import urlparse
 
 from ..config import DEFAULT_MAX_OBJECTS, resolve_endpoint
 from ..errors import EchoError
@@ -82,12 +81,18 @@ class Listing:
         return f"first {self.limit} objects shown; more exist" if self.truncated else ""
 
 
+def is_s3_url(value) -> bool:
+    """Whether ``value`` is an ``s3://`` address (else a local path)."""
+    return isinstance(value, str) and value.startswith("s3://")
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket/key/path`` into ``("bucket", "key/path")``."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """Split ``s3://bucket/key/path`` into ``("bucket", "key/path")``: the one parser of
+    ``s3://`` addresses (a key keeps any ``?`` or ``#``: S3 keys may contain them)."""
+    bucket, _, key = url[len("s3://"):].partition("/") if is_s3_url(url) else ("", "", "")
+    if not bucket:
         raise StorageError(f"Not an S3 URL (expected s3://BUCKET/KEY): {url!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
+    return bucket, key.lstrip("/")
 
 
 class S3:
