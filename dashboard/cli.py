@@ -322,7 +322,7 @@ def _cmd_download(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .hdf5.tree import describe, format_tree
+    from .hdf5.describe import describe, format_tree
 
     s3 = _connect(args)[1] if args.url.startswith("s3://") else None
     description = describe(args.url, s3=s3)

@@ -15,15 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import hdf5_files  # noqa: E402
 
 from dashboard.hdf5.source import BLOCK_SIZE, open_source  # noqa: E402
-from dashboard.hdf5.tree import (  # noqa: E402
-    attr_value,
-    child_names,
-    children,
-    default_stack,
-    describe,
-    format_tree,
-    stack_candidates,
-)
+from dashboard.hdf5.describe import describe, format_tree  # noqa: E402
+from dashboard.hdf5.stacks import default_stack, stack_candidates  # noqa: E402
+from dashboard.hdf5.tree import attr_value, child_names, children  # noqa: E402
 
 DEFAULTS = hdf5_files.SHARED_STACKS
 SHARED = list(DEFAULTS)
@@ -163,7 +157,7 @@ def test_nexus_default_found_without_walking(tmp_path):
         for k in range(300):
             f.create_group(f"many/g{k}")
     with open_source(path) as source:
-        import dashboard.hdf5.tree as tree
+        import dashboard.hdf5.stacks as tree  # where default_stack finds walk
 
         calls = []
         original = tree.walk

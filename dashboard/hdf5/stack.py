@@ -34,14 +34,8 @@ from .chunks import DirectReader, LRUBytes, direct_reader
 from .decode import DECODERS, DecodeError, pipeline
 from .errors import FilterUnavailable, HDF5Error, LinkUnreachable, NotAnImageStack
 from .source import H5PY_ERRORS, Source, h5py_error, open_source
-from .tree import (
-    FILTER_NAMES,
-    Candidate,
-    check_stack,
-    default_stack,
-    filters_of,
-    stack_candidates,
-)
+from .stacks import Candidate, default_stack, stack_candidates
+from .tree import FILTER_NAMES, check_stack, filters_of
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +96,7 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
         it over and closes it; the file's tree can be read from the same Source first, so a
         load costs one first-block GET).
     dataset : str, optional
-        Path of the dataset; default: :func:`~dashboard.hdf5.tree.default_stack`.
+        Path of the dataset; default: :func:`~dashboard.hdf5.stacks.default_stack`.
     endpoint : str, optional
         S3 endpoint (default: the credentials' endpoint, else ECHO).
     credentials : Credentials or path, optional

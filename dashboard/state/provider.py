@@ -30,7 +30,7 @@ from ..config import resolve_endpoint
 from ..errors import EchoError
 from ..hdf5.source import Source, open_bytes, open_source
 from ..hdf5.stack import FrameStack, StackSpec, open_stack
-from ..hdf5.tree import describe
+from ..hdf5.describe import describe
 from ..storage.credentials import Credentials
 from ..storage.s3 import S3, Listing, ObjectInfo, parse_s3_url
 
