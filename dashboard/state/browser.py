@@ -62,7 +62,8 @@ class BrowserState(param.Parameterized):
     connection = param.String(default="", constant=True, doc="Who is connected where (no keys).")
     status = param.String(default="Not connected: give an endpoint and keys, then press Connect.")
     busy = param.Boolean(default=False, doc="An action of this step is running.")
-    failed = param.Boolean(default=False, doc="`status` reports an error (views style it so).")
+    failed = param.Boolean(default=False, precedence=-1,
+                           doc="`status` reports an error (views style it so).")
 
     # -- list --------------------------------------------------------------------------------
     bucket = param.Selector(default=None, objects=[], label="Bucket")
@@ -83,7 +84,8 @@ class BrowserState(param.Parameterized):
     cancel_download = param.Event(label="Cancel download")
     download_progress = param.Integer(default=0, bounds=(0, 100), doc="Percent done.")
     download_status = param.String(default="")
-    download_failed = param.Boolean(default=False, doc="`download_status` reports an error.")
+    download_failed = param.Boolean(default=False, precedence=-1,
+                                    doc="`download_status` reports an error.")
     downloading = param.Boolean(default=False)
     view_last_frame = param.Event(label="View Last Frame")
     thumbnail = param.Parameter(default=None, precedence=-1, doc="Last frame (2-D ndarray).")

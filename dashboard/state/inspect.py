@@ -44,10 +44,11 @@ class Inspector:
         except Exception as exc:  # noqa: BLE001 - Load will say it again, in full
             log.info("inspecting %s failed: %s", url, user_message(exc, f"inspect {url}"))
             return
-        self.tasks.post(self._show, url, tree)
+        self.tasks.post(self._show, provider, url, tree)
 
-    def _show(self, url: str, tree: dict) -> None:
-        if (self.browser.selected_url() != url or self.viewer.loading
-                or self._open_already(url)):
+    def _show(self, provider, url: str, tree: dict) -> None:
+        if self.viewer.loading or self._open_already(url):
+            provider.discard(url)  # a Load overtook this: it has its own Source
             return
-        self.viewer.tree = tree
+        if self.browser.selected_url() == url:
+            self.viewer.tree = tree

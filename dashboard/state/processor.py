@@ -53,7 +53,8 @@ class ProcessorState(param.Parameterized):
     eta_s = param.Number(default=None, allow_None=True)
     summary = param.String(default="")
     status = param.String(default="Load an HDF5 file in Frames first.")
-    failed = param.Boolean(default=False, doc="`status` reports an error (views style it so).")
+    failed = param.Boolean(default=False, precedence=-1,
+                           doc="`status` reports an error (views style it so).")
 
     def __init__(self, *, tasks: Tasks | None = None, **params):
         params.setdefault("output", _default_output())

@@ -93,6 +93,12 @@ class Provider:
         if old is not None:
             old[1].close()
 
+    def discard(self, url: str) -> None:
+        """Close the Source kept for ``url`` (the Load it was kept for opened its own)."""
+        source, _tree = self._take(url)
+        if source is not None:
+            source.close()
+
     def _take(self, url: str) -> tuple[Source | None, dict | None]:
         with self._kept_lock:
             kept = self._kept
