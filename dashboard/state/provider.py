@@ -59,6 +59,10 @@ class Provider:
     #: The S3 connection for ``s3://`` outputs and downloads (``None`` in memory).
     s3: S3 | None = None
 
+    def __init__(self):
+        self._kept: tuple[str, Source, dict] | None = None  # the last inspected file
+        self._kept_lock = threading.Lock()  # per provider: nothing shared between sessions
+
     # -- listing -----------------------------------------------------------------------------
 
     def buckets(self) -> list[str]:
@@ -68,9 +72,6 @@ class Provider:
         raise NotImplementedError
 
     # -- files -------------------------------------------------------------------------------
-
-    _kept: tuple[str, Source, dict] | None = None  # the last inspected file, for open()
-    _kept_lock = threading.Lock()
 
     def _source(self, url: str) -> Source:
         raise NotImplementedError
@@ -146,6 +147,7 @@ class S3Provider(Provider):
     """Objects on an S3 endpoint, read through one :class:`~dashboard.storage.s3.S3`."""
 
     def __init__(self, s3: S3):
+        super().__init__()
         self.s3 = s3
         self.endpoint = s3.endpoint
 
@@ -184,6 +186,7 @@ class MemoryProvider(Provider):
     endpoint = "memory://"
 
     def __init__(self, objects: dict[str, dict[str, bytes]]):
+        super().__init__()
         self.objects = {bucket: dict(keys) for bucket, keys in objects.items()}
         self.opened: dict[str, int] = {}
         self._time = datetime.now(timezone.utc)
