@@ -167,7 +167,7 @@ def bench_s3fs_tuned(endpoint: str, key: str, indices: list[int], counter: Count
     frames still through h5py (so through s3fs blocks)."""
     import s3fs
 
-    from dashboard.hdf5.tree import default_stack
+    from dashboard.hdf5.stacks import default_stack
 
     counter.mark()
     t0 = time.perf_counter()

@@ -224,15 +224,8 @@ def _connect(args):
     if args.demo_store is not None:
         return settings, S3(args.demo_store.endpoint, args.demo_store.credentials)
     credentials = load_credentials(settings.credentials_path, profile=settings.profile)
-    # An endpoint given on the command line or in the environment beats the key file's.
-    endpoint = args.endpoint or _env_endpoint() or credentials.endpoint or settings.endpoint
-    return settings, S3(endpoint, credentials)
-
-
-def _env_endpoint():
-    from .config import ENV_ENDPOINT
-
-    return os.environ.get(ENV_ENDPOINT) or None
+    # The one rule (config.resolve_endpoint): --endpoint or env, else the key file's, else ECHO.
+    return settings, S3(settings.endpoint_for(credentials), credentials)
 
 
 def _scrubbed(exc: BaseException, args) -> str:
@@ -356,7 +349,7 @@ def _cmd_download(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .hdf5.tree import describe, format_tree
+    from .hdf5.describe import describe, format_tree
 
     s3 = _connect(args)[1] if args.url.startswith("s3://") else None
     description = describe(args.url, s3=s3)

@@ -33,6 +33,9 @@ class Settings:
         AWS profile name (``~/.aws/credentials``).
     max_objects : int
         Stop listing after this many objects and say that more exist.
+    endpoint_given : bool
+        Whether :attr:`endpoint` was given (CLI, environment, or a non-default value), so that it
+        beats a key file's ``"endpoint"`` (see :func:`resolve_endpoint`).
     server_keys : bool
         Whether a session may use keys found on the server: a key-file path typed in the page,
         the server's environment or AWS profiles. Off on a shared server, where those keys are
@@ -45,6 +48,15 @@ class Settings:
     profile: str | None = None
     max_objects: int = DEFAULT_MAX_OBJECTS
     server_keys: bool = True
+    endpoint_given: bool | None = None
+
+    def __post_init__(self):
+        if self.endpoint_given is None:  # Settings(endpoint=X): given unless it is the default
+            object.__setattr__(self, "endpoint_given", self.endpoint != DEFAULT_ENDPOINT)
+
+    def endpoint_for(self, credentials=None) -> str:
+        """The endpoint to connect to with ``credentials``: :func:`resolve_endpoint`'s rule."""
+        return resolve_endpoint(self.endpoint if self.endpoint_given else None, credentials)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -53,6 +65,7 @@ class Settings:
         values: dict = {}
         if env.get(ENV_ENDPOINT):
             values["endpoint"] = normalize_endpoint(env[ENV_ENDPOINT])
+            values["endpoint_given"] = True
         if env.get(ENV_CREDENTIALS):
             values["credentials_path"] = Path(env[ENV_CREDENTIALS]).expanduser()
         if env.get("AWS_PROFILE"):
@@ -73,7 +86,19 @@ class Settings:
             given["max_objects"] = _positive_int(given["max_objects"], "max_objects")
         if "endpoint" in given:
             given["endpoint"] = normalize_endpoint(given["endpoint"])
+            given.setdefault("endpoint_given", True)
         return replace(self, **given)
+
+
+def resolve_endpoint(given: str | None = None, credentials=None) -> str:
+    """The one rule for the S3 endpoint, everywhere (CLI, served sessions, notebooks, workers).
+
+    An endpoint *given* (``--endpoint``, ``ECHO_S3_ENDPOINT``, the page's Endpoint field) wins;
+    else the key file's ``"endpoint"`` (``credentials.endpoint``); else ECHO
+    (:data:`DEFAULT_ENDPOINT`). Raises :class:`ConfigError` for an unusable URL.
+    """
+    from_keys = getattr(credentials, "endpoint", None) if credentials is not None else None
+    return normalize_endpoint(given or from_keys or DEFAULT_ENDPOINT)
 
 
 def normalize_endpoint(url: str) -> str:

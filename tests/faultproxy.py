@@ -84,6 +84,7 @@ class FaultProxy:
         self.requests = 0
         self.faults: Counter = Counter()
         self.log: list[tuple[str, str, str]] = []  # (method, path, fault kind or "")
+        self.ranges: list[tuple[str, str, str]] = []  # (method, path, Range header or "")
         self._rules: list[Fault] = []
         self._down_after: int | None = None
         self._random = random.Random(seed)
@@ -278,6 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
+        with self.owner._lock:
+            self.owner.ranges.append((self.command, self.path, self.headers.get("Range", "")))
         fault = self.owner._choose(self.command, self.path)
         kind = fault.kind if fault else ""
         if kind == "reset":

@@ -5,6 +5,7 @@ paths and two isolated sessions, against the demo data in moto. Screenshots of e
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import h5py
@@ -362,8 +363,10 @@ def test_file_errors_are_messages_and_the_session_keeps_working(page, moto_serve
     expect(status(page, "echo-viewer-status")).to_contain_text("12 frames")
     tab(page, "Process")
     expect(status(page, "echo-process-check")).to_contain_text("needs at least 21")
-    click(page, "Batch Process & Save")
     expect(status(page, "echo-process-status")).to_contain_text("needs at least 21")
+    expect(status(page, "echo-process-status")).to_have_class(re.compile(r"\becho-error\b"))
+    for name in ("Preview Last Frame", "Batch Process & Save"):  # greyed out: too short
+        expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
     shot(page, "15-short")
 
     load(NEXUS_KEY)
@@ -372,11 +375,12 @@ def test_file_errors_are_messages_and_the_session_keeps_working(page, moto_serve
     # The step has taken the new stack's bounds and defaults (start 20, end 39) before we type.
     expect(status(page, "echo-process-check")).to_contain_text("20 frames will be written")
     type_in(page, "Start frame", "5")
-    expect(status(page, "echo-process-check")).to_have_text(START_MESSAGE)
-    click(page, "Batch Process & Save")
-    expect(status(page, "echo-process-status")).to_have_text(START_MESSAGE)
+    expect(status(page, "echo-process-check")).to_have_text(f"{START_MESSAGE} (got 5).")
+    expect(page.get_by_role("button", name="Batch Process & Save", exact=True)).to_be_disabled()
     shot(page, "16-start-below-20")
-    # Still working: a preview runs.
+    # Still working: a preview of the range's last frame runs.
+    type_in(page, "Start frame", "20")
+    expect(status(page, "echo-process-check")).to_contain_text("20 frames will be written")
     click(page, "Preview Last Frame")
     expect(status(page, "echo-process-status")).to_have_text("Preview of frame 39 ready.")
     assert "Traceback" not in page.content()

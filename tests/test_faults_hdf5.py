@@ -22,7 +22,7 @@ from faultproxy import (
 from dashboard.errors import EchoError
 from dashboard.hdf5.chunks import LRUBytes
 from dashboard.hdf5.stack import open_stack
-from dashboard.hdf5.tree import describe
+from dashboard.hdf5.describe import describe
 from dashboard.storage.s3 import S3
 
 pytestmark = pytest.mark.timeout(120)

@@ -24,7 +24,7 @@ from dashboard.hdf5.errors import (  # noqa: E402
     NotHDF5File,
     TruncatedFile,
 )
-from dashboard.hdf5.tree import describe  # noqa: E402
+from dashboard.hdf5.describe import describe  # noqa: E402
 from dashboard.storage.s3 import S3, AccessDenied, EndpointUnreachable, NotFound  # noqa: E402
 
 

@@ -265,7 +265,7 @@ def test_frames_are_read_only_and_candidates_listed(store):
 
 
 def test_stale_prefetch_is_skipped_and_describe_reuses_the_open_stack(store):
-    from dashboard.hdf5.tree import describe
+    from dashboard.hdf5.describe import describe
 
     with open_stack(f"s3://{store['bucket']}/syn_one_frame_chunks.h5", s3=store["s3"],
                     cache=LRUBytes(1 << 26)) as stack:

@@ -15,15 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import hdf5_files  # noqa: E402
 
 from dashboard.hdf5.source import BLOCK_SIZE, open_source  # noqa: E402
-from dashboard.hdf5.tree import (  # noqa: E402
-    attr_value,
-    child_names,
-    children,
-    default_stack,
-    describe,
-    format_tree,
-    stack_candidates,
-)
+from dashboard.hdf5.describe import describe, format_tree  # noqa: E402
+from dashboard.hdf5.stacks import default_stack, stack_candidates  # noqa: E402
+from dashboard.hdf5.tree import attr_value, child_names, children  # noqa: E402
 
 DEFAULTS = hdf5_files.SHARED_STACKS
 SHARED = list(DEFAULTS)
@@ -163,7 +157,7 @@ def test_nexus_default_found_without_walking(tmp_path):
         for k in range(300):
             f.create_group(f"many/g{k}")
     with open_source(path) as source:
-        import dashboard.hdf5.tree as tree
+        import dashboard.hdf5.stacks as tree  # where default_stack finds walk
 
         calls = []
         original = tree.walk
@@ -173,3 +167,36 @@ def test_nexus_default_found_without_walking(tmp_path):
         finally:
             tree.walk = original
         assert calls == []
+
+
+def _nexus_groups(path, groups):
+    """``groups``: {group path: (NX_class or None, {dataset name: shape})}; no @default/@signal."""
+    with h5py.File(path, "w") as f:
+        f.create_group("entry").attrs["NX_class"] = "NXentry"
+        for group, (cls, datasets) in groups.items():
+            g = f.create_group(group)
+            if cls:
+                g.attrs["NX_class"] = cls
+            for name, shape in datasets.items():
+                g.create_dataset(name, shape=shape, dtype="uint16")
+    return path
+
+
+def test_default_stack_prefers_nxdata_then_nxdetector_and_never_a_monitor_first(tmp_path):
+    same = {"data": (10, 32, 32)}
+    cases = [
+        ({"/entry/a_mon": ("NXmonitor", same), "/entry/measurement": ("NXdata", same)},
+         "/entry/measurement/data"),
+        ({"/entry/a_mon": ("NXmonitor", same), "/entry/b_det": ("NXdetector", same)},
+         "/entry/b_det/data"),
+        ({"/entry/a_mon": ("NXmonitor", {"data": (50, 64, 64)}), "/entry/plain": (None, same)},
+         "/entry/plain/data"),  # a monitor comes last, however big
+        # the same class: the largest frame, then the most frames
+        ({"/entry/m": ("NXdata", {"wide": (5, 32, 64), "long": (90, 32, 32)})}, "/entry/m/wide"),
+        ({"/entry/m": ("NXdata", {"few": (5, 32, 32), "many": (90, 32, 32)})}, "/entry/m/many"),
+    ]
+    for k, (groups, want) in enumerate(cases):
+        path = _nexus_groups(tmp_path / f"case{k}.h5", groups)
+        with open_source(path) as source:
+            assert default_stack(source) == want, groups
+            assert describe(source)["default_stack"] == want, groups

@@ -48,7 +48,8 @@ from dashboard.errors import EchoError
 from dashboard.hdf5.chunks import LRUBytes
 from dashboard.hdf5.source import open_source
 from dashboard.hdf5.stack import open_stack
-from dashboard.hdf5.tree import children, describe
+from dashboard.hdf5.describe import describe
+from dashboard.hdf5.tree import children
 
 s3 = None
 if os.environ.get("FUZZ_ENDPOINT"):

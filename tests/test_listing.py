@@ -241,3 +241,8 @@ def test_directories_include_folder_markers_and_keep_odd_segments():
 )
 def test_human_size(n, text):
     assert human_size(n) == text
+
+
+def test_human_size_binary_units_for_hdf5_sizes():
+    assert [human_size(n, binary=True) for n in (None, 0, 1023, 1024, 1536, 5 * 2**20)] == [
+        "?", "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB"]

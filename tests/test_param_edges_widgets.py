@@ -505,8 +505,8 @@ def test_the_session_still_works_after_all_edges(app, demo):
                                                   viewer.loop_range, viewer.stack)
     with h5py.File(demo.path(NEXUS_KEY)) as f:
         np.testing.assert_array_equal(viewer.frame, f[NEXUS_DATASET][7])
-    processor.sigma = 2.0
-    processor.preview = True
+    processor.param.update(sigma=2.0, start=20, end=viewer.n_frames - 1, step=1)
+    processor.preview = True  # the last frame of the range: 39
     assert app.session.wait(60)
     assert processor.status == "Preview of frame 39 ready.", processor.status
     assert processor.stages is not None

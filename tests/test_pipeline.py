@@ -12,7 +12,6 @@ from dashboard.processing import pipeline
 from dashboard.processing.pipeline import (
     Stages,
     Workspace,
-    equalize,
     flat_field,
     flat_from_frames,
     gaussian,
@@ -218,71 +217,6 @@ def test_gaussian_kernel_matches_scipy_radius():
         kernel = pipeline.gaussian_kernel(sigma)
         assert kernel.size == 2 * int(4.0 * sigma + 0.5) + 1
         assert kernel.sum() == pytest.approx(1.0)
-
-
-# -- equalize --------------------------------------------------------------------------------
-
-def equalize_by_loops(image: np.ndarray, nbins: int) -> np.ndarray:
-    """An independent, slow equalization: explicit bins, counts and interpolation."""
-    import bisect
-
-    values = [float(v) for v in image.ravel()]
-    vmin, vmax = min(values), max(values)
-    # the bins: nbins equal intervals; the last one closed (edges as numpy spells them)
-    edges = [float(e) for e in np.linspace(vmin, vmax, nbins + 1)]
-    width = (vmax - vmin) / nbins
-    counts = [0] * nbins
-    for v in values:
-        counts[min(bisect.bisect_right(edges, v) - 1, nbins - 1)] += 1
-    total, running, cdf = len(values), 0, []
-    for c in counts:
-        running += c
-        cdf.append(running / total)
-    centers = [(edges[k] + edges[k + 1]) / 2 for k in range(nbins)]
-    out = []
-    for v in values:
-        if v <= centers[0]:
-            out.append(cdf[0])
-        elif v >= centers[-1]:
-            out.append(cdf[-1])
-        else:
-            k = int((v - centers[0]) / width)
-            k = min(max(k, 0), nbins - 2)
-            while centers[k + 1] < v:
-                k += 1
-            while centers[k] > v:
-                k -= 1
-            t = (v - centers[k]) / (centers[k + 1] - centers[k])
-            out.append(cdf[k] + t * (cdf[k + 1] - cdf[k]))
-    return np.array(out, dtype=np.float64).reshape(image.shape)
-
-
-@pytest.mark.parametrize("nbins", [16, 256, 65536])
-def test_equalize_equals_independent_loops(nbins):
-    image = frozen(RNG.gamma(2.0, 1.0, (23, 31)).astype(np.float32))
-    # float rounding of bin centers differs a little when 65536 bins are ~1e-4 wide
-    np.testing.assert_allclose(equalize(image, nbins=nbins), equalize_by_loops(image, nbins),
-                               atol=1e-5)
-
-
-def test_equalize_flattens_a_skewed_histogram_and_keeps_order():
-    image = frozen((RNG.random((200, 200)) ** 3).astype(np.float32))
-    out = equalize(image)
-    assert out.dtype == np.float32 and out.min() >= 0 and out.max() == 1.0
-    order = np.argsort(image.ravel(), kind="stable")
-    assert (np.diff(out.ravel()[order]) >= 0).all()
-    # equalized values are near-uniform: each decile holds ~10 % of pixels
-    hist, _ = np.histogram(out, bins=10, range=(0, 1))
-    assert (np.abs(hist / out.size - 0.1) < 0.02).all()
-
-
-def test_equalize_constant_is_zero_and_uint16_works():
-    assert not equalize(np.full((5, 5), 3, dtype=np.uint16)).any()
-    ramp = np.arange(16, dtype=np.uint16).reshape(4, 4)
-    out = equalize(ramp, nbins=16)
-    np.testing.assert_array_equal(out, equalize(ramp.astype(np.float64), nbins=16))
-    # one value per bin: the minimum maps to the first bin's CDF 1/16, the maximum to 1
-    assert out[0, 0] == pytest.approx(1 / 16) and out[-1, -1] == 1.0
 
 
 # -- process ---------------------------------------------------------------------------------

@@ -123,9 +123,9 @@ def test_process_defaults_bounds_and_start_rule(session):
     p = session.processor
     assert (p.start, p.end, p.step, p.sigma, p.format) == (20, v.n_frames - 1, 1, 4.0, "PNG")
     p.start = 5
-    assert p.check() == START_MESSAGE
+    assert p.check() == f"{START_MESSAGE} (got 5)."
     p.batch = True
-    assert p.status == START_MESSAGE and not p.running
+    assert p.status == f"{START_MESSAGE} (got 5)." and not p.running and p.failed
     p.start = 30
     p.end = 25
     assert "must not be before the start frame" in p.check()
@@ -133,18 +133,19 @@ def test_process_defaults_bounds_and_start_rule(session):
         p.end = v.n_frames  # bounded by the stack
 
 
-def test_preview_equals_the_pipeline_on_the_last_frame(session, demo):
+def test_preview_is_the_last_frame_of_the_range_with_the_batch_flat(session, demo):
     v = load(session, NEXUS_KEY)
     p = session.processor
-    p.sigma = 2.5
+    p.param.update(sigma=2.5, start=25, end=36, step=4)  # 25, 29, 33: the last is 33
     p.preview = True
     assert session.wait(60)
     data = local(demo, NEXUS_KEY)
-    last = data.shape[0] - 1
-    expected = process(data[last], flat_from_frames(data[last - 20:last]), 2.5)
+    expected = process(data[33], flat_from_frames(data[5:25]), 2.5)
     for name, array in expected.items():
         np.testing.assert_allclose(getattr(p.stages, name), array, rtol=1e-6, atol=1e-6)
-    assert p.preview_sigma == 2.5 and f"Frame {last}" in p.preview_title
+    assert p.preview_sigma == 2.5
+    assert p.preview_title.startswith("Frame 33 (the last of the range), flat field from "
+                                      "frames 5–24")
     assert v.n_frames == data.shape[0]
 
 

@@ -276,3 +276,14 @@ def test_unreachable_endpoint_is_tried_exactly_max_attempts_times(credentials):
     assert str(info.value) == (
         f"Cannot reach the S3 endpoint {endpoint} (EndpointConnectionError).")
     assert isinstance(info.value, StorageError)
+
+
+def test_parse_s3_url_is_the_one_parser_and_keeps_odd_keys():
+    from dashboard.storage.s3 import StorageError, is_s3_url, parse_s3_url
+
+    assert parse_s3_url("s3://b/dir/scan?v=2#x.h5") == ("b", "dir/scan?v=2#x.h5")
+    assert parse_s3_url("s3://b") == ("b", "")
+    assert is_s3_url("s3://b/k") and not is_s3_url("/data/s3://x") and not is_s3_url(None)
+    for bad in ("s3://", "http://b/k", "b/k"):
+        with pytest.raises(StorageError):
+            parse_s3_url(bad)

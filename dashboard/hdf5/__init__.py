@@ -4,9 +4,10 @@ Modules (import them directly; nothing is imported eagerly here):
 
 - :mod:`.source` — open ``s3://bucket/key`` or a path read-only (hdf5plugin registered, userblocks
   fine); metadata through a small block cache over ranged GETs; exact ``read_range``; I/O stats.
-- :mod:`.tree` — ``children`` (one group, paged), ``walk`` (bounded breadth-first),
-  ``stack_candidates``, ``default_stack``, ``describe`` (the ``info --json`` document),
-  ``format_tree`` (its text form).
+- :mod:`.tree` — ``children`` (one group, paged), ``walk`` (bounded breadth-first).
+- :mod:`.stacks` — ``stack_candidates``, ``default_stack`` (NeXus default, well-known paths,
+  then NXdata > NXdetector > others > NXmonitor, largest frame, most frames).
+- :mod:`.describe` — ``describe`` (the ``info --json`` document), ``format_tree`` (its text).
 - :mod:`.stack` — ``open_stack`` / ``FrameStack`` / ``StackSpec``: frames, cache, prefetch, mean.
 - :mod:`.chunks` — the direct path: chunk index (lazy, then built in the background), exact GETs.
 - :mod:`.decode` — Python decoders for gzip, shuffle, Blosc, LZ4, Bitshuffle(-LZ4/Zstd), Zstd.

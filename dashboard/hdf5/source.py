@@ -31,7 +31,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers Blosc, Bitshuffle, LZ4, Zstd, ... with HDF5)
 
 from ..storage.credentials import Credentials, load_credentials
-from ..storage.s3 import S3, StorageError, parse_s3_url
+from ..storage.s3 import S3, StorageError, is_s3_url, parse_s3_url
 from .errors import HDF5Error, NotHDF5File, ObjectChanged, TruncatedFile
 
 log = logging.getLogger(__name__)
@@ -183,10 +183,6 @@ class RangeFile(io.RawIOBase):
             raise
 
 
-def _is_url(url_or_path) -> bool:
-    return isinstance(url_or_path, str) and url_or_path.startswith("s3://")
-
-
 def make_s3(
     *, endpoint: str | None = None, credentials=None, s3: S3 | None = None
 ) -> S3:
@@ -247,7 +243,8 @@ class Source:
 
     @property
     def is_s3(self) -> bool:
-        return self.s3 is not None
+        """An object store's object (S3, or the in-memory provider's), not a local file."""
+        return self.s3 is not None or self._rangefile is not None
 
     @contextlib.contextmanager
     def h5(self):
@@ -359,6 +356,34 @@ def _open_h5(target, url: str) -> h5py.File:
         raise h5py_error(exc, url) from None
 
 
+def open_bytes(url: str, data: bytes, *, etag: str | None = None) -> Source:
+    """A :class:`Source` over an HDF5 file held in memory (the in-memory provider of the state
+    tests): the same block-cached :class:`RangeFile` and exact reads as an S3 object, no network.
+    """
+    import hashlib
+
+    data = bytes(data)
+    if not data:
+        raise NotHDF5File(f"{url} is empty (0 bytes), not an HDF5 file.")
+    etag = etag or hashlib.md5(data, usedforsecurity=False).hexdigest()
+    stats = IOStats()
+
+    def read(start: int, length: int) -> bytes:
+        return data[start : start + length]
+
+    def meta_fetch(start: int, length: int) -> bytes:
+        chunk = read(start, length)
+        stats.add(len(chunk), metadata=True)
+        return chunk
+
+    first = read(0, FIRST_BLOCK)
+    stats.add(len(first), metadata=True)
+    rangefile = RangeFile(meta_fetch, len(data), name=url, first=first)
+    file = _open_h5(rangefile, url)
+    return Source(url=url, file=file, size=len(data), etag=etag,
+                  cache_key=("memory", url, etag), read=read, stats=stats, rangefile=rangefile)
+
+
 def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = None,
                 credentials=None) -> Source:
     """Open ``s3://bucket/key`` or a local path read-only and return its :class:`Source`.
@@ -371,7 +396,7 @@ def open_source(url_or_path, *, s3: S3 | None = None, endpoint: str | None = Non
         403, 404, or no answer after retries.
     """
     stats = IOStats()
-    if not _is_url(url_or_path):
+    if not is_s3_url(url_or_path):
         path = Path(url_or_path).expanduser()
         try:
             st = path.stat()

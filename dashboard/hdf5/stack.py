@@ -24,33 +24,25 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..storage.credentials import Credentials
 from .chunks import DirectReader, LRUBytes, direct_reader
-from .decode import DECODERS, DecodeError, pipeline
-from .errors import FilterUnavailable, HDF5Error, LinkUnreachable, NotAnImageStack
-from .source import H5PY_ERRORS, Source, h5py_error, open_source
-from .tree import (
-    FILTER_NAMES,
-    Candidate,
-    check_stack,
-    default_stack,
-    filters_of,
-    stack_candidates,
-)
+from .decode import DecodeError
+from .errors import HDF5Error, NotAnImageStack
+from .prefetch import PREFETCH_RADIUS, PREFETCH_WORKERS, Prefetcher  # noqa: F401 (re-exported)
+from .readable import check_filters, check_virtual, read_error, resolve_dataset
+from .regions import RegionReads
+from .source import H5PY_ERRORS, Source, open_source
+from .stacks import Candidate, default_stack, stack_candidates
+from .tree import check_stack, filters_of
 
 log = logging.getLogger(__name__)
 
 #: Bytes of decoded frames kept process-wide (override with $ECHO_S3_FRAME_CACHE_MB).
 FRAME_CACHE_BYTES = int(os.environ.get("ECHO_S3_FRAME_CACHE_MB", "512")) * 1024**2
-#: Frames prefetched on each side of the current one.
-PREFETCH_RADIUS = 2
-#: Background threads prefetching neighbours (per stack).
-PREFETCH_WORKERS = 2
 #: Frames read ahead in parallel by :meth:`FrameStack.frames` on the direct path.
 READ_AHEAD = 4
 
@@ -97,10 +89,12 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
 
     Parameters
     ----------
-    url_or_path : str or path
-        ``s3://BUCKET/KEY`` or a local path.
+    url_or_path : str, path or Source
+        ``s3://BUCKET/KEY``, a local path, or an open :class:`~.source.Source` (the stack takes
+        it over and closes it; the file's tree can be read from the same Source first, so a
+        load costs one first-block GET).
     dataset : str, optional
-        Path of the dataset; default: :func:`~dashboard.hdf5.tree.default_stack`.
+        Path of the dataset; default: :func:`~dashboard.hdf5.stacks.default_stack`.
     endpoint : str, optional
         S3 endpoint (default: the credentials' endpoint, else ECHO).
     credentials : Credentials or path, optional
@@ -115,7 +109,8 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
     NotHDF5File, TruncatedFile, FilterUnavailable, LinkUnreachable, NotAnImageStack
     dashboard.storage.s3.AccessDenied, NotFound, EndpointUnreachable
     """
-    source = open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials)
+    source = (url_or_path if isinstance(url_or_path, Source) else
+              open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials))
     try:
         if dataset is None:
             try:
@@ -138,7 +133,7 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
         raise
 
 
-class FrameStack:
+class FrameStack(RegionReads):
     """Frames of one dataset: ``len``, ``shape``, ``dtype``, ``frame(i)``, ``frames``, ``mean``.
 
     Axis 0 holds the frames of a 3-D dataset; a 2-D dataset is a one-frame stack; for ndim > 3
@@ -154,22 +149,17 @@ class FrameStack:
         self._cache = cache if cache is not None else FRAME_CACHE
         self._counters = _Counters()
         self._closed = False
-        self._prefetch_enabled = prefetch
-        self._pool: ThreadPoolExecutor | None = None
-        self._inflight: dict[int, Future] = {}
-        self._idle = threading.Condition()
-        self._current = 0
-        self._previous: int | None = None
+        self._index_lock = threading.Lock()
         self._candidates: list[Candidate] | None = None
         self._index_thread: threading.Thread | None = None
         self._stop = threading.Event()
         with source.h5():
             try:
-                self._dset = self._resolve(dataset)
+                self._dset = resolve_dataset(source, dataset)
                 self.dataset = self._dset.name
                 check_stack(self._dset, self.url)
-                self._check_virtual()
-                self._check_filters()
+                check_virtual(source, self._dset)
+                check_filters(self._dset, self.url)
                 self._direct: DirectReader | None = direct_reader(source, self._dset)
             except H5PY_ERRORS as exc:
                 raise source.translate(exc, "open") from None
@@ -180,60 +170,10 @@ class FrameStack:
         self._n = math.prod(self._lead)
         self._spec = spec or StackSpec(self.url, self.dataset)
         self._key = (*source.cache_key, self.dataset)
-
-    # -- opening ------------------------------------------------------------------------
-
-    def _resolve(self, path: str) -> h5py.Dataset:
-        f = self.source.file
-        parts = [p for p in path.split("/") if p]
-        current = ""
-        for part in parts:
-            parent = current or "/"
-            current = f"{current}/{part}"
-            link = f[parent].get(part, getlink=True) if isinstance(f[parent], h5py.Group) else None
-            if link is None:
-                raise NotAnImageStack(f"There is no dataset {path} in {self.url}.")
-            if isinstance(link, h5py.ExternalLink):
-                if self.source.is_s3 or not self._external_exists(link.filename):
-                    raise LinkUnreachable(
-                        f"{current} in {self.url} is an external link to {link.filename}, "
-                        "which cannot be reached from here."
-                    )
-        obj = f.get(path)
-        if obj is None:
-            raise LinkUnreachable(f"{path} in {self.url} is a link whose target does not exist.")
-        if not isinstance(obj, h5py.Dataset):
-            raise NotAnImageStack(f"{path} in {self.url} is a group, not an image stack.")
-        return obj
-
-    def _external_exists(self, filename: str) -> bool:
-        base = Path(self.url).parent
-        return (base / filename).exists() or Path(filename).exists()
-
-    def _check_virtual(self) -> None:
-        if not self._dset.is_virtual:
-            return
-        for vs in self._dset.virtual_sources():
-            if vs.file_name == ".":
-                continue
-            if self.source.is_s3 or not self._external_exists(vs.file_name):
-                raise LinkUnreachable(
-                    f"{self.dataset} in {self.url} is a virtual dataset whose source file "
-                    f"{vs.file_name} cannot be reached from here."
-                )
-
-    def _check_filters(self) -> None:
-        for f in pipeline(self._dset):
-            if f.id in DECODERS or h5py.h5z.filter_avail(f.id):
-                continue
-            raise FilterUnavailable(self._filter_message(f.id), filter_id=f.id,
-                                    name=FILTER_NAMES.get(f.id))
-
-    def _filter_message(self, filter_id: int, verb: str = "is not available") -> str:
-        names = {f["id"]: f["name"] for f in filters_of(self._dset)}
-        name = names.get(filter_id) or FILTER_NAMES.get(filter_id, "unknown")
-        return (f"{self.dataset} in {self.url} is compressed with the {name} filter "
-                f"(id {filter_id}), which {verb} in this installation.")
+        # Neighbours are read ahead on the direct path only (h5py reads hold HDF5's lock).
+        self._prefetcher = (Prefetcher(self._read, self._cache, self._key, self._n,
+                                       self._counters)
+                            if prefetch and self._direct is not None else None)
 
     # -- basic properties -----------------------------------------------------------------
 
@@ -345,23 +285,7 @@ class FrameStack:
         }
 
     def _read_error(self, exc: OSError) -> Exception:
-        rangefile = getattr(self.source, "_rangefile", None)
-        if rangefile is not None and rangefile.error is not None:
-            return self.source.translate(exc)
-        text = str(exc).lower()
-        if "filter" in text or "plugin" in text:
-            filters = pipeline(self._dset)
-            missing = [f.id for f in filters
-                       if f.id not in DECODERS and not h5py.h5z.filter_avail(f.id)]
-            if missing:
-                fid = missing[0]
-                return FilterUnavailable(self._filter_message(fid, "cannot decode its data"),
-                                         filter_id=fid, name=FILTER_NAMES.get(fid))
-            # Every filter is installed (open checked it): the stored bytes are damaged.
-            names = ", ".join(f["name"] for f in filters_of(self._dset)) or "its filters"
-            return HDF5Error(f"{self.dataset} in {self.url} has damaged compressed data: "
-                             f"{names} could not decode it.")
-        return h5py_error(exc, self.url, "read")
+        return read_error(self.source, self._dset, exc)
 
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` as a read-only 2-D array equal to h5py's ``dset[i]`` (negative i allowed)."""
@@ -377,7 +301,7 @@ class FrameStack:
                                              "seconds": time.perf_counter() - t0}
             self._schedule_prefetch(i)
             return cached
-        future = self._inflight.get(i)
+        future = self._prefetcher.inflight(i) if self._prefetcher is not None else None
         frame = cost = None
         if future is not None:
             try:
@@ -451,71 +375,6 @@ class FrameStack:
                 for future in pending.values():
                     future.cancel()
 
-    # -- regions --------------------------------------------------------------------------
-
-    def _region_bounds(self, rows, cols) -> tuple[tuple[int, int], tuple[int, int]]:
-        out = []
-        for name, value, size in (("rows", rows, self.frame_shape[0]),
-                                  ("cols", cols, self.frame_shape[1])):
-            if value is None:
-                value = slice(None)
-            elif not isinstance(value, slice):
-                value = slice(*value)
-            start, stop, step = value.indices(size)
-            if step != 1 or stop <= start:
-                raise ValueError(f"{name} must be a non-empty slice with step 1 inside the frame "
-                                 f"(0..{size}), not {value}")
-            out.append((start, stop))
-        return out[0], out[1]
-
-    def _region(self, i: int, rows: tuple[int, int], cols: tuple[int, int]):
-        cached = self._cache.get((*self._key, i))
-        if cached is not None:
-            return cached[rows[0] : rows[1], cols[0] : cols[1]], {
-                "index": i, "path": "cache", "requests": 0, "bytes": 0, "stored_bytes": None,
-                "seconds": 0.0}
-        return self._read(i, rows, cols)
-
-    def _count_region(self, cost: dict) -> None:
-        with self._counters.lock:
-            self._counters.regions_read += 1
-            self._counters.last_region = cost
-
-    def region(self, i: int, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
-        """``frame(i)[rows, cols]``, reading only the chunks that intersect the region.
-
-        Parameters
-        ----------
-        i : int
-            Frame index (negative allowed).
-        rows, cols : slice or (start, stop), optional
-            Half-open pixel ranges with step 1 (default: all); clipped to the frame like numpy.
-
-        Returns
-        -------
-        (len(rows), len(cols)) ndarray
-            Read-only, equal to h5py's ``dset[i, rows, cols]``. A frame already in the cache is
-            sliced (no request); otherwise tile-chunked datasets fetch only the overlapping
-            tiles, frame-aligned chunks the one frame chunk, contiguous datasets one ranged GET.
-            The cost lands in ``stats["last_region"]``; region reads do not fill the cache.
-        """
-        i = self._normalize(i)
-        bounds = self._region_bounds(rows, cols)
-        region, cost = self._region(i, *bounds)
-        self._count_region(cost)
-        return region
-
-    def regions(self, indices: Iterable[int], rows: slice | None = None,
-                cols: slice | None = None) -> Iterator[np.ndarray]:
-        """:meth:`region` of each frame of ``indices`` in order, read ahead in parallel."""
-        order = [self._normalize(i) for i in indices]
-        bounds = self._region_bounds(rows, cols)
-        if len(order) > 1:
-            self._start_index_build()
-        for region, cost in self._read_ahead(order, lambda i: self._region(i, *bounds)):
-            self._count_region(cost)
-            yield region
-
     def mean(self, indices: Iterable[int] | None = None) -> np.ndarray:
         """Mean of the given frames (default: all) as float64, streaming (frames never stacked)."""
         total = np.zeros(self.frame_shape, np.float64)
@@ -531,51 +390,16 @@ class FrameStack:
     # -- prefetch -----------------------------------------------------------------------
 
     def _schedule_prefetch(self, i: int) -> None:
-        if not self._prefetch_enabled or self._direct is None or self._closed:
-            return
-        step = 1 if self._previous is None or i >= self._previous else -1
-        self._previous, self._current = i, i
-        wanted = [i + step, i + 2 * step, i - step, i - 2 * step]
-        with self._idle:
-            for j, future in list(self._inflight.items()):
-                if abs(j - i) > PREFETCH_RADIUS and future.cancel():
-                    self._inflight.pop(j, None)  # the done-callback may have removed it already
-                    with self._counters.lock:
-                        self._counters.prefetch_cancelled += 1
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="echo-prefetch")
-            for j in wanted:
-                if 0 <= j < self._n and j not in self._inflight and (*self._key, j) not in self._cache:
-                    future = self._pool.submit(self._prefetch, j)
-                    self._inflight[j] = future
-                    future.add_done_callback(lambda f, j=j: self._done(j, f))
-            self._idle.notify_all()
+        if self._prefetcher is not None and not self._closed:
+            self._prefetcher.schedule(i)
 
     def _prefetch(self, j: int) -> np.ndarray | None:
-        if self._closed or abs(j - self._current) > PREFETCH_RADIUS:
-            with self._counters.lock:
-                self._counters.prefetch_cancelled += 1
-            return None  # stale: the user moved on
-        key = (*self._key, j)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        frame, _cost = self._read(j)
-        self._cache.put(key, frame)
-        with self._counters.lock:
-            self._counters.prefetched += 1
-        return frame
-
-    def _done(self, j: int, future: Future) -> None:
-        with self._idle:
-            if self._inflight.get(j) is future:
-                del self._inflight[j]
-            self._idle.notify_all()
+        """Read frame ``j`` as a prefetch would (``None`` when it is stale or disabled)."""
+        return self._prefetcher.fetch(j) if self._prefetcher is not None else None
 
     def wait_prefetch(self, timeout: float | None = None) -> bool:
         """Block until no prefetch is queued or running; ``False`` on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._inflight, timeout)
+        return self._prefetcher.wait(timeout) if self._prefetcher is not None else True
 
     def is_cached(self, i: int) -> bool:
         """Whether frame ``i`` is in the decoded-frame cache."""
@@ -585,7 +409,7 @@ class FrameStack:
         direct = self._direct
         if direct is None or direct.layout != "chunked" or self._index_thread is not None:
             return
-        with self._idle:
+        with self._index_lock:
             if self._index_thread is not None:
                 return
 
@@ -631,10 +455,8 @@ class FrameStack:
             return
         self._closed = True
         self._stop.set()
-        with self._idle:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if self._prefetcher is not None:
+            self._prefetcher.close()
         if self._index_thread is not None:
             self._index_thread.join()
         if self._direct is not None:

@@ -1,9 +1,8 @@
-"""A lazy tree of an HDF5 file, and where its image stacks are.
+"""A lazy tree of an HDF5 file: plain :class:`Node` records of groups, datasets and links.
 
-Nothing here walks a whole file eagerly: :func:`children` lists one group on demand,
-:func:`walk` goes breadth-first and stops after ``limit`` nodes, and :func:`default_stack`
-tries the well-known places (NeXus default plottable signal, ``/entry/data/data``,
-``/exchange/data``) before a bounded walk. External links are shown, never followed.
+Nothing here walks a whole file eagerly: :func:`children` lists one group on demand and
+:func:`walk` goes breadth-first and stops after ``limit`` nodes. External links are shown, never
+followed. Where the image stacks are is :mod:`.stacks`; the ``info`` document is :mod:`.describe`.
 """
 
 from __future__ import annotations
@@ -93,23 +92,6 @@ class Node:
             out["stored_bytes"] = self.stored_bytes
             out["logical_bytes"] = self.logical_bytes
         return out
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A dataset that can be shown as a stack of frames."""
-
-    path: str
-    shape: tuple
-    dtype: str
-
-    @property
-    def n_frames(self) -> int:
-        return frame_count(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -253,19 +235,6 @@ def _join(parent: str, name: str) -> str:
     return f"/{name}" if parent in ("", "/") else f"{parent}/{name}"
 
 
-def node_at(source, path: str, *, cheap_sizes: bool | None = None) -> Node:
-    """The :class:`Node` for one path (a link that is not followed becomes a link node)."""
-    f = _file(source)
-    if cheap_sizes is None:
-        cheap_sizes = not getattr(source, "is_s3", False)
-    with _lock(source):
-        if path in ("", "/"):
-            return Node(path="/", kind="group", attrs=attrs_of(f), n_children=len(f))
-        parent, name = path.rstrip("/").rsplit("/", 1)
-        group = f[parent or "/"]
-        return _child_node(group, _join(parent, name), name, cheap_sizes=cheap_sizes)
-
-
 def _child_node(group: h5py.Group, path: str, name: str, *, cheap_sizes: bool) -> Node:
     link = group.get(name, getlink=True)
     if isinstance(link, h5py.ExternalLink):
@@ -374,187 +343,3 @@ def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = 
                         queue.append(path)
             emitted += 1
             yield node
-
-
-# -- stack detection -------------------------------------------------------------------
-
-
-def _candidate(f: h5py.File, path: str) -> Candidate | None:
-    try:
-        link = f.get(path, getlink=True)
-        if link is None or isinstance(link, h5py.ExternalLink):
-            return None
-        obj = f.get(path)
-    except (KeyError, OSError, ValueError, RuntimeError):
-        return None
-    if not isinstance(obj, h5py.Dataset):
-        return None
-    shape, dtype = obj.shape, obj.dtype
-    if not is_stack_shape_dtype(shape, dtype):
-        return None
-    return Candidate(path=obj.name, shape=tuple(int(n) for n in shape), dtype=str(dtype))
-
-
-def _text(value) -> str | None:
-    if isinstance(value, bytes | np.bytes_):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return _text(value.ravel()[0])
-    return value if isinstance(value, str) else None
-
-
-def nexus_default(f: h5py.File) -> str | None:
-    """Path of the NeXus default plottable signal (``default`` -> NXdata ``signal``), if any."""
-    group = f
-    for _level in range(3):  # root -> NXentry -> NXdata (NXentry may point at NXsubentry)
-        cls = _text(group.attrs.get("NX_class"))
-        signal = _text(group.attrs.get("signal"))
-        if signal and (cls == "NXdata" or cls is None):
-            path = _join(group.name, signal)
-            return path if path in f else None
-        default = _text(group.attrs.get("default"))
-        if not default:
-            return None
-        child = group.get(default)
-        if not isinstance(child, h5py.Group):
-            return None
-        group = child
-    return None
-
-
-KNOWN_STACKS = ("/entry/data/data", "/exchange/data")
-
-
-def stack_candidates(source, *, limit: int = SEARCH_LIMIT) -> list[Candidate]:
-    """Numeric datasets with ndim >= 2 found within ``limit`` nodes breadth-first."""
-    return [
-        Candidate(path=node.path, shape=node.shape, dtype=node.dtype)
-        for node in walk(source, limit=limit, cheap_sizes=False)
-        if node.is_stack_candidate
-    ]
-
-
-def choose_default(candidates: list[Candidate]) -> str | None:
-    """Largest stack with ndim >= 3, else the largest 2-D dataset, else ``None``."""
-    stacks = [c for c in candidates if len(c.shape) >= 3]
-    pool = stacks or [c for c in candidates if len(c.shape) == 2]
-    if not pool:
-        return None
-    return max(pool, key=lambda c: (c.size, -len(c.path))).path
-
-
-def default_stack(source, *, candidates: list[Candidate] | None = None) -> str | None:
-    """The stack to show first.
-
-    The NeXus default plottable signal, else ``/entry/data/data``, else ``/exchange/data``,
-    else the largest 3-D (or higher) dataset, else the largest 2-D one; ``None`` if there is
-    no numeric dataset with ndim >= 2. Well-known paths are tried before any walk.
-    """
-    f = _file(source)
-    with _lock(source):
-        try:
-            nexus = nexus_default(f)
-        except (KeyError, OSError, ValueError, RuntimeError):
-            nexus = None
-        for path in ([nexus] if nexus else []) + list(KNOWN_STACKS):
-            if _candidate(f, path) is not None:
-                return _candidate(f, path).path
-    if candidates is None:
-        candidates = stack_candidates(source)
-    return choose_default(candidates)
-
-
-# -- describe / format -----------------------------------------------------------------
-
-
-def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=None,
-             limit: int = DEFAULT_NODE_LIMIT) -> dict:
-    """The ``info --json`` document of a file (or of an open Source / FrameStack: no new GETs
-    for what is already cached).
-
-    Returns
-    -------
-    dict
-        ``{"url", "default_stack": path or None, "nodes": [...], "truncated": bool,
-        "node_limit": limit}``; ``nodes`` lists at most ``limit`` nodes breadth-first from
-        the root, ``truncated`` says whether more exist.
-    """
-    from .source import H5PY_ERRORS, Source, open_source
-
-    if isinstance(getattr(url_or_path, "source", None), Source):  # an open FrameStack
-        url_or_path = url_or_path.source
-    own = not isinstance(url_or_path, Source)
-    source = (
-        open_source(url_or_path, s3=s3, endpoint=endpoint, credentials=credentials)
-        if own else url_or_path
-    )
-    try:
-        nodes = list(walk(source, limit=limit + 1))
-        truncated = len(nodes) > limit
-        nodes = nodes[:limit]
-        candidates = [Candidate(n.path, n.shape, n.dtype) for n in nodes if n.is_stack_candidate]
-        default = default_stack(source, candidates=candidates)
-        return {
-            "url": source.url,
-            "default_stack": default,
-            "nodes": [n.to_json() for n in nodes],
-            "truncated": truncated,
-            "node_limit": limit,
-        }
-    except H5PY_ERRORS as exc:
-        raise source.translate(exc, "inspect") from None
-    finally:
-        if own:
-            source.close()
-
-
-def _format_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def format_node(node: dict) -> str:
-    """One line for one node of :func:`describe`'s output."""
-    name = node["path"].rsplit("/", 1)[-1] or "/"
-    kind = node["kind"]
-    if kind == "group":
-        text = "/" if name == "/" else f"{name}/"
-    elif kind == "dataset":
-        shape = "×".join(str(n) for n in node["shape"]) if node["shape"] else "scalar"
-        text = f"{name}  {shape} {node['dtype']}"
-        if node.get("chunks"):
-            text += f"  chunks {'×'.join(str(n) for n in node['chunks'])}"
-        if node.get("filters"):
-            text += "  " + "+".join(f"{f['name']}({f['id']})" for f in node["filters"])
-        if node.get("stored_bytes") is not None and node.get("logical_bytes"):
-            text += f"  {_format_bytes(node['stored_bytes'])} stored / {_format_bytes(node['logical_bytes'])}"
-        if node.get("virtual"):
-            text += "  [virtual]"
-    else:
-        text = f"{name} -> {node.get('target')}  [{kind.replace('_', ' ')}]"
-    attrs = node.get("attrs") or {}
-    if attrs:
-        shown = ", ".join(f"{k}={v!r}" for k, v in list(attrs.items())[:4])
-        more = f", … {len(attrs) - 4} more" if len(attrs) > 4 else ""
-        text += f"  {{{shown}{more}}}"
-    return text
-
-
-def format_tree(description: dict) -> str:
-    """Text for ``echo-s3-viewer info``: the tree indented by depth, then the default stack."""
-    lines = [description.get("url", "")]
-    for node in sorted(description["nodes"], key=lambda n: n["path"].strip("/").split("/")):
-        depth = 0 if node["path"] == "/" else node["path"].count("/")
-        lines.append("  " * depth + format_node(node))
-    if description.get("truncated"):
-        lines.append(
-            f"… only the first {description['node_limit']} nodes (breadth-first) are listed."
-        )
-    default = description.get("default_stack")
-    lines.append(f"default stack: {default}" if default else "default stack: none (no numeric dataset with 2 or more dimensions)")
-    return "\n".join(lines)

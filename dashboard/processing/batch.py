@@ -1,7 +1,7 @@
-"""Batch runs: plan a frame range, run it on local threads or a Dask cluster, resume, cancel.
+"""Batch runs: run a planned frame range on local threads or a Dask cluster, resume, cancel.
 
-:func:`plan_batch` validates everything before any work is done (and writes nothing when it
-refuses); :func:`run_batch` streams the frames through the pipeline and writes one output per
+:func:`~.plan.plan_batch` (in :mod:`.plan`) validates everything before any work is done (and
+writes nothing when it refuses); :func:`run_batch` streams the frames through the pipeline and writes one output per
 frame plus ``<stem>_processing.json``.
 
 Locally, one reader (``FrameStack.frames``: ordered, four GETs in flight) feeds a pool of compute
@@ -29,20 +29,27 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EchoError
 from . import export
-from .export import FORMATS, OutputError, open_output
+from .export import OutputError  # noqa: F401  (re-exported: tests raise it through here)
 from .pipeline import (
-    DEFAULT_SIGMA,
     FLAT_FLOOR,
     FLAT_FRAMES,
     PERCENTILES,
-    SIGMA_BOUNDS,
     TRUNCATE,
     flat_from_frames,
     floor_flat,
     gaussian_backend,
+)
+from .plan import (  # noqa: F401  (the planning half, re-exported for callers of batch)
+    BatchError,
+    BatchFailed,
+    BatchPlan,
+    InvalidBatch,
+    plan_batch,
+    range_problem,
+    resolve_scheduler,
 )
 from .render import Recipe, single_threaded_opencv
 
@@ -62,22 +69,6 @@ __all__ = [
 
 PROVENANCE_INTERVAL_S = 2.0  # the provenance file is rewritten at most this often while running
 PROGRESS_INTERVAL_S = 0.1
-
-
-class BatchError(EchoError):
-    """A batch run cannot start or could not finish."""
-
-
-class InvalidBatch(BatchError):
-    """The batch parameters are invalid; nothing has been written."""
-
-
-class BatchFailed(BatchError):
-    """The run stopped on an error; ``.result`` tells what was written (the provenance too)."""
-
-    def __init__(self, message: str, result: BatchResult | None = None):
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -125,254 +116,6 @@ class BatchResult:
             return (f"Cancelled after {done} of {self.total} frames{resumed} {where}; "
                     "run the same command again to resume.")
         return f"Failed after {done} of {self.total} frames {where}: {self.error}"
-
-
-@dataclass
-class BatchPlan:
-    """A validated run. Build it with :func:`plan_batch`."""
-
-    url: str
-    dataset: str
-    stem: str
-    shape: tuple[int, int]
-    dtype: str
-    n_frames: int
-    etag: str
-    size: int
-    start: int
-    end: int
-    step: int
-    sigma: float
-    fmt: str
-    png_level: int
-    out: str
-    resume: bool
-    done: frozenset[int]  # frames whose outputs exist and are complete (resume)
-    stack: object = field(repr=False)  # the open FrameStack
-    output: object = field(repr=False)  # LocalOutput | S3Output
-    s3: object = field(default=None, repr=False)
-
-    @property
-    def indices(self) -> range:
-        return range(self.start, self.end + 1, self.step)
-
-    @property
-    def flat_indices(self) -> range:
-        return range(self.start - FLAT_FRAMES, self.start)
-
-    @property
-    def todo(self) -> list[int]:
-        return [i for i in self.indices if i not in self.done]
-
-    @property
-    def last(self) -> int:
-        """The last index the range contains."""
-        return self.indices[-1]
-
-    @property
-    def provenance_name(self) -> str:
-        return export.provenance_name(self.stem)
-
-    def name(self, index: int) -> str:
-        return export.output_name(self.stem, index, self.fmt)
-
-    def spec(self):
-        return self.stack.spec()
-
-    def close(self) -> None:
-        """Close the stack if :func:`plan_batch` opened it (a stack passed in stays open)."""
-        if getattr(self, "_owns_stack", False):
-            self.stack.close()
-
-    def __enter__(self) -> BatchPlan:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# -- planning --------------------------------------------------------------------------------
-
-def plan_batch(
-    source,
-    *,
-    dataset: str | None = None,
-    start: int = FLAT_FRAMES,
-    end: int | None = None,
-    step: int = 1,
-    sigma: float = DEFAULT_SIGMA,
-    fmt: str = "png",
-    out,
-    png_level: int = export.DEFAULT_PNG_LEVEL,
-    resume: bool | None = None,
-    s3=None,
-    endpoint: str | None = None,
-    credentials=None,
-) -> BatchPlan:
-    """Validate a batch and return its plan; raise :class:`InvalidBatch` (nothing written).
-
-    Parameters
-    ----------
-    source : str, path or FrameStack
-        ``s3://BUCKET/KEY``, a local HDF5 path, or an open stack.
-    dataset : str, optional
-        Dataset path (default: the detected stack).
-    start, end, step : int
-        Frames ``start … end`` inclusive, every ``step``-th; ``start >= 20`` (the flat is the
-        20 frames before it); ``end`` defaults to the last frame.
-    sigma : float
-        Gaussian sigma in pixels, 0.01 to 100.
-    fmt : {"png", "tiff", "npy"}
-    out : str or path
-        A folder or ``s3://BUCKET/PREFIX``.
-    png_level : int
-        PNG zlib level 0–9 (default 1).
-    resume : bool, optional
-        True: skip frames whose outputs exist and are complete (the provenance, if any, must
-        describe the same run). None/False: resume only when the provenance says the previous
-        run in ``out`` with the same parameters is unfinished; otherwise process everything.
-    s3 : S3, optional
-        Connection for an ``s3://`` source or output.
-    endpoint, credentials
-        Used to connect when ``s3`` is not given.
-    """
-    _check_parameters(start=start, end=end, step=step, sigma=sigma, fmt=fmt, png_level=png_level)
-    if s3 is None and (_is_s3(source) or _is_s3(out)):
-        from ..storage.s3 import S3
-
-        s3 = S3(endpoint, _load_credentials(credentials))
-    owns = not hasattr(source, "frames")
-    if owns:
-        from ..hdf5.stack import open_stack
-
-        stack = open_stack(str(source), dataset, s3=s3 if _is_s3(source) else None,
-                           endpoint=endpoint, credentials=credentials, prefetch=False)
-    else:
-        stack = source
-    try:
-        plan = _plan_with_stack(stack, start=start, end=end, step=step, sigma=float(sigma),
-                                fmt=fmt, out=out, png_level=int(png_level), resume=resume, s3=s3)
-    except BaseException:
-        if owns:
-            stack.close()
-        raise
-    plan._owns_stack = owns
-    return plan
-
-
-def _check_parameters(*, start, end, step, sigma, fmt, png_level) -> None:
-    if fmt not in FORMATS:
-        raise InvalidBatch(f"The output format must be one of {', '.join(FORMATS)} (got {fmt!r}).")
-    if not isinstance(step, int | np.integer) or step < 1:
-        raise InvalidBatch(f"The step must be a whole number of at least 1 (got {step}).")
-    if not isinstance(start, int | np.integer) or start < FLAT_FRAMES:
-        raise InvalidBatch(
-            f"The start frame must be at least {FLAT_FRAMES}, because the flat field is the mean "
-            f"of the {FLAT_FRAMES} frames before it (got {start})."
-        )
-    if end is not None and (not isinstance(end, int | np.integer) or end < start):
-        raise InvalidBatch(f"The end frame ({end}) must not be before the start frame ({start}).")
-    try:
-        sigma_ok = SIGMA_BOUNDS[0] <= float(sigma) <= SIGMA_BOUNDS[1]  # False for NaN
-    except (TypeError, ValueError):
-        sigma_ok = False
-    if not sigma_ok:
-        raise InvalidBatch(f"Sigma must be a number from {SIGMA_BOUNDS[0]:g} to "
-                           f"{SIGMA_BOUNDS[1]:g} pixels (got {sigma}).")
-    if not isinstance(png_level, int | np.integer) or not 0 <= png_level <= 9:
-        raise InvalidBatch(f"The PNG compression level must be 0 to 9 (got {png_level}).")
-
-
-def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out, png_level, resume,
-                     s3) -> BatchPlan:
-    n = len(stack)
-    if n < FLAT_FRAMES + 1:
-        raise InvalidBatch(
-            f"The stack {stack.dataset} has {n} frame{'s' if n != 1 else ''}; a batch needs at "
-            f"least {FLAT_FRAMES + 1} ({FLAT_FRAMES} for the flat field and one to process)."
-        )
-    if end is None:
-        end = n - 1
-    if end >= n:
-        raise InvalidBatch(
-            f"The end frame ({end}) must be less than the number of frames in the stack ({n})."
-        )
-    if start > end:
-        raise InvalidBatch(
-            f"The start frame ({start}) is beyond the last frame of the stack ({n - 1})."
-        )
-    try:
-        output = open_output(out, s3=s3)
-    except EchoError as exc:
-        raise InvalidBatch(str(exc)) from None
-    stem = export.file_stem(stack.url)
-    plan = BatchPlan(
-        url=stack.url, dataset=stack.dataset, stem=stem,
-        shape=tuple(int(v) for v in stack.shape[-2:]), dtype=str(stack.dtype), n_frames=n,
-        etag=str(stack.etag or ""), size=int(stack.size or 0), start=int(start), end=int(end),
-        step=int(step), sigma=sigma, fmt=fmt, png_level=png_level, out=output.location,
-        resume=False, done=frozenset(), stack=stack, output=output, s3=s3,
-    )
-    try:
-        output.check_writable()
-    except OutputError as exc:
-        raise InvalidBatch(str(exc)) from None
-    previous = export.read_json(output, plan.provenance_name)
-    mismatch = _mismatch(previous, plan) if previous is not None else None
-    unfinished = previous is not None and previous.get("status") != "complete"
-    if resume:
-        if mismatch:
-            raise InvalidBatch(
-                f"Cannot resume: the run recorded in {plan.out} used {mismatch}; choose another "
-                "output folder or drop --resume."
-            )
-        plan.resume = True
-    else:
-        plan.resume = bool(unfinished and not mismatch)
-    if plan.resume:
-        existing = output.existing()
-        plan.done = frozenset(
-            i for i in plan.indices
-            if existing.get(plan.name(i)) and output.complete(plan.name(i), fmt, plan.shape)
-        )
-    return plan
-
-
-def _mismatch(previous: dict, plan: BatchPlan) -> str | None:
-    """What differs between a recorded run and this plan (None when it can be resumed)."""
-    source = previous.get("source", {})
-    params = previous.get("parameters", {})
-    checks = [
-        ("source", source.get("url"), plan.url),
-        ("dataset", source.get("dataset"), plan.dataset),
-        ("source ETag", source.get("etag"), plan.etag),
-        ("format", previous.get("format"), plan.fmt),
-        ("sigma", params.get("sigma"), plan.sigma),
-        ("start frame", previous.get("frames", {}).get("start"), plan.start),
-    ]
-    for what, was, now in checks:
-        if was != now:
-            return f"{what} {was!r} (now {now!r})"
-    return None
-
-
-def _is_s3(value) -> bool:
-    return isinstance(value, str) and value.startswith("s3://")
-
-
-def _load_credentials(credentials):
-    from ..storage.credentials import Credentials, load_credentials
-
-    if credentials is None or isinstance(credentials, Credentials):
-        return credentials
-    return load_credentials(credentials)
-
-
-def resolve_scheduler(value: str | None = None, env=None) -> str | None:
-    """The Dask scheduler: ``value``, else ``$DASK_SCHEDULER_ADDRESS``, else None (threads)."""
-    env = os.environ if env is None else env
-    value = (value or env.get("DASK_SCHEDULER_ADDRESS") or "").strip()
-    return value or None
 
 
 # -- provenance ------------------------------------------------------------------------------

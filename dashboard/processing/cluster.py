@@ -15,7 +15,7 @@ import time
 import uuid
 import weakref
 
-from .batch import BatchError
+from .plan import BatchError
 from .export import S3Output
 from .pipeline import Workspace
 from .render import Recipe, single_threaded_opencv

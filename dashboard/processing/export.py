@@ -15,13 +15,12 @@ import logging
 import os
 import re
 import struct
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..errors import EchoError
-from ..storage.paths import UnusablePath, local_path
+from ..storage.paths import UnusablePath, local_path, open_temp
 from .pipeline import to_uint8
 
 log = logging.getLogger(__name__)
@@ -253,8 +252,8 @@ class LocalOutput:
         tmp = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=self.folder)
-            with os.fdopen(fd, "wb") as fh:
+            tmp, fh = open_temp(target)  # 0666 & ~umask, as downloads are
+            with fh:
                 fh.write(data)
             os.replace(tmp, target)
             tmp = None
@@ -361,10 +360,10 @@ class S3Output:
 
 def open_output(out: str | os.PathLike, *, s3=None):
     """A :class:`LocalOutput` for a folder or an :class:`S3Output` for ``s3://BUCKET/PREFIX``."""
-    text = str(out)
-    if text.startswith("s3://"):
-        from ..storage.s3 import parse_s3_url
+    from ..storage.s3 import is_s3_url, parse_s3_url
 
+    text = str(out)
+    if is_s3_url(text):
         bucket, prefix = parse_s3_url(text)
         if s3 is None:
             raise OutputError(f"An S3 connection is needed to write to {text}.")

@@ -1,8 +1,9 @@
 """The processing pipeline, as pure functions in the scikit-image manner.
 
-normalize → flat field → linear 1 %/99 % stretch → Gaussian smoothing, plus histogram
-equalization for display. Every function takes an image, returns a new array and never modifies
-its input. The same code runs the dashboard preview, the batch, the CLI and the Dask workers.
+normalize → flat field → linear 1 %/99 % stretch → Gaussian smoothing (the display mapping,
+equalization included, belongs to the viewer, not here). Every function takes an image, returns
+a new array and never modifies its input. The same code runs the dashboard preview, the batch,
+the CLI and the Dask workers.
 
 The numbers are fixed (scientists compare them with their MATLAB/Python references):
 
@@ -17,7 +18,6 @@ The numbers are fixed (scientists compare them with their MATLAB/Python referenc
 4. :func:`gaussian`: ``scipy.ndimage.gaussian_filter(x, sigma)`` (mode ``reflect``, truncate 4.0).
    OpenCV's separable filter with scipy's own kernel and ``BORDER_REFLECT`` computes the same
    (measured max difference 4e-7 on [0, 1] data, 2048² ~10× faster); scipy is the fallback.
-5. :func:`equalize`: histogram equalization to [0, 1] for display only.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ __all__ = [
     "FLAT_FRAMES",
     "PERCENTILES",
     "Stages",
-    "equalize",
     "flat_field",
     "flat_from_frames",
     "gaussian",
@@ -51,7 +50,6 @@ FLAT_FRAMES = 20  # frames start-20 … start-1 make the flat
 FLAT_FLOOR = 1e-6  # the flat is floored here before dividing
 PERCENTILES = (1.0, 99.0)
 TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default
-EQUALIZE_BINS = 65536
 
 try:  # OpenCV is optional: the filter falls back to scipy when it is missing
     import cv2 as _cv2
@@ -136,6 +134,12 @@ def flat_from_frames(frames) -> np.ndarray:
         raise ValueError("no frames to average for the flat")
     total /= count
     return total.astype(np.float32)
+
+
+def flat_range(start: int) -> range:
+    """The frames whose mean is the flat of a run starting at ``start``: the
+    :data:`FLAT_FRAMES` frames just before it."""
+    return range(start - FLAT_FRAMES, start)
 
 
 def flat_field(image: np.ndarray, flat: np.ndarray) -> np.ndarray:
@@ -345,49 +349,6 @@ def _gaussian(image: np.ndarray, sigma: float, backend: str = "opencv",
 def gaussian_backend() -> str:
     """The backend the batch uses: ``"opencv"`` when OpenCV is importable, else ``"scipy"``."""
     return "opencv" if _cv2 is not None else "scipy"
-
-
-# -- 5. equalize (display only) --------------------------------------------------------------
-
-def equalize(image: np.ndarray, *, nbins: int = EQUALIZE_BINS) -> np.ndarray:
-    """Histogram equalization to [0, 1], for display.
-
-    The method of scikit-image's ``exposure.equalize_hist`` for float images: a histogram of
-    ``nbins`` equal bins between the image's finite minimum and maximum, its cumulative sum
-    normalized to end at 1, and each pixel mapped by linear interpolation of that CDF at the bin
-    centers (values below the first center map to the first bin's CDF).
-
-    Parameters
-    ----------
-    image : (M, N) ndarray
-    nbins : int
-        Number of histogram bins (default 65536, enough for 16-bit detectors).
-
-    Returns
-    -------
-    (M, N) float32 ndarray
-        Values in [0, 1]; all zeros for a constant image; NaN stays NaN.
-    """
-    values = np.asarray(image)
-    if values.dtype.kind not in "uifb":
-        raise TypeError(f"cannot equalize an image of dtype {values.dtype}")
-    # float64 throughout: with float32 data numpy would place the bin edges in float32
-    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
-    finite = finite.astype(np.float64, copy=False)
-    out = np.zeros(values.shape, dtype=np.float32)
-    if finite.size == 0:
-        return out
-    vmin, vmax = float(finite.min()), float(finite.max())
-    if not vmax > vmin:
-        if values.dtype.kind == "f":
-            out[np.isnan(values)] = np.nan
-        return out
-    counts, edges = np.histogram(finite, bins=int(nbins), range=(vmin, vmax))
-    cdf = np.cumsum(counts, dtype=np.float64)
-    cdf /= cdf[-1]
-    centers = (edges[:-1] + edges[1:]) / 2
-    out[...] = np.interp(values.astype(np.float64, copy=False), centers, cdf)
-    return out
 
 
 # -- the whole pipeline ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from . import export
 from .pipeline import PERCENTILES, Workspace
 

@@ -7,6 +7,7 @@ frame on screen; the ROI series runs on the session's worker threads, newest req
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -77,6 +78,8 @@ class AnalysisState(param.Parameterized):
         self._job: threading.Event | None = None  # the running series' cancel flag
         self._generation = 0
         self._closed = False
+        #: Requests and bytes of each series' own handle, summed (``regions_read``, ...).
+        self.series_reads: dict[str, int] = {}
         self._clamping = False
         viewer.param.watch(self._on_stack, "stack")
         self._on_stack()
@@ -186,10 +189,27 @@ class AnalysisState(param.Parameterized):
             self._job = cancel
         self.param.update(running=True, progress=0,
                           roi_status=f"Computing {box.label()}: 0 of {len(indices)} frames…")
-        if self.tasks.submit(self._compute, stack, box, indices, cancel, generation) is None:
+        if self.tasks.submit(self._compute, self._opener(stack), box, indices, cancel,
+                             generation) is None:
             self.param.update(running=False, roi_status="The session is closed.")
             return False
         return True
+
+    def _opener(self, stack):
+        """How the series gets its own handle: reopened from the stack's spec through the
+        session's provider (the viewer may close its handle meanwhile)."""
+        browser = self.viewer.browser
+        provider = browser.provider if browser is not None else None
+        if provider is None:  # a viewer without a session (notebooks): borrow its stack
+            return lambda: contextlib.nullcontext(stack)
+        spec = stack.spec()
+        return lambda: provider.reopen(spec)
+
+    def _count(self, stack) -> None:
+        stats = stack.stats
+        with self._lock:
+            for name in ("regions_read", "data_requests", "data_bytes"):
+                self.series_reads[name] = self.series_reads.get(name, 0) + int(stats[name])
 
     def _stop_job(self) -> bool:
         with self._lock:
@@ -204,7 +224,7 @@ class AnalysisState(param.Parameterized):
         with self._lock:
             return generation == self._generation and not self._closed
 
-    def _compute(self, stack, box: Box, indices: range, cancel: threading.Event,
+    def _compute(self, opener, box: Box, indices: range, cancel: threading.Event,
                  generation: int) -> None:
         last_post = [0.0]
         total = len(indices)
@@ -218,7 +238,12 @@ class AnalysisState(param.Parameterized):
 
         t0 = time.perf_counter()
         try:
-            series = roi_series(stack, box, indices, progress=progress, cancelled=cancel.is_set)
+            with opener() as stack:  # this series' own handle
+                try:
+                    series = roi_series(stack, box, indices, progress=progress,
+                                        cancelled=cancel.is_set)
+                finally:
+                    self._count(stack)
         except Cancelled as exc:
             self.tasks.post(self._ended, generation, f"Cancelled: {exc}.")
             return

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import param
 
-from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS, normalize_endpoint
+from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS
 from ..storage.credentials import (
     Credentials, CredentialsError, from_json_file, from_json_text, load_credentials, mask,
 )
-from ..storage.listing import SORT_KEYS, directories, filter_objects, sort_objects
+from ..storage.listing import HDF5_SUFFIXES, SORT_KEYS, directories, filter_objects, sort_objects
 from ..storage.paths import UnusablePath, local_path
 from ..storage.s3 import S3
+from .provider import Provider, connect
 from .tasks import Tasks, user_message
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,18 @@ def default_download_dir() -> str:
 class BrowserState(param.Parameterized):
     """Connection, listing and selection of one session.
 
-    The secret key only ever lives in :attr:`s3` (a plain attribute, not a parameter) and in the
-    boto3/s3fs clients built from it. Pasted or uploaded keys (:attr:`credentials_text`) are
+    Once connected, :attr:`provider` (a plain attribute, not a parameter) is the session's one
+    way to the data (:mod:`dashboard.state.provider`); the secret key only ever lives in it and
+    in the boto3 clients built from it. Pasted or uploaded keys (:attr:`credentials_text`) are
     cleared as soon as "Connect" reads them.
+
+    :attr:`endpoint` is the endpoint *given* (CLI, environment or typed); empty means the key
+    file's ``"endpoint"``, else ECHO (:func:`~dashboard.config.resolve_endpoint`).
     """
 
     # -- connect -----------------------------------------------------------------------------
-    endpoint = param.String(default=DEFAULT_ENDPOINT, label="Endpoint")
+    endpoint = param.String(default="", label="Endpoint",
+                            doc=f"Empty: the key file's endpoint, else {DEFAULT_ENDPOINT}.")
     credentials_path = param.String(default="", label="Credentials file (on the server)")
     server_keys = param.Boolean(
         default=True, constant=True, precedence=-1,
@@ -56,6 +62,8 @@ class BrowserState(param.Parameterized):
     connection = param.String(default="", constant=True, doc="Who is connected where (no keys).")
     status = param.String(default="Not connected: give an endpoint and keys, then press Connect.")
     busy = param.Boolean(default=False, doc="An action of this step is running.")
+    failed = param.Boolean(default=False, precedence=-1,
+                           doc="`status` reports an error (views style it so).")
 
     # -- list --------------------------------------------------------------------------------
     bucket = param.Selector(default=None, objects=[], label="Bucket")
@@ -76,6 +84,8 @@ class BrowserState(param.Parameterized):
     cancel_download = param.Event(label="Cancel download")
     download_progress = param.Integer(default=0, bounds=(0, 100), doc="Percent done.")
     download_status = param.String(default="")
+    download_failed = param.Boolean(default=False, precedence=-1,
+                                    doc="`download_status` reports an error.")
     downloading = param.Boolean(default=False)
     view_last_frame = param.Event(label="View Last Frame")
     thumbnail = param.Parameter(default=None, precedence=-1, doc="Last frame (2-D ndarray).")
@@ -85,7 +95,7 @@ class BrowserState(param.Parameterized):
         params.setdefault("download_dir", default_download_dir())
         super().__init__(**params)
         self.tasks = tasks or Tasks()
-        self.s3: S3 | None = None
+        self.provider: Provider | None = None
         self._credentials: Credentials | None = None
         self._download_cancel = threading.Event()
         self._generation = 0  # bumped on connect: results of older listings are dropped
@@ -112,10 +122,15 @@ class BrowserState(param.Parameterized):
             text += f" ({self.truncated_notice})"
         return text
 
+    @property
+    def s3(self) -> S3 | None:
+        """The provider's S3 connection (``s3://`` outputs, downloads); ``None`` if offline."""
+        return self.provider.s3 if self.provider is not None else None
+
     def selected_hdf5(self) -> str | None:
         """The first selected HDF5 key, or ``None``."""
         for key in self.selection:
-            if key.lower().endswith((".h5", ".hdf5", ".nxs", ".hdf")):
+            if key.lower().endswith(HDF5_SUFFIXES):
                 return key
         return None
 
@@ -132,12 +147,25 @@ class BrowserState(param.Parameterized):
         self.tasks.submit(self._connect, text)
 
     def connect_now(self, credentials: Credentials | None = None,
-                    endpoint: str | None = None) -> None:
-        """Connect with ready-made keys (``serve --demo``, ``--credentials``) in the background."""
+                    endpoint: str | None = None, *, provider: Provider | None = None) -> None:
+        """Connect with ready-made keys (``serve --demo``, ``--credentials``) in the background,
+        or use a ready ``provider`` (e.g. :class:`~dashboard.state.provider.MemoryProvider`)."""
         if endpoint:
             self.endpoint = endpoint
         self._set_busy("Connecting…")
-        self.tasks.submit(self._connect, "", credentials)
+        if provider is not None:
+            self.tasks.submit(self._use, provider)
+        else:
+            self.tasks.submit(self._connect, "", credentials)
+
+    def _use(self, provider: Provider) -> None:
+        self._generation += 1
+        try:
+            buckets = provider.buckets()
+        except Exception as exc:  # noqa: BLE001 - action boundary
+            self.tasks.post(self._disconnect, f"Not connected: {user_message(exc, 'connect')}")
+            return
+        self.tasks.post(self._connected, provider, None, buckets)
 
     def _connect(self, text: str, credentials: Credentials | None = None) -> None:
         self._generation += 1
@@ -153,9 +181,7 @@ class BrowserState(param.Parameterized):
                     credentials = from_json_file(self.credentials_path.strip())
                 else:
                     credentials = load_credentials()
-            endpoint = normalize_endpoint(self.endpoint or credentials.endpoint or DEFAULT_ENDPOINT)
-            s3 = S3(endpoint, credentials)
-            buckets = s3.list_buckets()
+            provider, buckets = connect(credentials, endpoint=self.endpoint.strip() or None)
         except Exception as exc:  # noqa: BLE001 - action boundary
             message = user_message(exc, "connect")
             if credentials is not None:
@@ -163,13 +189,19 @@ class BrowserState(param.Parameterized):
             self.tasks.post(self._disconnect, f"Not connected: {message}")
             return
         del text
-        self.tasks.post(self._connected, s3, credentials, buckets)
+        self.tasks.post(self._connected, provider, credentials, buckets)
 
-    def _connected(self, s3: S3, credentials: Credentials, buckets: list[str]) -> None:
-        endpoint = s3.endpoint
-        self.s3, self._credentials = s3, credentials
-        who = (f"keys {mask(credentials.access_key)}" if credentials.access_key
-               else credentials.source)
+    def _connected(self, provider: Provider, credentials: Credentials | None,
+                   buckets: list[str]) -> None:
+        endpoint = provider.endpoint
+        if self.provider is not None and self.provider is not provider:
+            self.provider.close()
+        self.provider, self._credentials = provider, credentials
+        if credentials is None:
+            who = "in-memory files"
+        else:
+            who = (f"keys {mask(credentials.access_key)}" if credentials.access_key
+                   else credentials.source)
         self.param.bucket.objects = buckets
         self.param.update(
             bucket=buckets[0] if buckets else None,
@@ -187,13 +219,15 @@ class BrowserState(param.Parameterized):
         self._done(f"Connected to {endpoint}: {found}; {hint}")
 
     def _disconnect(self, message: str) -> None:
-        self.s3, self._credentials = None, None
+        if self.provider is not None:
+            self.provider.close()
+        self.provider, self._credentials = None, None
         self.param.bucket.objects = []
         self.param.update(bucket=None, listing=[], selection=[], thumbnail=None,
                           truncated_notice="")
         with param.edit_constant(self):
             self.param.update(connected=False, connection="")
-        self._done(message)
+        self._done(message, failed=True)
 
     @param.depends("bucket", watch=True)
     def _on_bucket(self) -> None:
@@ -207,16 +241,16 @@ class BrowserState(param.Parameterized):
         if not self._require_connection():
             return
         if not self.bucket:
-            self.status = "Choose a bucket first."
+            self._refuse("Choose a bucket first.")
             return
         self._set_busy(f"Listing s3://{self.bucket}/ …")
-        self.tasks.submit(self._list, self.s3, self.bucket, self._generation)
+        self.tasks.submit(self._list, self.provider, self.bucket, self._generation)
 
-    def _list(self, s3: S3, bucket: str, generation: int) -> None:
+    def _list(self, provider: Provider, bucket: str, generation: int) -> None:
         try:
-            listing = s3.list_objects(bucket, limit=self.max_objects)
+            listing = provider.list_objects(bucket, limit=self.max_objects)
         except Exception as exc:  # noqa: BLE001
-            self._done(user_message(exc, f"list bucket {bucket!r}"))
+            self._done(user_message(exc, f"list bucket {bucket!r}"), failed=True)
             return
         self.tasks.post(self._listed, listing, bucket, generation)
 
@@ -246,21 +280,21 @@ class BrowserState(param.Parameterized):
         if not self._require_connection():
             return
         if not self.selection:
-            self.download_status = "Tick one or more objects in the table first."
+            self._refuse_download("Tick one or more objects in the table first.")
             return
         if self.downloading:
-            self.download_status = "A download is already running."
+            self._refuse_download("A download is already running.")
             return
         if not self.download_dir.strip():
-            self.download_status = "Give a download folder first."
+            self._refuse_download("Give a download folder first.")
             return
         try:
             out_dir = local_path(self.download_dir.strip(), what="download folder")
         except UnusablePath as exc:
-            self.download_status = str(exc)
+            self._refuse_download(str(exc))
             return
         self._download_cancel.clear()
-        self.param.update(downloading=True, download_progress=0,
+        self.param.update(downloading=True, download_progress=0, download_failed=False,
                           download_status=f"Downloading {len(self.selection)} object(s)…")
         self.tasks.submit(self._download, self.s3, self.bucket, list(self.selection), out_dir)
 
@@ -268,7 +302,7 @@ class BrowserState(param.Parameterized):
     def _on_cancel_download(self) -> None:
         if self.downloading:
             self._download_cancel.set()
-            self.download_status = "Cancelling the download…"
+            self.param.update(download_status="Cancelling the download…", download_failed=False)
 
     def _download(self, s3: S3, bucket: str, keys: list[str], out_dir: Path) -> None:
         from ..storage.download import download_objects
@@ -285,7 +319,7 @@ class BrowserState(param.Parameterized):
             report = download_objects(s3, bucket, keys, out_dir, progress=progress,
                                       cancel=self._download_cancel)
         except Exception as exc:  # noqa: BLE001
-            self.tasks.post(self.param.update, downloading=False,
+            self.tasks.post(self.param.update, downloading=False, download_failed=True,
                             download_status=user_message(exc, "download the selection"))
             return
         self.tasks.post(
@@ -293,6 +327,7 @@ class BrowserState(param.Parameterized):
             downloading=False,
             download_progress=100 if not self._download_cancel.is_set() else self.download_progress,
             download_status=_download_summary(report, out_dir, self._download_cancel.is_set()),
+            download_failed=bool(report.failed),
         )
 
     @param.depends("view_last_frame", watch=True)
@@ -301,21 +336,19 @@ class BrowserState(param.Parameterized):
             return
         url = self.selected_url()
         if url is None:
-            self.status = "Select an .h5 file in the browser first."
+            self._refuse("Select an .h5 file in the browser first.")
             return
         self._set_busy(f"Reading the last frame of {url} …")
-        self.tasks.submit(self._thumbnail, self.s3, url)
+        self.tasks.submit(self._thumbnail, self.provider, url)
 
-    def _thumbnail(self, s3: S3, url: str) -> None:
-        from ..hdf5.stack import open_stack
-
+    def _thumbnail(self, provider: Provider, url: str) -> None:
         try:
-            with open_stack(url, s3=s3) as stack:
+            with provider.open(url, tree=False, prefetch=False).stack as stack:
                 frame = stack.last_frame()
                 title = f"{url.rsplit('/', 1)[-1]} — frame {len(stack) - 1} of {stack.dataset}"
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self.param.update, thumbnail=None, thumbnail_title="")
-            self._done(user_message(exc, f"read the last frame of {url}"))
+            self._done(user_message(exc, f"read the last frame of {url}"), failed=True)
             return
         self.tasks.post(self.param.update, thumbnail=frame, thumbnail_title=title)
         self._done(f"Last frame of {url} shown ({frame.shape[1]}×{frame.shape[0]}).")
@@ -323,20 +356,29 @@ class BrowserState(param.Parameterized):
     # -- helpers --------------------------------------------------------------------------
 
     def _require_connection(self) -> bool:
-        if self.s3 is None:
-            self.status = "Connect first: give an endpoint and keys, then press Connect."
+        if self.provider is None:
+            self._refuse("Connect first: give an endpoint and keys, then press Connect.")
             return False
         return True
 
     def _set_busy(self, message: str) -> None:
-        self.param.update(busy=True, status=message)
+        self.param.update(busy=True, status=message, failed=False)
 
-    def _done(self, message: str) -> None:
-        self.tasks.post(self.param.update, busy=False, status=message)
+    def _done(self, message: str, *, failed: bool = False) -> None:
+        self.tasks.post(self.param.update, busy=False, status=message, failed=failed)
+
+    def _refuse_download(self, message: str) -> None:
+        self.param.update(download_status=message, download_failed=True)
+
+    def _refuse(self, message: str) -> None:
+        """An action that cannot start: say why, as an error, replacing the last message."""
+        self.param.update(status=message, failed=True)
 
     def close(self) -> None:
-        """Cancel a running download (the session is going away)."""
+        """Cancel a running download, release the provider (the session is going away)."""
         self._download_cancel.set()
+        if self.provider is not None:
+            self.provider.close()
 
 
 def _download_summary(report, out_dir: Path, cancelled: bool) -> str:

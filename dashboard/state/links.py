@@ -35,12 +35,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from ..storage.s3 import HDF5_SUFFIXES, StorageError, is_s3_url, parse_s3_url
+
 #: Longest query string read at all (a link is a few hundred characters).
 MAX_QUERY = 8192
 #: Longest single value (an S3 key is at most 1024 bytes).
 MAX_VALUE = 1024
 MAX_FRAME = 10**9
-HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs", ".hdf")
 
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?")
@@ -374,9 +375,12 @@ def read_view(owners: Mapping[str, object], names) -> dict:
 
 def split_url(url: str) -> tuple[str, str] | None:
     """``"s3://bucket/key"`` → ``("bucket", "key")`` (``None`` for anything else)."""
-    if not url or not url.startswith("s3://"):
+    if not is_s3_url(url):
         return None
-    bucket, _, key = url[len("s3://"):].partition("/")
+    try:
+        bucket, key = parse_s3_url(url)
+    except StorageError:
+        return None
     return (bucket, key) if bucket and key else None
 
 

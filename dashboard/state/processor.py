@@ -1,4 +1,11 @@
-"""Preview the pipeline on the last frame, then batch-process a frame range: the Process step."""
+"""Preview the pipeline on the range's last frame, then batch-process the range: Process.
+
+The preview is what the batch writes: the last frame of the range (End on the Step grid),
+flat-fielded with the batch's own flat (the 20 frames before Start), smoothed with the same σ.
+Preview and batch each open their own handle on the stack from its
+:class:`~dashboard.hdf5.stack.StackSpec` through the session's provider: opening another file
+in the viewer closes the viewer's handle, never theirs.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,15 @@ import threading
 
 import param
 
-from ..processing.pipeline import DEFAULT_SIGMA, SIGMA_BOUNDS
+from ..processing.pipeline import DEFAULT_SIGMA, FLAT_FRAMES, SIGMA_BOUNDS, flat_range
+from ..processing.plan import START_MESSAGE, last_index, range_problem
 from .tasks import Tasks, user_message
 from .viewer import ViewerState
 
 log = logging.getLogger(__name__)
 
-FLAT_FRAMES = 20
 FORMATS = ("PNG", "TIFF", "NPY")
-START_MESSAGE = "Start frame must be at least 20: the flat field uses the 20 frames before it."
+__all__ = ["FLAT_FRAMES", "FORMATS", "START_MESSAGE", "ProcessorState"]
 
 
 class ProcessorState(param.Parameterized):
@@ -46,14 +53,21 @@ class ProcessorState(param.Parameterized):
     eta_s = param.Number(default=None, allow_None=True)
     summary = param.String(default="")
     status = param.String(default="Load an HDF5 file in Frames first.")
+    failed = param.Boolean(default=False, precedence=-1,
+                           doc="`status` reports an error (views style it so).")
 
     def __init__(self, *, tasks: Tasks | None = None, **params):
         params.setdefault("output", _default_output())
         super().__init__(**params)
         self.tasks = tasks or Tasks()
         self._cancel = threading.Event()
+        self._preview_generation = 0
         if self.viewer is not None:
             self.viewer.param.watch(self._on_stack, "stack")
+
+    def _say(self, status: str, *, failed: bool = False, **more) -> None:
+        """Replace the status line (an error stays marked as one until the next message)."""
+        self.param.update(status=status, failed=failed, **more)
 
     # -- bounds follow the open stack -------------------------------------------------------
 
@@ -61,11 +75,14 @@ class ProcessorState(param.Parameterized):
         stack = event.new
         n = len(stack) if stack is not None else 0
         last = max(0, n - 1)
+        self._preview_generation += 1  # a preview of the previous file is dropped
         self.param.start.bounds = (0, last)
         self.param.end.bounds = (0, last)
         self.param.update(start=min(FLAT_FRAMES, last), end=last, stages=None, preview_title="",
-                          summary="")
-        self.status = self.problem() or f"Ready: frames {self.start}–{self.end} of {n}."
+                          summary="", previewing=False)
+        problem = self.problem()
+        self._say(problem or f"Ready: frames {self.start}–{self.end} of {n}.",
+                  failed=bool(problem) and stack is not None)
 
     def problem(self, *, for_preview: bool = False) -> str:
         """Why preview/batch cannot run right now, in plain words ("" when they can)."""
@@ -77,17 +94,9 @@ class ProcessorState(param.Parameterized):
             return (f"{viewer.stack.dataset} is a single 2-D image, not a stack: processing needs "
                     f"at least {FLAT_FRAMES + 1} frames (20 for the flat field, then the frames "
                     "to process).")
-        if n <= FLAT_FRAMES:
-            return (f"This stack has only {n} frames: processing needs at least "
-                    f"{FLAT_FRAMES + 1} (20 for the flat field, then the frames to process).")
-        if for_preview:
-            return ""
-        if self.start < FLAT_FRAMES:
-            return START_MESSAGE
-        if self.end < self.start:
-            return f"End frame ({self.end}) must not be before the start frame ({self.start})."
-        if self.end > n - 1:
-            return f"End frame must be at most {n - 1}, the last frame of this stack."
+        message = range_problem(n, self.start, self.end, self.step)
+        if message or for_preview:
+            return message
         if not self.output.strip():
             return "Give an output folder (a local path or s3://bucket/prefix)."
         return ""
@@ -101,64 +110,90 @@ class ProcessorState(param.Parameterized):
         count = len(range(self.start, self.end + 1, self.step))
         return f"{count} frame{'s' if count != 1 else ''} will be written as {self.format}."
 
+    @param.depends("start", "end", "step", "viewer.stack", "viewer.n_frames", "previewing")
+    def preview_disabled(self) -> bool:
+        """Whether Preview is greyed out (no stack long enough, a bad range, one running)."""
+        return self.previewing or bool(self.problem(for_preview=True))
+
+    @param.depends("start", "end", "step", "format", "output", "viewer.stack", "viewer.n_frames",
+                   "running")
+    def batch_disabled(self) -> bool:
+        """Whether Batch is greyed out (a problem with the parameters, or a batch running)."""
+        return self.running or bool(self.problem())
+
     # -- preview -----------------------------------------------------------------------------
 
     @param.depends("preview", watch=True)
     def _on_preview(self) -> None:
         message = self.problem(for_preview=True)
         if message:
-            self.status = message
+            self._say(message, failed=True)
             return
-        stack = self.viewer.stack
-        self.param.update(previewing=True, status="Computing the preview of the last frame…")
-        self.tasks.submit(self._preview, stack, float(self.sigma))
+        index = last_index(self.start, self.end, self.step)
+        self._preview_generation += 1
+        request = dict(provider=self.viewer.browser.provider, spec=self.viewer.stack.spec(),
+                       index=index, flat=flat_range(self.start), sigma=float(self.sigma),
+                       generation=self._preview_generation)
+        self._say(f"Computing the preview of frame {index}…", previewing=True)
+        self.tasks.submit(self._preview, **request)
 
-    def _preview(self, stack, sigma: float) -> None:
+    def _preview(self, *, provider, spec, index: int, flat: range, sigma: float,
+                 generation: int) -> None:
+        """Worker: everything comes in the request; the result is dropped if stale."""
         from ..processing.pipeline import flat_from_frames, process
 
-        index = len(stack) - 1
         try:
-            frame = stack.frame(index)
-            flat = flat_from_frames(stack.frames(range(index - FLAT_FRAMES, index)))
-            stages = process(frame, flat, sigma)
+            with provider.reopen(spec) as stack:  # this job's own handle
+                frame = stack.frame(index)
+                stages = process(frame, flat_from_frames(stack.frames(flat)), sigma)
         except Exception as exc:  # noqa: BLE001
-            self.tasks.post(self.param.update, previewing=False,
+            self.tasks.post(self._previewed, generation, None, failed=True,
                             status=user_message(exc, "compute the preview"))
             return
         self.tasks.post(
-            self.param.update,
-            stages=stages, previewing=False, preview_sigma=sigma,
-            preview_title=(f"Frame {index}, flat field from frames {index - FLAT_FRAMES}–"
-                           f"{index - 1}, σ = {sigma:g}"),
+            self._previewed, generation, dict(
+                stages=stages, preview_sigma=sigma,
+                preview_title=(f"Frame {index} (the last of the range), flat field from frames "
+                               f"{flat[0]}–{flat[-1]} (the 20 before Start), σ = {sigma:g}: "
+                               "what the batch writes"),
+            ),
             status=f"Preview of frame {index} ready.",
         )
+
+    def _previewed(self, generation: int, result: dict | None, *, status: str,
+                   failed: bool = False) -> None:
+        if generation != self._preview_generation:
+            return  # another file or another preview came meanwhile
+        self._say(status, failed=failed, previewing=False, **(result or {}))
 
     # -- batch -------------------------------------------------------------------------------
 
     @param.depends("batch", watch=True)
     def _on_batch(self) -> None:
         if self.running:
-            self.status = "A batch is already running; cancel it first."
+            self._say("A batch is already running; cancel it first.", failed=True)
             return
         message = self.problem()
         if message:
-            self.status = message
+            self._say(message, failed=True)
             return
         self._cancel.clear()
         total = len(range(self.start, self.end + 1, self.step))
-        self.param.update(running=True, done=0, total=total, progress=0, frames_per_s=0.0,
-                          eta_s=None, summary="", status=f"Processing {total} frames…")
+        self._say(f"Processing {total} frames…", running=True, done=0, total=total, progress=0,
+                  frames_per_s=0.0, eta_s=None, summary="")
         params = dict(start=self.start, end=self.end, step=self.step, sigma=float(self.sigma),
                       fmt=self.format.lower(), out=self.output.strip())
-        self.tasks.submit(self._run, self.viewer.stack, self.viewer.browser.s3, params)
+        self.tasks.submit(self._run, self.viewer.browser.provider, self.viewer.stack.spec(),
+                          params)
 
     @param.depends("cancel", watch=True)
     def _on_cancel(self) -> None:
         if self.running:
             self._cancel.set()
-            self.status = "Cancelling after the frames in flight…"
+            self._say("Cancelling after the frames in flight…")
 
-    def _run(self, stack, s3, params: dict) -> None:
+    def _run(self, provider, spec, params: dict) -> None:
+        """Worker: the batch opens its own handle from ``spec``; it closes it, nobody else."""
         from ..processing.batch import plan_batch, run_batch
 
         def progress(p) -> None:
@@ -170,15 +205,17 @@ class ProcessorState(param.Parameterized):
             )
 
         try:
-            plan = plan_batch(stack, s3=s3, **params)
-            result = run_batch(plan, progress=progress, cancel=self._cancel)
+            with provider.reopen(spec) as stack:
+                plan = plan_batch(stack, s3=provider.s3, **params)
+                result = run_batch(plan, progress=progress, cancel=self._cancel)
         except Exception as exc:  # noqa: BLE001
-            self.tasks.post(self.param.update, running=False,
-                            status=user_message(exc, "run the batch"))
+            self.tasks.post(self._say, user_message(exc, "run the batch"), failed=True,
+                            running=False)
             return
         finished = {"complete": "Batch finished.", "incomplete": "Batch cancelled."}
-        self.tasks.post(self.param.update, running=False, summary=result.summary,
-                        status=finished.get(result.status, "Batch failed."))
+        self.tasks.post(self._say, finished.get(result.status, "Batch failed."),
+                        failed=result.status not in finished, running=False,
+                        summary=result.summary)
 
     @param.depends("done", "total", "frames_per_s", "eta_s", "running")
     def progress_text(self) -> str:

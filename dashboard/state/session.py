@@ -12,8 +12,10 @@ from ..storage.credentials import Credentials
 from . import links
 from .analysis import AnalysisState
 from .browser import BrowserState
+from .inspect import Inspector
 from .links import DISPLAY, PROCESSING, Link, shown
 from .processor import ProcessorState
+from .provider import Provider
 from .tasks import Tasks
 from .viewer import ViewerState
 
@@ -34,7 +36,10 @@ class Session(param.Parameterized):
         Ready-made keys (e.g. the demo store's); with these or with ``settings.credentials_path``
         the session connects at once.
     connect : bool, optional
-        Connect at start; default: when ``credentials`` or a key file is given.
+        Connect at start; default: when ``credentials``, a key file or a ``provider`` is given.
+    provider : Provider, optional
+        Ready data access instead of S3 keys (e.g. a
+        :class:`~dashboard.state.provider.MemoryProvider` in the state tests).
     """
 
     browser = param.ClassSelector(class_=BrowserState, constant=True)
@@ -51,15 +56,17 @@ class Session(param.Parameterized):
         *,
         credentials: Credentials | None = None,
         connect: bool | None = None,
+        provider: Provider | None = None,
         **params,
     ):
         settings = settings or Settings.from_env()
         self.settings = settings
+        self._provider = provider
         self.tasks = Tasks()
         self._restore: _Restore | None = None
         browser = BrowserState(
             tasks=self.tasks,
-            endpoint=settings.endpoint,
+            endpoint=settings.endpoint if settings.endpoint_given else "",
             credentials_path=str(settings.credentials_path or "") if settings.server_keys else "",
             max_objects=settings.max_objects,
             server_keys=settings.server_keys,
@@ -69,15 +76,24 @@ class Session(param.Parameterized):
         analysis = AnalysisState(viewer)
         super().__init__(browser=browser, viewer=viewer, processor=processor,
                          analysis=analysis, **params)
+        self.inspector = Inspector(browser, viewer, self.tasks)
         if connect is None:
-            connect = credentials is not None or settings.credentials_path is not None
+            connect = (credentials is not None or settings.credentials_path is not None
+                       or provider is not None)
         if connect:
             self.start(credentials=credentials)
 
     def start(self, *, credentials: Credentials | None = None) -> None:
-        """Connect now (in the background) if keys were given or a key file is configured."""
-        if credentials is not None or self.settings.credentials_path is not None:
-            self.browser.connect_now(credentials, endpoint=self.settings.endpoint)
+        """Connect now (in the background) if keys, a key file or a provider were given.
+
+        The endpoint follows :func:`~dashboard.config.resolve_endpoint`: the one given on the
+        command line or in the environment, else the key file's, else ECHO."""
+        if self._provider is not None:
+            self.browser.connect_now(provider=self._provider)
+        elif credentials is not None or self.settings.credentials_path is not None:
+            self.browser.connect_now(
+                credentials, endpoint=self.settings.endpoint if self.settings.endpoint_given
+                else None)
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the background work started so far has finished (tests, notebooks)."""
@@ -94,9 +110,9 @@ class Session(param.Parameterized):
         processing parameters. Never keys, key-file paths or server-side folders."""
         owners, browser, viewer = self.owners(), self.browser, self.viewer
         values = {}
-        s3 = browser.s3
-        if s3 is not None and s3.endpoint != self.settings.endpoint:
-            values["endpoint"] = s3.endpoint  # a custom endpoint; the default goes unsaid
+        provider = browser.provider
+        if provider is not None and provider.endpoint != self.settings.endpoint:
+            values["endpoint"] = provider.endpoint  # a custom endpoint; the default goes unsaid
         opened = links.split_url(viewer.url) if viewer.stack is not None else None
         if opened:
             values["bucket"], values["key"] = opened
@@ -259,7 +275,7 @@ class _Restore:
             self.finish(f"The link to {target} was set aside: another file was opened.")
             return
         wanted = values.get("endpoint", session.settings.endpoint)
-        if not browser.connected or browser.s3 is None:
+        if not browser.connected or browser.provider is None:
             self.phase = "connect"
             text = (f"Link to {target}: it opens once you are connected."
                     if not browser.busy else f"Link to {target}: connecting…")
@@ -270,11 +286,11 @@ class _Restore:
             return
         if browser.busy:
             return
-        if browser.s3.endpoint != wanted:
+        if browser.provider.endpoint != wanted:
             self.phase = "connect"  # wait for a connection to the link's endpoint
             self.say(f"This link is for the endpoint {shown(wanted)}, this session is connected "
-                     f"to {shown(browser.s3.endpoint)}: if you trust it, enter that endpoint and "
-                     "press Connect to open the link.")
+                     f"to {shown(browser.provider.endpoint)}: if you trust it, enter that "
+                     "endpoint and press Connect to open the link.")
             return
         if self.phase == "connect":
             if self.bucket not in browser.param.bucket.objects:

@@ -137,7 +137,7 @@ class ViewerState(param.Parameterized):
     @param.depends("load", watch=True)
     def _on_load(self) -> None:
         browser = self.browser
-        if browser is None or browser.s3 is None:
+        if browser is None or browser.provider is None:
             self.status = "Connect first: give an endpoint and keys, then press Connect."
             return
         url = browser.selected_url()
@@ -145,7 +145,7 @@ class ViewerState(param.Parameterized):
             self.status = "Select an .h5 file in the browser first."
             return
         self.param.update(loading=True, status=f"Opening {url} …")
-        self.tasks.submit(self._open, browser.s3, url, None)
+        self.tasks.submit(self._open, browser.provider, url, None)
 
     @param.depends("dataset", watch=True)
     def _on_dataset(self) -> None:
@@ -153,24 +153,24 @@ class ViewerState(param.Parameterized):
         if self._opening or stack is None or self.dataset in (None, stack.dataset):
             return
         self.param.update(loading=True, status=f"Opening {self.dataset} …")
-        self.tasks.submit(self._open, self.browser.s3, self.url, self.dataset)
+        self.tasks.submit(self._open, self.browser.provider, self.url, self.dataset)
 
-    def _open(self, s3, url: str, dataset: str | None) -> None:
-        from ..hdf5.stack import open_stack
-        from ..hdf5.tree import describe
-
-        tree = self.tree if dataset is not None and url == self.url else None
+    def _open(self, provider, url: str, dataset: str | None) -> None:
+        # One Source for the tree and the stack: one first-block GET per load.
+        same = dataset is not None and (self.tree or {}).get("url") == url
+        tree = self.tree if same else None
         try:
-            if tree is None:
-                tree = describe(url, s3=s3)
-            stack = open_stack(url, dataset, s3=s3)
+            opened = provider.open(url, dataset, tree=tree is None)
+            tree = opened.tree or tree
+            if opened.stack is None:
+                raise opened.error
         except Exception as exc:  # noqa: BLE001 - action boundary
             if tree is not None and dataset is None:  # no stack, but the tree is worth seeing
                 self.tasks.post(self._replace_stack, None, url=url, tree=tree)
             self.tasks.post(self.param.update, loading=False,
                             status=user_message(exc, f"open {url}"))
             return
-        self.tasks.post(self._opened, stack, url, tree)
+        self.tasks.post(self._opened, opened.stack, url, tree)
 
     def _opened(self, stack, url: str, tree) -> None:
         self._replace_stack(stack, url=url, tree=tree)

@@ -45,9 +45,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EchoError
-from .listing import human_size
-from .paths import UnusablePath, local_path
+from .paths import UnusablePath, local_path, open_temp
 from .s3 import body_errors
+from .transfer import (  # noqa: F401 (re-exported: callers import them from here)
+    CANCELLED,
+    DOWNLOADED,
+    FAILED,
+    SKIPPED,
+    DownloadProgress,
+    DownloadReport,
+    FileResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +74,6 @@ __all__ = [
     "safe_local_path",
 ]
 
-DOWNLOADED = "downloaded"
-SKIPPED = "skipped"
-FAILED = "failed"
-CANCELLED = "cancelled"
-
 CHUNK_SIZE = 1 << 20  # 1 MiB per read: fine-grained progress and prompt cancel
 PART_MARKER = ".part-"  # temporary files are ".<name>.part-<random hex>"
 _SINGLE_PART_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -82,100 +85,6 @@ class DownloadError(EchoError):
 
 class UnsafeKeyError(EchoError):
     """An object key would be written outside the download folder (or is not a file name)."""
-
-
-@dataclass(frozen=True)
-class DownloadProgress:
-    """A snapshot of a running download, given to the ``progress`` callback.
-
-    Attributes
-    ----------
-    key : str
-        The object whose bytes moved last ("" for the final summary snapshot).
-    file_bytes, file_total : int
-        Bytes of ``key`` written so far, and its size.
-    bytes_done, bytes_total : int
-        Bytes of the whole batch processed so far (written, skipped as already present, or
-        given up on because the file failed), and the sum of all sizes.
-    files_done, files_total : int
-        Files finished (downloaded, skipped or failed), and the number of keys in the batch.
-    """
-
-    key: str
-    file_bytes: int
-    file_total: int
-    bytes_done: int
-    bytes_total: int
-    files_done: int
-    files_total: int
-
-    @property
-    def fraction(self) -> float:
-        """Overall progress in [0, 1] (by bytes, or by files when there are no bytes)."""
-        if self.bytes_total:
-            return min(1.0, self.bytes_done / self.bytes_total)
-        return self.files_done / self.files_total if self.files_total else 1.0
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What happened to one key: ``status`` is downloaded, skipped, failed or cancelled."""
-
-    key: str
-    status: str
-    path: Path | None = None
-    size: int = 0
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class DownloadReport:
-    """Per-file results of :func:`download_objects`, in the order the keys were given."""
-
-    out_dir: Path
-    results: tuple[FileResult, ...]
-    cancelled: bool = False
-    seconds: float = 0.0
-
-    def _with(self, status: str) -> list[FileResult]:
-        return [r for r in self.results if r.status == status]
-
-    @property
-    def downloaded(self) -> list[FileResult]:
-        return self._with(DOWNLOADED)
-
-    @property
-    def skipped(self) -> list[FileResult]:
-        return self._with(SKIPPED)
-
-    @property
-    def failed(self) -> list[FileResult]:
-        return self._with(FAILED)
-
-    @property
-    def cancelled_files(self) -> list[FileResult]:
-        """Files left undone because the batch was cancelled."""
-        return self._with(CANCELLED)
-
-    @property
-    def ok(self) -> bool:
-        """True when every file is downloaded or skipped."""
-        return all(r.status in (DOWNLOADED, SKIPPED) for r in self.results)
-
-    @property
-    def bytes_downloaded(self) -> int:
-        return sum(r.size for r in self.downloaded)
-
-    def summary(self) -> str:
-        """One line, e.g. ``"3 downloaded, 1 skipped, 1 failed (4.2 MB in 1.3 s)."``."""
-        counts = [
-            f"{len(self._with(status))} {status}"
-            for status in (DOWNLOADED, SKIPPED, FAILED, CANCELLED)
-            if self._with(status) or status == DOWNLOADED
-        ]
-        return (
-            f"{', '.join(counts)} ({human_size(self.bytes_downloaded)} in {self.seconds:.1f} s)."
-        )
 
 
 def is_single_part_etag(etag: str) -> bool:
@@ -547,16 +456,7 @@ def _same_file(path: Path, size: int, etag: str) -> bool:
 
 
 def _open_temp(path: Path):
-    """Create ``.NAME.part-RANDOM`` beside ``path`` (mode 0666 & ~umask, like a normal file)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _attempt in range(100):
-        tmp = path.with_name(f".{path.name}{PART_MARKER}{secrets.token_hex(4)}")
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-        return tmp, os.fdopen(fd, "wb")
-    raise FileExistsError(f"no free temporary name beside {path}")
+    return open_temp(path, marker=PART_MARKER)
 
 
 def _remove(path: Path) -> None:

@@ -133,14 +133,22 @@ def directories(objects: Iterable[ObjectInfo]) -> list[str]:
     return sorted(found)
 
 
-def human_size(n: int | float) -> str:
-    """Bytes as a short decimal (SI) string: ``0 B``, ``999 B``, ``1.5 kB``, ``1.5 MB``, ``2.0 GB``."""
+def human_size(n: int | float | None, *, binary: bool = False) -> str:
+    """Bytes as a short string, the one byte formatter of the project.
+
+    Decimal (SI) by default: ``0 B``, ``999 B``, ``1.5 kB``, ``1.5 MB``, ``2.0 GB``;
+    ``binary=True``: ``1023 B``, ``1.5 KiB``, ``2.0 MiB`` (HDF5 storage sizes). ``None``: ``?``.
+    """
+    if n is None:
+        return "?"
     n = float(n)
-    if abs(n) < 1000:
+    base, units = (1024.0, ("KiB", "MiB", "GiB", "TiB", "PiB")) if binary else (
+        1000.0, ("kB", "MB", "GB", "TB", "PB"))
+    if abs(n) < (1024 if binary else 1000):
         return f"{int(n)} B"
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        n /= 1000.0
-        if abs(n) < 999.95 or unit == "PB":
+    for unit in units:
+        n /= base
+        if abs(n) < (1023.95 if binary else 999.95) or unit == units[-1]:
             return f"{n:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
 

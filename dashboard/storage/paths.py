@@ -56,3 +56,23 @@ def local_path(text: str | os.PathLike, *, what: str) -> Path:
             raise UnusablePath(f"A folder or file name in the {what} is longer than "
                                f"{MAX_NAME_BYTES} bytes: {shown(part)}")
     return path
+
+
+def open_temp(path: Path, *, marker: str = ".part-"):
+    """Create ``.NAME<marker>RANDOM`` beside ``path`` for an atomic write, and open it.
+
+    Mode ``0666 & ~umask``, like any file the user creates (``tempfile.mkstemp`` would make it
+    ``0600``, which colleagues on shared storage cannot read). Returns ``(temp path, binary
+    file)``; write, close, then ``os.replace(temp, path)``.
+    """
+    import secrets
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _attempt in range(100):
+        tmp = path.with_name(f".{path.name}{marker}{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        return tmp, os.fdopen(fd, "wb")
+    raise FileExistsError(f"no free temporary name beside {path}")

@@ -13,9 +13,8 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from urllib.parse import urlparse
 
-from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS, normalize_endpoint
+from ..config import DEFAULT_MAX_OBJECTS, resolve_endpoint
 from ..errors import EchoError
 from .credentials import Credentials, load_credentials
 from .redact import install_log_redaction
@@ -82,12 +81,18 @@ class Listing:
         return f"first {self.limit} objects shown; more exist" if self.truncated else ""
 
 
+def is_s3_url(value) -> bool:
+    """Whether ``value`` is an ``s3://`` address (else a local path)."""
+    return isinstance(value, str) and value.startswith("s3://")
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket/key/path`` into ``("bucket", "key/path")``."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """Split ``s3://bucket/key/path`` into ``("bucket", "key/path")``: the one parser of
+    ``s3://`` addresses (a key keeps any ``?`` or ``#``: S3 keys may contain them)."""
+    bucket, _, key = url[len("s3://"):].partition("/") if is_s3_url(url) else ("", "", "")
+    if not bucket:
         raise StorageError(f"Not an S3 URL (expected s3://BUCKET/KEY): {url!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
+    return bucket, key.lstrip("/")
 
 
 class S3:
@@ -115,7 +120,7 @@ class S3:
         max_attempts: int = 4,
     ):
         self.credentials = credentials if credentials is not None else load_credentials()
-        self.endpoint = normalize_endpoint(endpoint or self.credentials.endpoint or DEFAULT_ENDPOINT)
+        self.endpoint = resolve_endpoint(endpoint, self.credentials)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_attempts = max_attempts

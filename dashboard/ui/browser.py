@@ -11,6 +11,7 @@ import panel as pn
 from ..state.browser import BrowserState
 from ..storage.listing import human_size
 from . import plots
+from .widgets import status_line  # noqa: F401 (also re-exported for ui/viewer.py, ui/analysis.py)
 
 COLUMNS = ["Key", "Size", "Modified (UTC)"]
 
@@ -32,12 +33,6 @@ def objects_frame(objects) -> pd.DataFrame:
         columns=COLUMNS,
         dtype=object,  # plain strings: Tabulator shows pandas' newer string dtype as NaN
     )
-
-
-def status_line(text, *, css_class: str, **kwargs) -> pn.pane.Markdown:
-    """A one-line status message (bound to a parameter or function)."""
-    return pn.pane.Markdown(text, css_classes=["echo-status", css_class], margin=(0, 10),
-                            **kwargs)
 
 
 KEY_INPUT_LOGGERS = ("panel.viewable.PasswordInput", "panel.viewable.FileInput")
@@ -89,7 +84,7 @@ class ConnectView(pn.viewable.Viewer):
                 pn.indicators.LoadingSpinner(value=True, visible=state.param.busy, size=20,
                                              width=20, height=20, margin=(12, 0, 0, 10)),
                 status_line(state.param.status, css_class="echo-connect-status",
-                            sizing_mode="stretch_width"),
+                            error=state.param.failed, sizing_mode="stretch_width"),
             ),
             status_line(pn.bind(lambda c: f"**Connected:** {c}" if c else "",
                                 state.param.connection),
@@ -179,14 +174,16 @@ class BrowseView(pn.viewable.Viewer):
         )
         self._layout = pn.Column(
             controls,
-            status_line(state.param.status, css_class="echo-browse-status"),
+            status_line(state.param.status, css_class="echo-browse-status",
+                        error=state.param.failed),
             pn.Row(
                 pn.Column(
                     status_line(state.count_text, css_class="echo-count"),
                     self._table,
                     download,
                     progress,
-                    status_line(state.param.download_status, css_class="echo-download-status"),
+                    status_line(state.param.download_status, css_class="echo-download-status",
+                                error=state.param.download_failed),
                     sizing_mode="stretch_width",
                 ),
                 thumbnail,

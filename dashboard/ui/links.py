@@ -26,7 +26,7 @@ from panel.custom import JSComponent
 
 from ..state import links
 from ..state.session import Session
-from .browser import status_line
+from .widgets import status_line
 
 THROTTLE_MS = 500
 

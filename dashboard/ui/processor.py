@@ -6,8 +6,7 @@ import panel as pn
 
 from ..state.processor import ProcessorState
 from . import plots
-from .browser import status_line
-from .widgets import number_input, reporter
+from .widgets import number_input, reporter, status_line
 
 PANEL_SIZE = 170  # screen pixels of each preview image's longer side
 
@@ -31,15 +30,17 @@ class ProcessView(pn.viewable.Viewer):
             pn.widgets.TextInput.from_param(p.output, sizing_mode="stretch_width"),
             status_line(state.check, css_class="echo-process-check"),
             pn.Row(
-                pn.widgets.Button.from_param(p.preview, color="primary", width=170),
-                pn.widgets.Button.from_param(p.batch, color="success", width=190),
+                pn.widgets.Button.from_param(p.preview, color="primary", width=170,
+                                             disabled=state.preview_disabled),
+                pn.widgets.Button.from_param(p.batch, color="success", width=190,
+                                             disabled=state.batch_disabled),
                 pn.widgets.Button.from_param(p.cancel, color="danger", width=100,
                                              disabled=p.running.rx.not_()),
             ),
             pn.indicators.Progress(value=p.progress, max=100, sizing_mode="stretch_width",
                                    css_classes=["echo-batch-progress"]),
             status_line(state.progress_text, css_class="echo-batch-progress-text"),
-            status_line(p.status, css_class="echo-process-status"),
+            status_line(p.status, css_class="echo-process-status", error=p.failed),
             status_line(p.summary, css_class="echo-batch-summary"),
             width=620,
         )

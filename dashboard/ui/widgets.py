@@ -151,3 +151,23 @@ def reporter(owner: param.Parameterized, name: str) -> Report:
         setattr(owner, name, message)
 
     return report
+
+
+#: How an error looks in a status line (besides the ``echo-error`` CSS class).
+ERROR_STYLE = {"color": "#b00020", "font-weight": "600"}
+
+
+def status_line(text, *, css_class: str, error=None, **kwargs) -> pn.pane.Markdown:
+    """A one-line status message (bound to a parameter or function).
+
+    ``error`` (a boolean parameter or reference, e.g. ``state.param.failed``) marks the line as
+    an error while true: the ``echo-error`` class and :data:`ERROR_STYLE`.
+    """
+    classes = ("echo-status", css_class)
+    if error is not None:  # fresh list/dict each time: Panel may change what it is given
+        kwargs["css_classes"] = pn.bind(
+            lambda failed: [*classes, "echo-error"] if failed else [*classes], error)
+        kwargs["styles"] = pn.bind(lambda failed: dict(ERROR_STYLE) if failed else {}, error)
+    else:
+        kwargs["css_classes"] = [*classes]
+    return pn.pane.Markdown(text, margin=(0, 10), **kwargs)

@@ -1,0 +1,212 @@
+"""The one seam between the state layer and the data: list, describe, open.
+
+h5web's ``DataProviderApi`` is the model. A session holds one :class:`Provider` once it is
+connected; the state models reach S3 and HDF5 only through it:
+
+* :func:`connect` resolves the endpoint and the keys once
+  (:func:`~dashboard.config.resolve_endpoint`: an endpoint given on the command line, in the
+  environment or in the page, else the key file's ``"endpoint"``, else ECHO) and checks them by
+  listing the buckets;
+* :meth:`Provider.open` reads a file's tree and opens its stack from **one**
+  :class:`~dashboard.hdf5.source.Source` (one first-block GET per load); :meth:`Provider.inspect`
+  describes a selected file and keeps its Source for the Load that usually follows, so
+  selecting and then loading a file still costs one;
+* :meth:`Provider.reopen` gives a long job (batch, preview, ROI series, thumbnail) a handle of
+  its own from the stack's :class:`~dashboard.hdf5.stack.StackSpec`: the job closes it, and
+  nothing it uses is closed by anyone else (opening another file in the viewer included).
+
+:class:`MemoryProvider` serves HDF5 files held in memory through the same code paths, so the
+state tests run without an S3 server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..config import resolve_endpoint
+from ..errors import EchoError
+from ..hdf5.source import Source, open_bytes, open_source
+from ..hdf5.stack import FrameStack, StackSpec, open_stack
+from ..hdf5.describe import describe
+from ..storage.credentials import Credentials
+from ..storage.s3 import S3, Listing, ObjectInfo, parse_s3_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Opened:
+    """What :meth:`Provider.open` found: the file's tree and its stack (or why there is none).
+
+    ``stack`` owns the Source the tree was read from; close it when done. ``error`` is set
+    (and ``stack`` is ``None``) when the file has a tree but the stack could not be opened.
+    """
+
+    url: str
+    tree: dict | None
+    stack: FrameStack | None
+    error: Exception | None = None
+
+
+class Provider:
+    """Data access for one session: subclasses say how to reach objects (:meth:`_source`)."""
+
+    #: Where the data lives (shown to the user, compared with a link's endpoint).
+    endpoint: str = ""
+    #: The S3 connection for ``s3://`` outputs and downloads (``None`` in memory).
+    s3: S3 | None = None
+
+    def __init__(self):
+        self._kept: tuple[str, Source, dict] | None = None  # the last inspected file
+        self._kept_lock = threading.Lock()  # per provider: nothing shared between sessions
+
+    # -- listing -----------------------------------------------------------------------------
+
+    def buckets(self) -> list[str]:
+        raise NotImplementedError
+
+    def list_objects(self, bucket: str, *, limit: int) -> Listing:
+        raise NotImplementedError
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _source(self, url: str) -> Source:
+        raise NotImplementedError
+
+    def inspect(self, url: str) -> dict:
+        """The tree of ``url``; its Source stays open for a following :meth:`open` of ``url``
+        (which takes it over), until another file is inspected or the provider is closed."""
+        source = self._source(url)
+        try:
+            description = describe(source)
+        except BaseException:
+            source.close()
+            raise
+        self._keep((url, source, description))
+        return description
+
+    def _keep(self, kept) -> None:
+        with self._kept_lock:
+            old, self._kept = self._kept, kept
+        if old is not None:
+            old[1].close()
+
+    def discard(self, url: str) -> None:
+        """Close the Source kept for ``url`` (the Load it was kept for opened its own)."""
+        source, _tree = self._take(url)
+        if source is not None:
+            source.close()
+
+    def _take(self, url: str) -> tuple[Source | None, dict | None]:
+        with self._kept_lock:
+            kept = self._kept
+            if kept is None or kept[0] != url:
+                return None, None
+            self._kept = None
+        return kept[1], kept[2]
+
+    def describe(self, url: str) -> dict:
+        """The tree of ``url`` (``info --json``'s document); the file is closed afterwards."""
+        with self._source(url) as source:
+            return describe(source)
+
+    def open(self, url: str, dataset: str | None = None, *, tree: bool = True,
+             prefetch: bool = True) -> Opened:
+        """Read the tree (if ``tree``) and open ``dataset`` (default: the default stack) from
+        one Source. Raises when the file cannot be opened at all; a file whose tree was read
+        but whose stack cannot be opened comes back with ``stack=None`` and ``error``."""
+        source, description = self._take(url)
+        if source is None:
+            source = self._source(url)
+            try:
+                description = describe(source) if tree else None
+            except BaseException:
+                source.close()
+                raise
+        try:
+            stack = open_stack(source, dataset, prefetch=prefetch)  # takes the Source over
+        except Exception as exc:  # noqa: BLE001 - the tree is still worth showing
+            if description is None:
+                raise
+            return Opened(url, description, None, exc)
+        return Opened(url, description, stack)
+
+    def reopen(self, spec: StackSpec, *, prefetch: bool = False) -> FrameStack:
+        """A new handle on the stack of ``spec``, owned by the caller (a job closes its own)."""
+        return open_stack(self._source(spec.url), spec.dataset, prefetch=prefetch)
+
+    def close(self) -> None:
+        """Close the Source kept by :meth:`inspect` (open stacks are closed by their owners)."""
+        self._keep(None)
+
+
+class S3Provider(Provider):
+    """Objects on an S3 endpoint, read through one :class:`~dashboard.storage.s3.S3`."""
+
+    def __init__(self, s3: S3):
+        super().__init__()
+        self.s3 = s3
+        self.endpoint = s3.endpoint
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.s3.credentials
+
+    def buckets(self) -> list[str]:
+        return self.s3.list_buckets()
+
+    def list_objects(self, bucket: str, *, limit: int) -> Listing:
+        return self.s3.list_objects(bucket, limit=limit)
+
+    def _source(self, url: str) -> Source:
+        return open_source(url, s3=self.s3)
+
+    def __repr__(self) -> str:
+        return f"S3Provider({self.s3!r})"
+
+
+def connect(credentials: Credentials, *, endpoint: str | None = None,
+            ) -> tuple[S3Provider, list[str]]:
+    """Resolve the endpoint (:func:`~dashboard.config.resolve_endpoint`: ``endpoint`` if given,
+    else the keys' own, else ECHO) and check the keys by listing the buckets."""
+    provider = S3Provider(S3(resolve_endpoint(endpoint, credentials), credentials))
+    return provider, provider.buckets()
+
+
+class MemoryProvider(Provider):
+    """HDF5 files held in memory, ``{bucket: {key: bytes}}``: the state tests' data, no server.
+
+    Files are read through the same :class:`~dashboard.hdf5.source.RangeFile` and decoders as
+    S3 objects; :attr:`opened` counts the Sources opened per URL (one per load, one per job).
+    """
+
+    endpoint = "memory://"
+
+    def __init__(self, objects: dict[str, dict[str, bytes]]):
+        super().__init__()
+        self.objects = {bucket: dict(keys) for bucket, keys in objects.items()}
+        self.opened: dict[str, int] = {}
+        self._time = datetime.now(timezone.utc)
+
+    def buckets(self) -> list[str]:
+        return sorted(self.objects)
+
+    def list_objects(self, bucket: str, *, limit: int) -> Listing:
+        keys = sorted(self.objects.get(bucket, {}))
+        infos = [ObjectInfo(key, len(self.objects[bucket][key]), self._time, "") for key in keys]
+        return Listing(objects=infos[:limit], truncated=len(infos) > limit, limit=limit)
+
+    def _source(self, url: str) -> Source:
+        bucket, key = parse_s3_url(url)
+        try:
+            data = self.objects[bucket][key]
+        except KeyError:
+            raise EchoError(f"Not found: {url}") from None
+        self.opened[url] = self.opened.get(url, 0) + 1
+        return open_bytes(url, data)
+
+    def __repr__(self) -> str:
+        return f"MemoryProvider({sorted(self.objects)})"
