@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import threading
 import tracemalloc
 from pathlib import Path
@@ -25,6 +26,7 @@ from dashboard.processing.batch import (
     resolve_scheduler,
     run_batch,
 )
+from dashboard.processing.plan import BatchError
 from dashboard.processing.export import decode, is_complete, tiff_description
 from dashboard.processing.pipeline import normalize, process, to_uint8
 
@@ -348,6 +350,18 @@ def test_workers_must_be_positive_and_scheduler_from_env(s3, source, tmp_path):
     assert resolve_scheduler(None, {}) is None
     assert resolve_scheduler(None, {"DASK_SCHEDULER_ADDRESS": "tcp://h:8786"}) == "tcp://h:8786"
     assert resolve_scheduler("local", {"DASK_SCHEDULER_ADDRESS": "tcp://h:8786"}) == "local"
+
+
+def test_a_cluster_run_without_the_cluster_extra_says_what_to_install(
+        s3, source, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed: import fails
+    plan = plan_batch(source, start=20, end=21, out=str(tmp_path / "o"), s3=s3)
+    with pytest.raises(BatchError) as info:
+        run_batch(plan, scheduler="tcp://127.0.0.1:1")
+    plan.close()
+    assert str(info.value) == ('Running on a Dask cluster needs dask and distributed: '
+                               'pip install "echo-s3-viewer[cluster]"; nothing was written.')
+    assert not (tmp_path / "o").exists()
 
 
 # -- memory ------------------------------------------------------------------------------------

@@ -127,6 +127,13 @@ def test_hostile_values_are_dropped_with_a_reason(name, text):
     assert len(message) < 300
 
 
+def test_jupyters_token_is_neither_used_nor_reported():
+    # The JupyterHub launcher opens .../echo-s3-viewer/app?token=...: not a part of our link.
+    link = decode_query("?token=0123abcd&colormap=magma", OWNERS)
+    assert link.values == {"colormap": "magma"} and link.ignored == 0
+    assert link.message() == ""
+
+
 def test_unknown_duplicate_and_oversized_parameters():
     link = decode_query("?frame=1&frame=2&utm_source=x&tab=3&colormap=magma", OWNERS)
     assert link.values == {"colormap": "magma"}

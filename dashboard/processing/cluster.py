@@ -104,7 +104,12 @@ def _dask_task(context: _DaskContext, indices: list[int]) -> list[tuple]:
 
 def connect(scheduler, workers):
     """``(client, cluster, owns_client)`` for "local", an address or a ``distributed.Client``."""
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise BatchError(
+            "Running on a Dask cluster needs dask and distributed: "
+            'pip install "echo-s3-viewer[cluster]"; nothing was written.') from None
 
     if not isinstance(scheduler, str):
         return scheduler, None, False

@@ -280,6 +280,11 @@ class Link:
         return f"Parts of this link were ignored: {', '.join(parts)}." if parts else ""
 
 
+#: Query parameters that the page's host adds for itself: Jupyter's login token (the JupyterHub
+#: launcher entry opens ``…/echo-s3-viewer/app?token=…``). Neither used nor reported.
+FOREIGN = frozenset({"token"})
+
+
 def parse_query(query: str | Mapping | None) -> tuple[dict[str, list[str]], str]:
     """Split a query string (``"?a=1&b=2"``) or a request's arguments (name → list of
     ``bytes``/``str``) into name → list of values; the second item is a reason to refuse the
@@ -332,6 +337,8 @@ def decode_query(query: str | Mapping | None, owners: Mapping[str, object]) -> L
         return Link(problems=(refused,))
     values, problems, ignored = {}, [], 0
     for name, texts in grouped.items():
+        if name in FOREIGN:
+            continue  # the host's own parameter, not a part of our link
         item = BY_NAME.get(name)
         if item is None or not available(owners, item):
             ignored += 1
