@@ -49,9 +49,10 @@ class Tasks:
     def __init__(self, max_workers: int = 4, name: str = "echo-session",
                  dispatch: Callable[[Callable[[], None]], None] | None = None):
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
-        #: How results reach the state: ``None`` applies them on the worker thread (tests,
-        #: notebooks); the served app sets a function that schedules them on the session's
-        #: event loop, where Panel and HoloViews may touch the page's models.
+        #: How results reach the state: ``None`` applies them on the worker thread (tests);
+        #: the served app sets a function that schedules them on the session's event loop, and
+        #: the notebook viewer one that runs them on the kernel's main thread: where Panel
+        #: and HoloViews may touch the page's models.
         self.dispatch = dispatch
         self._futures: set[Future] = set()
         self._lock = threading.Lock()
