@@ -132,6 +132,7 @@ def test_full_scale_generation_is_frame_by_frame():
 # -- the bucket ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_object_is_in_the_demo_bucket(demo, s3):
     listing = s3.list_objects(DEMO_BUCKET, limit=10_000)
     sizes = {o.key: o.size for o in listing.objects}
@@ -188,6 +189,7 @@ def test_ensure_populated_is_idempotent(demo, s3):
         ensure_populated(s3, scale="full")
 
 
+@pytest.mark.slow
 def test_populate_into_a_unique_bucket(demo_cache, s3, monkeypatch):
     monkeypatch.setenv(store.CACHE_ENV, str(demo_cache))
     name = f"demo-{uuid.uuid4().hex[:10]}"
@@ -265,6 +267,7 @@ def test_dxchange_short_2d_and_not_hdf5_files(demo):
 # -- the cache ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cache_is_reused_without_regenerating(tmp_path, monkeypatch):
     monkeypatch.setenv(store.CACHE_ENV, str(tmp_path))
     first = build_cache("small")
@@ -319,6 +322,7 @@ def test_failure_mid_build_leaves_no_corrupt_file(tmp_path, monkeypatch):
     assert (directory / store.MANIFEST).exists()
 
 
+@pytest.mark.slow
 def test_killed_build_leaves_only_complete_files(tmp_path, demo):
     """SIGKILL a build while it writes the Data Exchange file: no final file is corrupt."""
     env = {**os.environ, store.CACHE_ENV: str(tmp_path)}
@@ -458,6 +462,7 @@ def test_partial_range_mirrors_moto_rules():
 # -- the demo store as the CLI starts it -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_start_demo_store_serves_the_buckets_and_stops(demo_cache, demo):
     """In a fresh process (moto's state is per process): start, list, ranged read, stop."""
     script = textwrap.dedent(f"""

@@ -85,6 +85,7 @@ def _run(url, s3, out, **kw):
         plan.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_at_10_percent_faults_equals_fault_free_run(proxy, credentials, source, kind,
                                                           tmp_path):
@@ -98,6 +99,7 @@ def test_batch_at_10_percent_faults_equals_fault_free_run(proxy, credentials, so
     assert proxy.faults[kind] >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_with_every_request_failing_ends_with_one_clear_message(proxy, credentials,
                                                                       source, kind, tmp_path):

@@ -64,6 +64,7 @@ def timed(start_action, finished, what: str) -> float:
     return elapsed
 
 
+@pytest.mark.slow
 def test_every_action_fails_clearly_then_the_same_session_works(proxy, stored, tmp_path):
     bucket, data = stored
     session = Session(Settings(endpoint=proxy.endpoint), connect=False)

@@ -49,6 +49,7 @@ def proxy(moto_server):
         yield proxy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_frame_exact_at_10_percent_faults(proxy, credentials, stack_object, kind):
     s3 = S3(proxy.endpoint, credentials, read_timeout=5)

@@ -271,6 +271,7 @@ def _problems(inputs: list[dict], results: list[dict]) -> list[str]:
 # -- tests ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hundreds_of_corrupted_files_give_only_our_errors(mutants):
     assert len(mutants) >= 300
     results = run_all([m["path"] for m in mutants], _env())
@@ -283,6 +284,7 @@ def test_hundreds_of_corrupted_files_give_only_our_errors(mutants):
     assert {"echo NotHDF5File", "echo TruncatedFile"} <= kinds, kinds
 
 
+@pytest.mark.slow
 def test_corrupted_files_over_s3_give_only_our_errors(mutants, s3, bucket, moto_server):
     rng = random.Random(SEED + 1)
     chosen = rng.sample(mutants, 16)
@@ -335,6 +337,7 @@ def test_damaged_compressed_chunk_is_not_called_a_missing_filter(tmp_path):
     assert "damaged" in outcome["frames"] and "LZ4" in outcome["frames"], outcome
 
 
+@pytest.mark.slow
 def test_the_worker_pool_detects_a_crash_and_a_hang(tmp_path):
     """The harness itself: a worker that segfaults or hangs is reported, then replaced."""
     good = str(_tiny_seeds(tmp_path)[0])

@@ -196,6 +196,7 @@ def session_threads() -> int:
     return sum(t.name.startswith("echo-session") for t in threading.enumerate())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tmp_path,
                                                    caplog):

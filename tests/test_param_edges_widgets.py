@@ -353,6 +353,7 @@ DISPLAY_ONLY = {"busy", "downloading", "download_progress", "loading", "playing"
                 "achieved_fps", "connected", "credentials_text"}
 
 
+@pytest.mark.slow
 def test_every_widget_is_found_and_has_a_family(app):
     widgets = all_widgets(app)
     unknown = [f"{type(w).__name__} {label(w)!r}" for w in widgets if family(w) is None]
@@ -368,6 +369,7 @@ def test_every_widget_is_found_and_has_a_family(app):
                 assert (id(state), name) in bound, f"{type(state).__name__}.{name} has no widget"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["number", "range", "choice", "text", "bool"])
 def test_widgets_at_and_beyond_their_bounds(app, errors, kind):
     widgets = [w for w in all_widgets(app) if family(w) == kind]
@@ -440,6 +442,7 @@ def fresh(moto_server, credentials, demo):
     session.close()
 
 
+@pytest.mark.slow
 def test_actions_after_edge_values_say_what_is_wrong(app, fresh, tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # relative folders resolve from the server's folder
@@ -496,6 +499,7 @@ def test_actions_after_edge_values_say_what_is_wrong(app, fresh, tmp_path, monke
     assert (written / NEXUS_KEY).is_file()
 
 
+@pytest.mark.slow
 def test_the_session_still_works_after_all_edges(app, demo):
     """A real action after all of the above: the frame read is the right one, a preview runs."""
     viewer, processor = app.session.viewer, app.session.processor

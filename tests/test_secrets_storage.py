@@ -98,6 +98,7 @@ def test_session_tokens_and_presigned_urls_are_masked(moto_server, bucket, tmp_p
     assert_clean(repr(creds) + repr(s3), TOKEN)
 
 
+@pytest.mark.slow
 def test_wrong_keys_leak_nothing(tmp_path, debug_logs):
     with auth_moto_server({"owner": ["owner-secret-test"]}) as server:
         real_access = server.credentials("owner").access_key

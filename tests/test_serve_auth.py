@@ -268,6 +268,7 @@ def _ws_first_message(port: int, cookie: str | None) -> str | None:
         return pool.submit(lambda: asyncio.run(attempt())).result()
 
 
+@pytest.mark.slow
 def test_pages_and_websocket_need_a_login(login_server, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     sessions = []
@@ -435,6 +436,7 @@ def test_unknown_provider_from_python_is_a_config_error():
     assert OAUTH_SECRET not in str(info.value)
 
 
+@pytest.mark.slow
 def test_the_real_command_serves_a_login(tmp_path):
     """``echo-s3-viewer serve --demo`` in a process of its own, secrets from the environment."""
     import os

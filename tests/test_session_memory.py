@@ -15,6 +15,7 @@ import weakref
 
 import holoviews as hv
 import numpy as np
+import pytest
 from served_sessions import LiveClient, record_sessions, until
 
 from dashboard.app import RunningServer
@@ -61,6 +62,7 @@ def test_limits_hook_does_not_keep_the_drag_callback_owner():
     box.left = 30.0  # and is ignored once it is gone
 
 
+@pytest.mark.slow
 def test_closed_served_session_is_freed(monkeypatch):
     by_id, closed_ids = record_sessions(monkeypatch)
     # Nothing listens on port 9: the session is built (page, plots, hooks) but never connects.

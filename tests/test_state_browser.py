@@ -71,6 +71,7 @@ def test_bad_pasted_keys_say_why_without_echoing_them(moto_server, text, expecte
     s.close()
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint_and_bad_endpoint_are_messages(credentials):
     from dashboard.demo.server import free_port
 
@@ -192,6 +193,7 @@ def test_view_last_frame(session, demo):
     assert "scan_0001.nxs" in b.thumbnail_title and b.status.startswith("Last frame of")
 
 
+@pytest.mark.slow
 def test_two_sessions_with_different_keys_are_isolated():
     """moto scopes ListBuckets by the IAM user's account (see tests/auth_moto.py)."""
     alice_bucket, bob_bucket = f"alice-{uuid.uuid4().hex[:8]}", f"bob-{uuid.uuid4().hex[:8]}"

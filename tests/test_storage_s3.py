@@ -85,6 +85,7 @@ def full_listing(big):
     return s3.list_objects(bucket, limit=20_000), pages
 
 
+@pytest.mark.slow
 def test_12000_objects_listed_completely_over_many_pages(full_listing):
     listing, pages = full_listing
     assert [o.key for o in listing.objects] == ALL_KEYS
@@ -94,12 +95,14 @@ def test_12000_objects_listed_completely_over_many_pages(full_listing):
     assert all(len(o.etag) == 32 and '"' not in o.etag for o in listing.objects)
 
 
+@pytest.mark.slow
 def test_limit_equal_to_the_count_is_not_truncated(big):
     s3, bucket = big
     listing = s3.list_objects(bucket, limit=TOTAL)
     assert len(listing.objects) == TOTAL and not listing.truncated
 
 
+@pytest.mark.slow
 def test_default_limit_cuts_at_5000_and_says_so(big):
     s3, bucket = big
     listing = s3.list_objects(bucket)
@@ -133,6 +136,7 @@ def test_cancel_stops_listing_after_the_current_page(big):
     assert len(listing.objects) == 1000
 
 
+@pytest.mark.slow
 def test_filters_sorts_and_directories_on_the_real_listing(full_listing):
     objects = full_listing[0].objects
     assert len(filter_objects(objects)) == 4000 + 3000 + 2000 + 1

@@ -114,6 +114,7 @@ def test_jupyter_server_proxy_entry():
     assert spec["launcher_entry"]["title"] == "ECHO S3 Viewer"
 
 
+@pytest.mark.slow
 def test_panel_serve_app_module_is_servable(tmp_path):
     """``panel serve dashboard/app.py`` builds the page per session (no traceback)."""
     port = free_port()
@@ -172,6 +173,7 @@ def test_pasted_and_uploaded_keys_stay_out_of_debug_logs(caplog, moto_server):
     state.tasks.shutdown()
 
 
+@pytest.mark.slow
 def test_listing_dates_are_utc_whatever_the_server_time_zone():
     from datetime import datetime, timezone
 
