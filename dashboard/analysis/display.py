@@ -98,8 +98,16 @@ def sample(frame: np.ndarray, viewport: Viewport) -> np.ndarray:
     return np.ascontiguousarray(picked[:, cols])
 
 
+def _value_bins(dtype: np.dtype, low: float, high: float, bins: int) -> np.ndarray:
+    """The bin of every value a small unsigned integer dtype can hold."""
+    every = np.arange(1 << (8 * dtype.itemsize), dtype=np.float64)
+    return np.clip((every - low) * (bins / (high - low)), 0, bins - 1).astype(np.intp)
+
+
 def _bins(values: np.ndarray, low: float, high: float, bins: int) -> np.ndarray:
     """The bin (0 .. bins - 1) of each value between ``low`` and ``high`` (clipped; NaN -> 0)."""
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        return _value_bins(values.dtype, low, high, bins)[values]
     scale = bins / (high - low)
     with np.errstate(invalid="ignore"):
         position = (values.astype(np.float32, copy=False) - np.float32(low)) * np.float32(scale)
@@ -136,10 +144,18 @@ def display_lut(values: np.ndarray, limits, *, equalize: bool,
     values = np.asarray(values)
     if values.dtype.kind == "f":
         values = values[np.isfinite(values)]
-    inside = values[(values >= low) & (values <= high)]
-    if inside.size == 0:
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        # Count each value once, then gather the counts into bins (no per-pixel arithmetic).
+        per_value = np.bincount(values.ravel(), minlength=1 << (8 * values.dtype.itemsize))
+        every = np.arange(per_value.size)
+        per_value[(every < low) | (every > high)] = 0
+        counts = np.bincount(_value_bins(values.dtype, low, high, bins), weights=per_value,
+                             minlength=bins)
+    else:
+        inside = values[(values >= low) & (values <= high)]
+        counts = np.bincount(_bins(inside.ravel(), low, high, bins), minlength=bins)
+    if counts.sum() == 0:
         return display_lut(values, limits, equalize=False, bins=bins)
-    counts = np.bincount(_bins(inside.ravel(), low, high, bins), minlength=bins)
     cdf = np.cumsum(counts, dtype=np.float64)
     # The first occupied bin starts the ramp (as eq_hist does), the last ends it.
     first = cdf[np.flatnonzero(counts)[0]]
@@ -154,7 +170,10 @@ def to_indices(values: np.ndarray, limits, lut: np.ndarray) -> np.ndarray:
     """Palette indices (uint8, same shape) of ``values`` through ``lut`` (see
     :func:`display_lut`); NaN takes index 0."""
     low, high = (float(v) for v in limits)
-    return lut[_bins(np.asarray(values), low, high, len(lut))]
+    values = np.asarray(values)
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        return lut[_value_bins(values.dtype, low, high, len(lut))][values]
+    return lut[_bins(values, low, high, len(lut))]
 
 
 def colorbar_ticks(limits, lut: np.ndarray, *, n: int = 5) -> dict[int, float]:

@@ -238,18 +238,40 @@ class AnalysisTools(pn.viewable.Viewer):
                  + (f" step {step}" if step != 1 else ""))
         return hv.Overlay(curves).opts(title=title, legend_position="right", **opts)
 
-    def _profile_plot(self, serial, x0, y0, x1, y1):
-        opts = dict(responsive=True, height=280, xlabel="distance along the line (pixels)",
-                    ylabel="intensity", tools=["hover"], show_grid=True, framewise=True,
-                    axiswise=True, color=LINE_COLOR, line_width=2, toolbar="above")
-        profile = self.state.profile()
+    def _profile_figure(self):
+        """The line profile: a plain Bokeh figure whose line is updated in place (it follows
+        every frame; a HoloViews update would walk the page's whole document each time)."""
+        from bokeh.models import ColumnDataSource, HoverTool
+        from bokeh.plotting import figure
+
+        self._profile_source = ColumnDataSource(data=dict(distance=[], intensity=[]))
+        fig = figure(height=280, sizing_mode="stretch_width", title="Line profile: no frame",
+                     x_axis_label="distance along the line (pixels)", y_axis_label="intensity",
+                     tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+        line = fig.line(x="distance", y="intensity", source=self._profile_source,
+                        line_color=LINE_COLOR, line_width=2)
+        fig.add_tools(HoverTool(renderers=[line], tooltips=[("distance", "@distance{0.[00]}"),
+                                                            ("intensity", "@intensity")],
+                                mode="vline"))
+        self._profile_fig = fig
+        for name in ("frame_serial",):
+            self.param.watch(self._draw_profile, name)
+        self.state.param.watch(self._draw_profile, ["line_x0", "line_y0", "line_x1", "line_y1"])
+        self._draw_profile()
+        return fig
+
+    def _draw_profile(self, *events) -> None:
+        s = self.state
+        profile = s.profile()
         if profile is None:
-            return hv.Curve([], "distance", "intensity").opts(title="Line profile: no frame",
-                                                               **opts)
+            self._profile_source.data = dict(distance=[], intensity=[])
+            self._profile_fig.title.text = "Line profile: no frame"
+            return
         distance, values = profile
-        title = (f"Frame {self.viewer.shown_index}: ({x0:g}, {y0:g}) → ({x1:g}, {y1:g}), "
-                 f"{len(values)} samples")
-        return hv.Curve((distance, values), "distance", "intensity").opts(title=title, **opts)
+        self._profile_source.data = dict(distance=distance, intensity=values)
+        self._profile_fig.title.text = (
+            f"Frame {self.viewer.shown_index}: ({s.line_x0:g}, {s.line_y0:g}) → "
+            f"({s.line_x1:g}, {s.line_y1:g}), {len(values)} samples")
 
     def _follow(self, *events) -> None:
         # The frames view calls follow_frame() after each frame, with its histogram (one
@@ -322,11 +344,8 @@ class AnalysisTools(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(state.param.click_line),
             pn.pane.Markdown(HELP, styles={"font-size": "12px", "color": "#555"},
                              margin=(0, 10)),
-            pn.pane.HoloViews(
-                hv.DynamicMap(pn.bind(self._profile_plot, self.param.frame_serial,
-                                      state.param.line_x0, state.param.line_y0,
-                                      state.param.line_x1, state.param.line_y1)),
-                sizing_mode="stretch_width", css_classes=["echo-profile-plot"]),
+            pn.Column(pn.pane.Bokeh(self._profile_figure(), sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", css_classes=["echo-profile-plot"]),
             title="Line profile", collapsible=False, sizing_mode="stretch_width",
             css_classes=["echo-profile"],
         )

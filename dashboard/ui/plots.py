@@ -111,15 +111,16 @@ class FrameDisplay:
     follow-up happens at once.
     """
 
-    #: Share of the screen resolution per axis while moving (0.7² ≈ 0.49 bytes per pixel).
-    moving_scale = 0.7
+    #: Share of the screen resolution per axis while moving (0.66² ≈ 0.44 bytes per pixel).
+    moving_scale = 0.66
     #: Seconds without a new frame after which the exact rendering is sent.
     settle_s = 0.25
 
     def __init__(self, *, box: tuple[int, int] = (600, 600)):
         from bokeh.events import RangesUpdate
         from bokeh.models import (
-            ColorBar, ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper, Range1d,
+            ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper,
+            Range1d,
         )
         from bokeh.plotting import figure
 
@@ -131,11 +132,12 @@ class FrameDisplay:
         self._value_due = None
         self._render_due = False
         self._settle_serial = 0
+        #: Whether frames keep coming (the owner's playback): no settling meanwhile.
+        self.playing = lambda: False
         self.lut = display.display_lut(np.zeros(0), (0, 1), equalize=False)
         self.limits = (0.0, 1.0)
         self.source = ColumnDataSource(data=dict(
-            image=[np.zeros((1, 1), np.uint8)], value=[np.zeros((0, 0), np.float32)],
-            x=[-0.5], y=[-0.5], dw=[1.0], dh=[1.0]))
+            image=[np.zeros((1, 1), np.uint8)], x=[-0.5], y=[-0.5], dw=[1.0], dh=[1.0]))
         self.mapper = LinearColorMapper(palette=palette("gray"), low=-0.5,
                                         high=display.LEVELS - 0.5)
         fig = figure(
@@ -147,7 +149,13 @@ class FrameDisplay:
         fig.grid.visible = False
         self.renderer = fig.image(image="image", x="x", y="y", dw="dw", dh="dh",
                                   source=self.source, color_mapper=self.mapper)
-        fig.add_tools(HoverTool(renderers=[self.renderer], tooltips=HOVER_RAW))
+        # The hover's value comes from the raw values of the displayed pixels, kept in a source
+        # of their own: a new column in the image's source would make the browser map all
+        # the pixels again.
+        self.raw_source = ColumnDataSource(data=dict(value=[_NO_VALUES]))
+        raw_value = CustomJSHover(args=dict(raw=self.raw_source), code=RAW_VALUE_JS)
+        fig.add_tools(HoverTool(renderers=[self.renderer], tooltips=HOVER_RAW,
+                                formatters={"@image": raw_value}))
         self.colorbar = ColorBar(color_mapper=self.mapper, ticker=FixedTicker(ticks=[]),
                                  major_label_overrides={}, width=14, padding=5)
         fig.add_layout(self.colorbar, "right")
@@ -183,9 +191,9 @@ class FrameDisplay:
         fig.update(frame_width=int(box[0]), frame_height=int(box[1]))
         fig.x_range.update(start=-0.5, end=cols - 0.5, reset_start=-0.5, reset_end=cols - 0.5)
         fig.y_range.update(start=rows - 0.5, end=-0.5, reset_start=rows - 0.5, reset_end=-0.5)
-        self.source.data = dict(image=[np.zeros((1, 1), np.uint8)],
-                                value=[np.zeros((0, 0), np.float32)], x=[-0.5], y=[-0.5],
+        self.source.data = dict(image=[np.zeros((1, 1), np.uint8)], x=[-0.5], y=[-0.5],
                                 dw=[float(cols)], dh=[float(rows)])
+        self.raw_source.data = dict(value=[_NO_VALUES])
 
     def _ranges_changed(self, event) -> None:
         ranges = ((event.x0, event.x1), (event.y0, event.y1))
@@ -225,9 +233,17 @@ class FrameDisplay:
         lut = display.display_lut(values, limits, equalize=equalize)
         indices = display.to_indices(values, limits, lut)
         self.lut, self.limits, self._exact = lut, limits, scale == 1.0
-        self.source.data = dict(image=[indices], value=[_NO_VALUES], x=[view.x0 - 0.5],
-                                y=[view.y0 - 0.5], dw=[float(view.width)],
-                                dh=[float(view.height)])
+        data = dict(image=[indices], x=[view.x0 - 0.5], y=[view.y0 - 0.5],
+                    dw=[float(view.width)], dh=[float(view.height)])
+        if self._document() is None:
+            self.source.data = data
+        else:
+            from panel.io.document import unlocked
+
+            # Written to the websocket now, ahead of the label, widgets and everything else
+            # this update changes (Bokeh would send it at the end of the callback, last).
+            with unlocked():
+                self.source.data = data
         # After the frame: its raw values (hover) and the colour bar's ticks.
         first = self._value_due is None
         self._value_due = (values, limits, lut)
@@ -243,8 +259,8 @@ class FrameDisplay:
         if due is None:
             return
         values, limits, lut = due
-        if self._exact and self.source.data["image"][0].shape == values.shape:
-            self.source.data["value"] = [display.raw_copy(values)]
+        exact = self._exact and self.source.data["image"][0].shape == values.shape
+        self.raw_source.data = dict(value=[display.raw_copy(values) if exact else _NO_VALUES])
         ticks = display.colorbar_ticks(limits, lut)
         # The same ticker model, changed in place (a new model makes Bokeh walk the document).
         self.colorbar.ticker.ticks = list(ticks)
@@ -252,8 +268,8 @@ class FrameDisplay:
 
     def settle(self, serial: int | None = None) -> None:
         """Send the exact rendering of the frame shown (unless a newer one came meanwhile)."""
-        if serial is not None and serial != self._settle_serial:
-            return
+        if serial is not None and (serial != self._settle_serial or self.playing()):
+            return  # a newer frame came meanwhile, or playback goes on (Pause settles)
         if not self._exact and self._shown is not None:
             self._draw(*self._shown, moving=False)
 
@@ -262,7 +278,19 @@ class FrameDisplay:
 
 
 _NO_VALUES = np.zeros((0, 0), np.float32)
-HOVER_RAW = [("x (column)", "$x{0}"), ("y (row)", "$y{0}"), ("value", "@value")]
+HOVER_RAW = [("x (column)", "$x{0}"), ("y (row)", "$y{0}"), ("value", "@image{custom}")]
+#: The raw value of the hovered displayed pixel (``–`` while the frames move: the raw copy
+#: follows only an exact rendering).
+RAW_VALUE_JS = """
+const at = special_vars.image_index;
+const values = raw.data.value[0];
+if (at == null || values == null || values.shape == null || values.shape.length != 2)
+  return "–";
+const [rows, cols] = values.shape;
+if (at.i < 0 || at.j < 0 || at.i >= cols || at.j >= rows) return "–";
+const v = values[at.j * cols + at.i];
+return Number.isInteger(v) ? String(v) : v.toPrecision(6);
+"""
 
 def thumbnail(frame: np.ndarray | None, *, size: int = 260) -> hv.Image:
     """A small, static, rasterized image of one frame (the browser's "View Last Frame")."""
@@ -272,21 +300,26 @@ def thumbnail(frame: np.ndarray | None, *, size: int = 260) -> hv.Image:
     )
 
 
+def histogram_counts(frame: np.ndarray | None, *, bins: int = HIST_BINS
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, edges)`` of a frame's finite values (an even sample for frames over ~1 M
+    pixels); one empty bin over ``[0, 1]`` without values."""
+    if frame is None or frame.size == 0:
+        return np.zeros(1), np.array([0.0, 1.0])
+    sample = _sample(frame)
+    finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
+    if finite.size == 0:
+        return np.zeros(1), np.array([0.0, 1.0])
+    low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+        high = low + 1.0
+    return np.histogram(finite, bins=bins, range=(low, high))
+
+
 def histogram(frame: np.ndarray | None, *, bins: int = HIST_BINS, title: str = "Histogram",
               **opts) -> hv.Histogram:
     """The histogram of a frame's finite values (an even sample for frames over ~1 M pixels)."""
-    if frame is None or frame.size == 0:
-        counts, edges = np.zeros(1), np.array([0.0, 1.0])
-    else:
-        sample = _sample(frame)
-        finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
-        if finite.size == 0:
-            counts, edges = np.zeros(1), np.array([0.0, 1.0])
-        else:
-            low, high = float(finite.min()), float(finite.max())
-            if high <= low:
-                high = low + 1.0
-            counts, edges = np.histogram(finite, bins=bins, range=(low, high))
+    counts, edges = histogram_counts(frame, bins=bins)
     style = dict(title=title, xlabel="value", ylabel="pixels", color="#4c72b0", line_color=None,
                  responsive=True, height=200, tools=["hover"], toolbar=None, framewise=True,
                  axiswise=True)
@@ -368,6 +401,70 @@ def _limits_hook(low: float, high: float, on_drag):
             state["quiet"] = False
 
     return hook
+
+
+class LimitsHistogram:
+    """The frame's histogram with the colour limits as a band whose edges can be dragged: a
+    plain Bokeh figure whose bars and band are updated in place (no new model, so no walk over
+    the page's document: the histogram follows every frame for a few milliseconds).
+
+    Parameters
+    ----------
+    on_drag
+        Called with ``(low, high)`` when the user drags an edge (or the whole band) in the
+        browser; not called for changes made from Python.
+    """
+
+    def __init__(self, on_drag: Callable[[float, float], None], *,
+                 title: str = "Histogram of this frame", height: int = 200):
+        from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, NumeralTickFormatter
+        from bokeh.plotting import figure
+
+        self.source = ColumnDataSource(data=dict(left=[], right=[], pixels=[]))
+        fig = figure(height=height, sizing_mode="stretch_width", title=title, toolbar_location=None,
+                     tools="", x_axis_label="value", y_axis_label="pixels")
+        bars = fig.quad(left="left", right="right", bottom=0, top="pixels", source=self.source,
+                        fill_color="#4c72b0", line_color=None)
+        fig.add_tools(HoverTool(renderers=[bars], tooltips=[("value", "@left{0.[00]a}–"
+                                                                     "@right{0.[00]a}"),
+                                                            ("pixels", "@pixels")]))
+        fig.xaxis.formatter = NumeralTickFormatter(format="0.[00]a")
+        fig.xaxis.ticker.desired_num_ticks = 4
+        fig.y_range.start = 0
+        self.box = BoxAnnotation(editable=True, movable="x", resizable="x", level="overlay",
+                                 name="echo-contrast-limits", **LIMITS_STYLE)
+        fig.add_layout(self.box)
+        self._quiet = False
+        self._on_drag = on_drag
+        self.box.on_change("left", self._changed)
+        self.box.on_change("right", self._changed)
+        self.figure = fig
+
+    def _changed(self, attr, old, new) -> None:
+        box = self.box
+        if not self._quiet and box.left is not None and box.right is not None:
+            self._on_drag(float(box.left), float(box.right))
+
+    def update(self, counts: np.ndarray | None, edges: np.ndarray | None, limits) -> None:
+        """New bars (``None``: keep them) and limits (``None``: no band)."""
+        if counts is not None:
+            self.source.data = dict(left=edges[:-1], right=edges[1:], pixels=counts)
+        edges = np.asarray(self.source.data["left"])
+        right = np.asarray(self.source.data["right"])
+        low, high = ((float(limits[0]), float(limits[1])) if limits is not None
+                     else (float("nan"), float("nan")))
+        lo = np.nanmin([edges.min() if edges.size else 0.0, low])
+        hi = np.nanmax([right.max() if right.size else 1.0, high])
+        pad = 0.04 * ((hi - lo) or 1.0)
+        self.figure.x_range.update(start=lo - pad, end=hi + pad)
+        self._quiet = True  # our own update, not a drag
+        try:
+            if limits is None:
+                self.box.visible = False
+            elif (self.box.left, self.box.right) != (low, high) or not self.box.visible:
+                self.box.update(left=low, right=high, visible=True)
+        finally:
+            self._quiet = False
 
 
 def _sample(frame: np.ndarray) -> np.ndarray:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import html
 import time
 
-import holoviews as hv
 import panel as pn
 import param
-from bokeh.models import NumeralTickFormatter
 from panel.custom import JSComponent
 
 from ..state.viewer import ViewerState
@@ -162,6 +160,9 @@ class PlaybackBridge(JSComponent):
 #: at most this often (seconds): each plot update costs the server a walk over the page's whole
 #: Bokeh document (~100 ms on a loaded machine), and the frame matters more.
 HIST_PLAYING_PERIOD = 1.0
+#: Seconds the histogram and the other secondary views wait at most for the page to report
+#: the new frame painted (they follow the paint report, so they never delay the frame).
+SECONDARY_WAIT = 0.3
 
 
 class FramesView(pn.viewable.Viewer):
@@ -173,14 +174,11 @@ class FramesView(pn.viewable.Viewer):
     Panel viewable) is shown below the frame.
     """
 
-    hist_serial = param.Integer(default=0, precedence=-1,
-                                doc="Bumped when the histogram should be redrawn.")
-
     def __init__(self, state: ViewerState, *, tools=None, **params):
         super().__init__(**params)
         self.state = state
         self.tools = tools
-        self._hist_cache: tuple[int, hv.Histogram] | None = None
+        self._hist_cache: tuple[int, tuple] | None = None
         self._hist_drawn = 0.0
         self._secondary_due = False
         self._last_frame_at = 0.0
@@ -189,14 +187,14 @@ class FramesView(pn.viewable.Viewer):
         if tools is not None and hasattr(tools, "attach"):
             tools.attach(self.display.figure)
         state.param.watch(self._new_stack, ["stack"])
+        self.display.playing = lambda: state.playing
+        # Registered before the view's widgets and panes: the image goes to the page first.
         state.param.watch(self._frame_due, ["frame_serial", "contrast", "equalize"])
         state.param.watch(lambda event: self.display.set_palette(event.new), ["colormap"])
         state.param.watch(self._hist_due, ["frame_serial", "contrast", "playing"])
         self._new_stack()
         self._limits_shown = 0.0
-        # One formatter model for the life of the view (see plots.limits_histogram).
-        self._hist_ticks = NumeralTickFormatter(format="0.[00]a")
-        hist = hv.DynamicMap(pn.bind(self._histogram, self.param.hist_serial))
+        self.histogram = plots.LimitsHistogram(self._dragged)
         width = dict(width=110, margin=(5, 5))
         controls = pn.Row(
             pn.widgets.Button.from_param(state.param.first, **width),
@@ -244,7 +242,6 @@ class FramesView(pn.viewable.Viewer):
         self._showing_limits = False
         for widget in (self.low_input, self.high_input):
             widget.param.watch(self._typed_limits, "value")
-        state.param.watch(self._show_limits, "contrast")
         self._show_limits()
         contrast = pn.Column(
             pn.pane.Markdown("**Contrast**", margin=(0, 10)),
@@ -257,8 +254,8 @@ class FramesView(pn.viewable.Viewer):
                 css_classes=["echo-percentiles"],
                 disabled=pn.bind(lambda mode: mode == "manual", state.param.contrast_mode)),
             pn.Row(self.low_input, self.high_input),
-            pn.pane.HoloViews(hist, sizing_mode="stretch_width", height=230,
-                              css_classes=["echo-histogram"]),
+            pn.Column(pn.pane.Bokeh(self.histogram.figure, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", height=230, css_classes=["echo-histogram"]),
             pn.pane.Markdown("Drag the edges of the orange band to set the limits.",
                              styles={"font-size": "12px", "color": "#666"}, margin=(0, 10)),
             status_line(state.param.contrast_status, css_class="echo-contrast-status",
@@ -325,23 +322,28 @@ class FramesView(pn.viewable.Viewer):
         if self._secondary_due:
             return
         self._secondary_due = True
-        self.display.later(self._redraw_secondary)
+        # When the page reports the frame painted (see _painted), or at the latest after
+        # SECONDARY_WAIT (a change of the limits alone brings no paint report).
+        doc = self.display.figure.document
+        if doc is None or doc.session_context is None:
+            self._redraw_secondary()
+        else:
+            doc.add_timeout_callback(self._redraw_secondary, int(1000 * SECONDARY_WAIT))
 
     def _redraw_secondary(self) -> None:
+        if not self._secondary_due:
+            return  # done already (on the paint report)
         self._secondary_due = False
-        follow = getattr(self.tools, "follow_frame", None)
-        with pn.io.hold(freeze=True):
-            self.hist_serial += 1
-            if follow is not None:
-                follow()
-
-    def _histogram(self, serial: int) -> hv.Histogram:
         state = self.state
+        counts = edges = None
         if self._hist_cache is None or self._hist_cache[0] != state.frame_serial:
-            self._hist_cache = (state.frame_serial,
-                                plots.histogram(state.frame, title="Histogram of this frame"))
-        return plots.limits_histogram(self._hist_cache[1], state.contrast, self._dragged,
-                                      xformatter=self._hist_ticks)
+            counts, edges = plots.histogram_counts(state.frame)
+            self._hist_cache = (state.frame_serial, (counts, edges))
+        self.histogram.update(counts, edges, state.contrast)
+        self._show_limits()
+        follow = getattr(self.tools, "follow_frame", None)
+        if follow is not None:
+            follow()
 
     def _dragged(self, low: float, high: float) -> None:
         # Dragging the band on the histogram: manual limits.
@@ -379,6 +381,8 @@ class FramesView(pn.viewable.Viewer):
 
     def _painted(self, event) -> None:
         self.state.painted_index = event.new
+        if self._secondary_due:
+            self._redraw_secondary()
 
     def _on_playing(self, event) -> None:
         self.play_button.param.update(label=PAUSE_LABEL if event.new else PLAY_LABEL,
