@@ -121,7 +121,7 @@ class AnalysisTools(pn.viewable.Viewer):
 
     frame_serial = param.Integer(default=0, precedence=-1, doc=(
         "Follows the viewer's frame_serial; while playing at most twice a second (and on "
-        "Pause): each plot update costs the server a walk over the page's whole document."))
+        "Pause): the frame matters more."))
 
     def __init__(self, viewer: ViewerState, *, state: AnalysisState | None = None, **params):
         super().__init__(**params)
@@ -274,8 +274,8 @@ class AnalysisTools(pn.viewable.Viewer):
             f"({s.line_x1:g}, {s.line_y1:g}), {len(values)} samples")
 
     def _follow(self, *events) -> None:
-        # The frames view calls follow_frame() after each frame, with its histogram (one
-        # document walk for both); this is the fallback when nobody does.
+        # The frames view calls follow_frame() once each frame is painted, with its
+        # histogram; this is the fallback when no frames view is attached.
         if (self.viewer.playing and {event.name for event in events} == {"frame_serial"}
                 and time.monotonic() - self._followed < 2 * HIST_PLAYING_PERIOD):
             return

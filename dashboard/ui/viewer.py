@@ -157,8 +157,8 @@ class PlaybackBridge(JSComponent):
 
 
 #: While playing, the histogram (and the analysis tools' plots, the limit boxes) are redrawn
-#: at most this often (seconds): each plot update costs the server a walk over the page's whole
-#: Bokeh document (~100 ms on a loaded machine), and the frame matters more.
+#: at most this often (seconds): each costs the server and the browser a few ms per frame, and
+#: the frame matters more.
 HIST_PLAYING_PERIOD = 1.0
 #: Seconds the histogram and the other secondary views wait at most for the page to report
 #: the new frame painted (they follow the paint report, so they never delay the frame).
@@ -317,8 +317,8 @@ class FramesView(pn.viewable.Viewer):
                 and now - self._hist_drawn < HIST_PLAYING_PERIOD):
             return  # playing: skip this frame's histogram (a later one comes soon)
         self._hist_drawn = now
-        # After this frame has gone to the page, coalesced: the histogram and the tools'
-        # plots share one walk over the document, and never delay the frame.
+        # After this frame has been painted, coalesced: the histogram and the tools' plots
+        # never delay the frame.
         if self._secondary_due:
             return
         self._secondary_due = True
