@@ -192,7 +192,9 @@ def colorbar_ticks(limits, lut: np.ndarray, *, n: int = 5) -> dict[int, float]:
         first = int(np.searchsorted(lut, wanted, side="left"))
         if first >= bins:
             first = bins - 1
-        ticks[wanted] = float(edges[first] if wanted > 0 else low)
+        # the ends are the limits themselves; between, where that colour starts
+        ticks[wanted] = low if wanted == 0 else high if wanted == LEVELS - 1 else float(
+            edges[first])
     return ticks
 
 
