@@ -264,3 +264,131 @@ def _shown(value: float) -> str:
     """A limit as the number box shows it (three decimals at most)."""
     text = f"{round(value, 3):.3f}".rstrip("0").rstrip(".")
     return text
+
+
+_FRAME_STATE = """() => {
+  // The frame figure as the page has it: its image (palette indices), where the image lies
+  // in frame pixels, the axis ranges and where its data area is on the page.
+  for (const view of Bokeh.index.all_views ? Bokeh.index.all_views() : []) {
+    if (view.model.name !== 'echo-frame-figure' || !view.frame) continue;
+    for (const r of view.model.renderers) {
+      const data = r.data_source && r.data_source.data;
+      if (!data || !data.image) continue;
+      const image = data.image[0];
+      const rect = view.el.getBoundingClientRect();
+      const b = view.frame.bbox;
+      return {shape: image.shape, image: Array.from(image), x: data.x[0], y: data.y[0],
+              dw: data.dw[0], dh: data.dh[0], xs: view.model.x_range.start,
+              xe: view.model.x_range.end, ys: view.model.y_range.start,
+              ye: view.model.y_range.end, left: rect.left + b.left, top: rect.top + b.top,
+              width: b.width, height: b.height};
+    }
+  }
+  return null;
+}"""
+
+
+def frame_state(page) -> dict:
+    got = page.evaluate(_FRAME_STATE)
+    assert got is not None, "no frame figure on the page"
+    got["image"] = np.asarray(got["image"], dtype=np.uint8).reshape(got["shape"])
+    return got
+
+
+def expected_indices(frame, *, equalize: bool, box=None, x_range=None, y_range=None):
+    """The palette indices the server should send for ``frame`` (limits: 1-99 %)."""
+    from dashboard.analysis import display
+    from dashboard.analysis.contrast import percentile_limits
+    from dashboard.state.viewer import LIMIT_PIXELS
+    from dashboard.ui.plots import fit_box
+    from dashboard.ui.viewer import FRAME_BOX
+
+    limits = percentile_limits(frame, 1, 99, max_pixels=LIMIT_PIXELS)
+    view = display.viewport_grid(frame.shape, x_range, y_range,
+                                 box=box or fit_box(frame.shape, FRAME_BOX))
+    values = display.sample(frame, view)
+    return display.to_indices(values, limits, display.display_lut(values, limits,
+                                                                  equalize=equalize))
+
+
+def wait_indices(page, wanted, what: str, timeout: float = 30.0) -> dict:
+    """Wait until the page's frame image holds exactly ``wanted``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = frame_state(page)
+        if got["image"].shape == wanted.shape and np.array_equal(got["image"], wanted):
+            return got
+        assert time.monotonic() < deadline, f"the page never showed {what}"
+        page.wait_for_timeout(100)
+
+
+def to_page(state, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of frame point (x = column, y = row)."""
+    sx = state["left"] + (x - state["xs"]) / (state["xe"] - state["xs"]) * state["width"]
+    sy = state["top"] + (state["ye"] - y) / (state["ye"] - state["ys"]) * state["height"]
+    return sx, sy
+
+
+def canvas_grey(page, state, points) -> list[int]:
+    """The grey level the canvas shows at the centre of each frame pixel ``(x, y)``."""
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(page.screenshot())).convert("L")
+    return [picture.getpixel(tuple(round(v) for v in to_page(state, x, y))) for x, y in points]
+
+
+def test_frame_pixels_hover_and_zoom_follow_every_step(page, moto_server, demo):
+    """What the user sees: the image's own pixels are the new frame's (mapped on the server,
+    equalized or linear), the hover shows the raw value, and a zoom survives a step."""
+    import h5py
+
+    with h5py.File(demo.path(NEXUS_KEY)) as f:
+        data = f["/entry/data/data"][()]
+    page.set_viewport_size({"width": 1600, "height": 1180})
+    open_stack(page, moto_server)
+    page.mouse.move(5, 5)
+    state = wait_indices(page, expected_indices(data[0], equalize=True), "frame 0 equalized")
+    # Equalized: every grey level covers about the same number of pixels.
+    levels = np.bincount(state["image"].ravel(), minlength=256)
+    assert levels.max() < 4 * state["image"].size / 256, levels.max()
+    click(page, "Next")
+    wait_frame(page, 1, LAST)
+    state = wait_indices(page, expected_indices(data[1], equalize=True), "frame 1 equalized")
+    # The canvas shows those indices as grey levels (gray palette: index k is grey k).
+    # (away from the ROI box's outline and the profile line drawn over the frame)
+    points = [(20, 30), (100, 100), (200, 60), (70, 220), (250, 250), (30, 140)]
+    grey = canvas_grey(page, state, points)
+    assert all(abs(g - int(state["image"][y, x])) <= 2 for g, (x, y) in zip(grey, points)), grey
+
+    # Hover: the raw value of the pixel under the pointer.
+    page.mouse.move(*to_page(state, 100, 120))
+    tooltip = page.locator(".bk-Tooltip, .bk-tooltip").first
+    expect(tooltip).to_contain_text(str(int(data[1][120, 100])))
+    expect(tooltip).to_contain_text("x (column)")
+    shot(page, "24-hover-raw-value")
+
+    # Equalize off: linear between the limits.
+    checkbox(page, "Equalize (histogram)").uncheck()
+    state = wait_indices(page, expected_indices(data[1], equalize=False), "frame 1 linear")
+    lo, hi = percentiles_of(data[1])
+    linear = np.clip(np.floor((data[1] - lo) / (hi - lo) * 256), 0, 255)
+    assert np.abs(state["image"].astype(int) - linear).max() <= 1  # an independent formula
+
+    # Zoom with the wheel over the frame: the page gets the part in view, at screen size.
+    page.mouse.move(*to_page(state, 64, 64))
+    for _ in range(4):
+        page.mouse.wheel(0, -240)
+    deadline = time.monotonic() + 30
+    while (state := frame_state(page))["dw"] >= 256 or state["x"] < 0:
+        assert time.monotonic() < deadline, state
+        page.wait_for_timeout(100)
+    zoom = (state["xs"], state["xe"], state["ys"], state["ye"])
+    click(page, "Next")
+    wait_frame(page, 2, LAST)
+    wanted = expected_indices(data[2], equalize=False, x_range=zoom[:2], y_range=zoom[2:])
+    state = wait_indices(page, wanted, "frame 2, zoomed")
+    assert (state["xs"], state["xe"], state["ys"], state["ye"]) == zoom  # the zoom survived
+    assert state["dw"] < 256 and state["x"] > 0
+    shot(page, "25-zoom-survives-a-step")
+    checkbox(page, "Equalize (histogram)").check()
+    assert "Traceback" not in page.content()

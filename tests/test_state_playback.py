@@ -154,14 +154,17 @@ def test_a_served_page_paces_playback_by_its_paint_reports(session, monkeypatch)
     wait_drops(v, 5)
     assert v.index == 0 and v.player.advanced == 0  # frame 0 not reported painted: waits
     v.painted_index = 0  # the page reports it
-    assert v.wait_for_frame(2)
+    assert v.wait_for_frame(1 + playback.FRAMES_IN_FLIGHT)
     wait_drops(v, 5)
-    # One frame may be on its way while the page paints the last: frame 1 unpainted, 2 sent.
-    assert v.index == 2 and v.player.advanced == 2
+    # FRAMES_IN_FLIGHT frames may be on their way while the page paints the last: frames
+    # 1 .. FRAMES_IN_FLIGHT unpainted, the next one sent, then it waits.
+    assert v.index == 1 + playback.FRAMES_IN_FLIGHT
+    assert v.player.advanced == 1 + playback.FRAMES_IN_FLIGHT
     v.painted_index = 1
-    assert v.wait_for_frame(3)
+    assert v.wait_for_frame(2 + playback.FRAMES_IN_FLIGHT)
     wait_drops(v, 5)
-    assert v.index == 3 and v.player.advanced == 3
+    assert v.index == 2 + playback.FRAMES_IN_FLIGHT
+    assert v.player.advanced == 2 + playback.FRAMES_IN_FLIGHT
     stop(v, session)
 
 

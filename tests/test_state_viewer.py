@@ -249,3 +249,55 @@ def test_non_finite_loop_range_is_refused_and_playback_still_loops(session, valu
     assert v.loop_range == (3, 30)
     v.index = 8
     assert v.wait_for_frame(8)
+
+
+class CachedStack:
+    """Frames in memory; frames below ``cached_below`` count as on the server already."""
+
+    dataset = "/entry/data/data"
+    candidates: list = []
+
+    def __init__(self, frames, cached_below: int):
+        self._frames, self.cached_below = frames, cached_below
+        self.shape, self.dtype = frames.shape, frames.dtype
+        self.reads = []
+
+    def __len__(self):
+        return len(self._frames)
+
+    def is_cached(self, index):
+        return index < self.cached_below
+
+    def frame(self, index):
+        self.reads.append(index)
+        return self._frames[index]
+
+    def close(self):
+        pass
+
+
+def test_cached_frames_are_shown_in_the_update_that_asks_and_stale_ones_dropped():
+    from dashboard.state.viewer import ViewerState
+
+    frames = np.arange(6 * 4 * 4, dtype=np.uint16).reshape(6, 4, 4)
+    loop = []  # the session's event loop: posted updates wait here until run
+    viewer = ViewerState(tasks=Tasks(dispatch=loop.append))
+    stack = CachedStack(frames, cached_below=3)
+    viewer._opened(stack, "s3://b/k.h5", None)
+    assert viewer.tasks.wait(10)
+    while loop:
+        loop.pop(0)()
+    assert viewer.shown_index == 0
+    # A cached frame: on screen before the setter returns (no worker, no trip through the loop).
+    viewer.index = 2
+    assert viewer.shown_index == 2 and np.array_equal(viewer.frame, frames[2]) and not loop
+    assert viewer.contrast is not None
+    # An uncached one goes through a worker and the loop...
+    viewer.index = 5
+    assert viewer.tasks.wait(10) and len(loop) == 1 and viewer.shown_index == 2
+    # ...and if the user moves on meanwhile (to a cached frame), the late result is dropped.
+    viewer.index = 1
+    assert viewer.shown_index == 1
+    loop.pop(0)()
+    assert viewer.shown_index == 1 and np.array_equal(viewer.frame, frames[1])
+    viewer.close()

@@ -3,8 +3,8 @@
 The ticker never queues frames: on each tick it advances only when the frame asked for last has
 been shown (and the previous advance has been applied on the session's event loop, and, when
 the served page reports its paints (``paced_by_page``), the browser has painted that frame or
-the one before it: one frame may be on its way while the page paints the last, which overlaps
-the server's work with the browser's); if not ready at the tick, it re-checks every
+one of the :data:`FRAMES_IN_FLIGHT` before it: that many frames may be on their way while the
+page paints and reports the last, which overlaps the server's work with the browser's); if not ready at the tick, it re-checks every
 :data:`RECHECK_S` until the next tick is due, and only then drops the tick. A slow network or a busy page therefore lowers the achieved rate instead of
 building a backlog, every frame of the loop is shown in order, and Pause takes effect at once.
 Reads go through :class:`~dashboard.hdf5.stack.FrameStack`, whose prefetch of the next two
@@ -32,6 +32,9 @@ RATE_SECONDS = 3.0
 PAINT_TIMEOUT = 1.0
 #: Seconds between checks while a due tick waits for the last frame (shown / painted).
 RECHECK_S = 0.005
+#: Frames shown but not yet reported painted that playback lets be on their way (the server
+#: prepares the next frames while the browser paints and reports the last).
+FRAMES_IN_FLIGHT = 2
 
 
 def next_index(index: int, loop_range: tuple[int, int], direction: str = "forward") -> int:
@@ -90,7 +93,8 @@ class Player:
         self._lock = threading.Lock()
         self._stop: threading.Event | None = None
         self._pending = False
-        self._previous: int | None = None  # the frame before the last step (may be unpainted)
+        # the frames before the last steps (may be unpainted)
+        self._previous: deque[int] = deque(maxlen=FRAMES_IN_FLIGHT)
         self._thread: threading.Thread | None = None
         self.advanced = 0
         self.dropped = 0
@@ -103,7 +107,8 @@ class Player:
         self.stop()
         stop = threading.Event()
         with self._lock:
-            self._stop, self._pending, self._previous = stop, False, None
+            self._stop, self._pending = stop, False
+            self._previous = deque(maxlen=max(1, FRAMES_IN_FLIGHT))
         self._thread = threading.Thread(target=self._run, args=(stop,), name="echo-playback",
                                         daemon=True)
         self._thread.start()
@@ -156,8 +161,8 @@ class Player:
         with self._lock:
             if self._pending or viewer.stack is None or viewer.shown_index != viewer.index:
                 return False
-            if viewer.paced_by_page and viewer.painted_index not in (viewer.index,
-                                                                     self._previous):
+            if viewer.paced_by_page and (viewer.painted_index != viewer.index
+                                         and viewer.painted_index not in self._previous):
                 self._waiting_since = self._waiting_since or time.monotonic()
                 if time.monotonic() - self._waiting_since <= PAINT_TIMEOUT:
                     return False
@@ -171,5 +176,5 @@ class Player:
         if stop.is_set() or not viewer.playing or viewer.stack is None:
             return
         self.advanced += 1
-        self._previous = viewer.index
+        self._previous.append(viewer.index)
         viewer.index = next_index(viewer.index, viewer.loop_range, viewer.direction)

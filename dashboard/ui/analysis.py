@@ -1,9 +1,9 @@
 """ROI time series, line profile and cost inspector below the frame: a thin view over
 :class:`~dashboard.state.analysis.AnalysisState`.
 
-``AnalysisTools(viewer_state)`` plugs into ``FramesView(state, tools=...)``: :meth:`overlay`
-gives the box and the line drawn over the frame (created once per session, so a rebuilt frame
-plot reuses them and their streams), and the tool itself is the panel shown below the frame.
+``AnalysisTools(viewer_state)`` plugs into ``FramesView(state, tools=...)``: :meth:`attach`
+draws the box and the line on the frame's Bokeh figure and listens to its Box Select and taps,
+and the tool itself is the panel shown below the frame.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ CSS = """
 .echo-cost .good { background: #eaf5ea; border-left: 4px solid #2a7a2a; padding: 6px 10px;
                    margin: 6px 0; font-size: 13px; }
 """
-
-_UNSELECTABLE = dict(line_alpha=1.0, selection_line_alpha=1.0, nonselection_line_alpha=1.0)
 
 HELP = ("**Box**: pick *Box Select* in the frame's toolbar and drag over the frame, or type the "
         "edges (columns x0:x1, rows y0:y1, end excluded, as in numpy). **Line**: click the frame "
@@ -123,7 +121,7 @@ class AnalysisTools(pn.viewable.Viewer):
 
     frame_serial = param.Integer(default=0, precedence=-1, doc=(
         "Follows the viewer's frame_serial; while playing at most twice a second (and on "
-        "Pause): each plot update costs the server a walk over the page's whole document."))
+        "Pause): the frame matters more."))
 
     def __init__(self, viewer: ViewerState, *, state: AnalysisState | None = None, **params):
         super().__init__(**params)
@@ -131,17 +129,18 @@ class AnalysisTools(pn.viewable.Viewer):
         self._followed = 0.0
         viewer.param.watch(self._follow, ["frame_serial", "playing"])
         self.state = state = state if state is not None else AnalysisState(viewer)
-        # The drawn elements and their streams: created once, reused by every frame plot.
-        self._roi = hv.DynamicMap(pn.bind(self._roi_element, state.param.x0, state.param.x1,
-                                          state.param.y0, state.param.y1, viewer.param.stack))
-        self._line = hv.DynamicMap(pn.bind(
-            self._line_element, state.param.line_x0, state.param.line_y0, state.param.line_x1,
-            state.param.line_y1, state.param.line_pending, viewer.param.stack))
-        self._bounds = hv.streams.BoundsXY(source=self._roi, bounds=None)
-        self._bounds.add_subscriber(self._on_bounds)
-        self._tap = hv.streams.Tap(source=self._roi, x=None, y=None)
-        self._tap.add_subscriber(self._on_tap)
-        self._overlay = self._roi * self._line
+        self._attached = False
+        # The box and the line drawn on the frame (see attach): plain Bokeh glyphs.
+        from bokeh.models import ColumnDataSource
+
+        self._roi_source = ColumnDataSource(data=dict(left=[], right=[], top=[], bottom=[]))
+        self._line_source = ColumnDataSource(data=dict(x=[], y=[]))
+        self._ends_source = ColumnDataSource(data=dict(x=[], y=[]))
+        state.param.watch(self._draw_roi, ["x0", "x1", "y0", "y1"])
+        state.param.watch(self._draw_line, ["line_x0", "line_y0", "line_x1", "line_y1",
+                                            "line_pending"])
+        viewer.param.watch(self._draw_all, ["stack"])
+        self._draw_all()
         self._download = pn.widgets.FileDownload(
             callback=state.csv_file, filename=state.csv_filename(), label="Download CSV",
             color="success", disabled=True, width=160, css_classes=["echo-roi-csv"])
@@ -150,32 +149,59 @@ class AnalysisTools(pn.viewable.Viewer):
 
     # -- overlay over the frame -----------------------------------------------------------
 
-    def overlay(self):
-        """The box and the line, drawn over the frame (the same objects every time)."""
-        return self._overlay
+    def attach(self, figure) -> None:
+        """Draw the box and the line on ``figure`` (the frame's Bokeh figure, x = column,
+        y = row) and take its Box Select rectangles and taps."""
+        from bokeh.events import DoubleTap, SelectionGeometry, Tap
 
-    def _roi_element(self, x0, x1, y0, y1, stack):
-        data = [] if stack is None else [(x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5)]
-        return hv.Rectangles(data, kdims=["x", "y", "x2", "y2"]).opts(
-            fill_color=ROI_COLOR, line_color=ROI_COLOR, line_width=2, tools=["box_select", "tap"],
-            # An outline only: a tint would change the pixels a scientist is judging. Box
-            # Select and taps select glyphs: keep the box looking the same when they do.
-            **_UNSELECTABLE, fill_alpha=0.0, selection_fill_alpha=0.0,
-            nonselection_fill_alpha=0.0)
+        fixed = dict(line_alpha=1.0, selection_line_alpha=1.0, nonselection_line_alpha=1.0)
+        # An outline only: a tint would change the pixels a scientist is judging.
+        figure.quad(left="left", right="right", top="top", bottom="bottom",
+                    source=self._roi_source, fill_alpha=0.0, line_color=ROI_COLOR, line_width=2,
+                    selection_fill_alpha=0.0, nonselection_fill_alpha=0.0, **fixed)
+        figure.line(x="x", y="y", source=self._line_source, line_color=LINE_COLOR,
+                    line_width=2, **fixed)
+        figure.scatter(x="x", y="y", source=self._ends_source, size=8, fill_color=LINE_COLOR,
+                       line_color="white", fill_alpha=1.0, selection_fill_alpha=1.0,
+                       nonselection_fill_alpha=1.0, **fixed)
+        figure.on_event(SelectionGeometry, self._on_geometry)
+        # Two quick clicks (start, end) arrive as a tap and a double tap.
+        figure.on_event(Tap, self._on_tap_event)
+        figure.on_event(DoubleTap, self._on_tap_event)
+        self._attached = True
 
-    def _line_element(self, x0, y0, x1, y1, pending, stack):
-        if stack is None:
-            path, ends = [], []
-        elif pending:
-            path, ends = [], [(x0, y0, "start")]
+    def _draw_all(self, *events) -> None:
+        self._draw_roi()
+        self._draw_line()
+
+    def _draw_roi(self, *events) -> None:
+        s = self.state
+        self._roi_source.data = (
+            dict(left=[], right=[], top=[], bottom=[]) if self.viewer.stack is None else
+            dict(left=[s.x0 - 0.5], right=[s.x1 - 0.5], top=[s.y0 - 0.5], bottom=[s.y1 - 0.5]))
+
+    def _draw_line(self, *events) -> None:
+        s = self.state
+        if self.viewer.stack is None:
+            line, ends = ([], []), ([], [])
+        elif s.line_pending:
+            line, ends = ([], []), ([s.line_x0], [s.line_y0])
         else:
-            path, ends = [[(x0, y0), (x1, y1)]], [(x0, y0, "start"), (x1, y1, "end")]
-        line = hv.Path(path, kdims=["x", "y"]).opts(color=LINE_COLOR, line_width=2,
-                                                     **_UNSELECTABLE)
-        points = hv.Points(ends, kdims=["x", "y"], vdims=["end"]).opts(
-            color=LINE_COLOR, size=8, marker="circle", line_color="white", **_UNSELECTABLE,
-            fill_alpha=1.0, selection_fill_alpha=1.0, nonselection_fill_alpha=1.0)
-        return line * points
+            line = ends = ([s.line_x0, s.line_x1], [s.line_y0, s.line_y1])
+        self._line_source.data = dict(x=list(line[0]), y=list(line[1]))
+        self._ends_source.data = dict(x=list(ends[0]), y=list(ends[1]))
+
+    def _on_geometry(self, event) -> None:
+        geometry = event.geometry or {}
+        if not event.final or geometry.get("type") != "rect":
+            return
+        bounds = tuple(geometry.get(k) for k in ("x0", "y0", "x1", "y1"))
+        if any(v is None for v in bounds):
+            return
+        self._on_bounds(bounds)
+
+    def _on_tap_event(self, event) -> None:
+        self._on_tap(event.x, event.y)
 
     def _on_bounds(self, bounds=None) -> None:
         if bounds is not None and self.viewer.stack is not None:
@@ -212,25 +238,49 @@ class AnalysisTools(pn.viewable.Viewer):
                  + (f" step {step}" if step != 1 else ""))
         return hv.Overlay(curves).opts(title=title, legend_position="right", **opts)
 
-    def _profile_plot(self, serial, x0, y0, x1, y1):
-        opts = dict(responsive=True, height=280, xlabel="distance along the line (pixels)",
-                    ylabel="intensity", tools=["hover"], show_grid=True, framewise=True,
-                    axiswise=True, color=LINE_COLOR, line_width=2, toolbar="above")
-        profile = self.state.profile()
+    def _profile_figure(self):
+        """The line profile: a plain Bokeh figure whose line is updated in place (it follows
+        every frame; a HoloViews update would walk the page's whole document each time)."""
+        from bokeh.models import ColumnDataSource, HoverTool
+        from bokeh.plotting import figure
+
+        self._profile_source = ColumnDataSource(data=dict(distance=[], intensity=[]))
+        fig = figure(height=280, sizing_mode="stretch_width", title="Line profile: no frame",
+                     x_axis_label="distance along the line (pixels)", y_axis_label="intensity",
+                     tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+        line = fig.line(x="distance", y="intensity", source=self._profile_source,
+                        line_color=LINE_COLOR, line_width=2)
+        fig.add_tools(HoverTool(renderers=[line], tooltips=[("distance", "@distance{0.[00]}"),
+                                                            ("intensity", "@intensity")],
+                                mode="vline"))
+        self._profile_fig = fig
+        for name in ("frame_serial",):
+            self.param.watch(self._draw_profile, name)
+        self.state.param.watch(self._draw_profile, ["line_x0", "line_y0", "line_x1", "line_y1"])
+        self._draw_profile()
+        return fig
+
+    def _draw_profile(self, *events) -> None:
+        s = self.state
+        profile = s.profile()
         if profile is None:
-            return hv.Curve([], "distance", "intensity").opts(title="Line profile: no frame",
-                                                               **opts)
+            self._profile_source.data = dict(distance=[], intensity=[])
+            self._profile_fig.title.text = "Line profile: no frame"
+            return
         distance, values = profile
-        title = (f"Frame {self.viewer.shown_index}: ({x0:g}, {y0:g}) → ({x1:g}, {y1:g}), "
-                 f"{len(values)} samples")
-        return hv.Curve((distance, values), "distance", "intensity").opts(title=title, **opts)
+        self._profile_source.data = dict(distance=distance, intensity=values)
+        self._profile_fig.title.text = (
+            f"Frame {self.viewer.shown_index}: ({s.line_x0:g}, {s.line_y0:g}) → "
+            f"({s.line_x1:g}, {s.line_y1:g}), {len(values)} samples")
 
     def _follow(self, *events) -> None:
-        # While playing, the frames view calls follow_frame() with its histogram (one document
-        # walk for both); this is the fallback when nobody does.
+        # The frames view calls follow_frame() once each frame is painted, with its
+        # histogram; this is the fallback when no frames view is attached.
         if (self.viewer.playing and {event.name for event in events} == {"frame_serial"}
                 and time.monotonic() - self._followed < 2 * HIST_PLAYING_PERIOD):
             return
+        if self._attached:
+            return  # the frames view follows after the frame
         self.follow_frame()
 
     def follow_frame(self) -> None:
@@ -294,11 +344,8 @@ class AnalysisTools(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(state.param.click_line),
             pn.pane.Markdown(HELP, styles={"font-size": "12px", "color": "#555"},
                              margin=(0, 10)),
-            pn.pane.HoloViews(
-                hv.DynamicMap(pn.bind(self._profile_plot, self.param.frame_serial,
-                                      state.param.line_x0, state.param.line_y0,
-                                      state.param.line_x1, state.param.line_y1)),
-                sizing_mode="stretch_width", css_classes=["echo-profile-plot"]),
+            pn.Column(pn.pane.Bokeh(self._profile_figure(), sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", css_classes=["echo-profile-plot"]),
             title="Line profile", collapsible=False, sizing_mode="stretch_width",
             css_classes=["echo-profile"],
         )

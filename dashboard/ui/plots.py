@@ -1,8 +1,10 @@
-"""Pure HoloViews builders: frame images, histograms, the five-panel preview.
+"""Plot builders: the main frame view, histograms, the five-panel preview.
 
-Images are ``hv.Image`` in pixel coordinates (x = column, y = row, row 0 at the top) so that the
-hover shows the pixel a scientist would name. Every image goes through Datashader's
-``rasterize``: only about the viewport's pixels cross the websocket, and zoom survives updates.
+Images are in pixel coordinates (x = column, y = row, row 0 at the top) so that the hover shows
+the pixel a scientist would name. The main frame view (:class:`FrameDisplay`) is a plain Bokeh
+figure fed with palette indices mapped on the server (one path for every frame change; see its
+docstring for why not a HoloViews DynamicMap). The small images (thumbnail, the preview's five
+panels) are HoloViews elements through Datashader's ``rasterize``; histograms are HoloViews.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable
 import holoviews as hv
 import numpy as np
 from holoviews.operation.datashader import rasterize
+
+from ..analysis import display
 
 HOVER = [("x (column)", "$x{0}"), ("y (row)", "$y{0}"), ("value", "@image")]
 HIST_BINS = 128
@@ -39,7 +43,7 @@ def frame_image(frame: np.ndarray | None, *, label: str = "value",
         ``None`` gives a blank placeholder of ``shape`` (default 2×2) that costs no memory.
     clim : (low, high), optional
         Colour limits carried as the element's ``clim`` option (kept through ``rasterize``);
-        ``(nan, nan)`` for the data's range (see :func:`clim_of`).
+        ``(nan, nan)`` for the data's range.
     """
     if frame is None:
         height, width = shape if shape and min(shape) >= 2 else (2, 2)
@@ -62,179 +66,231 @@ def fit_box(shape: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
     return max(60, round(cols * scale)), max(60, round(rows * scale))
 
 
-def rasterized_frames(callback, *, equalize: bool = True, cmap="gray", **opts):
-    """``rasterize(hv.DynamicMap(callback))`` styled as the main frame view.
+def palette(name: str) -> list[str]:
+    """The 256 colours of a colormap name of the viewer (``gray`` runs black to white)."""
+    import bokeh.palettes as bp
 
-    Parameters
-    ----------
-    callback
-        A ``param.depends``/``pn.bind`` function returning :func:`frame_image` output; its
-        dependencies become the DynamicMap's streams.
-    equalize
-        Histogram-equalized colour mapping (Bokeh's ``EqHistColorMapper``, computed in the
-        browser over the displayed pixels, so the hover still shows raw values) or linear.
-        Fixed for the plot's life: BokehJS repaints an image when its colour mapper's
-        properties change, but not when the mapper object itself is replaced, so the view
-        builds a new plot when the switch changes.
-    cmap
-        A colormap name or a parameter (dynamic).
+    if name == "fire":
+        import colorcet
 
-    Notes
-    -----
-    ``hooks`` in ``opts`` run after the plot's own (which keeps one image glyph).
-    Colour limits travel with the image: the callback returns ``frame_image(..., clim=...)``
-    (the option survives ``rasterize``), so a new frame with new limits is one update of the
-    plot. A separate ``.apply.opts(clim=...)`` stream would update the plot twice per frame.
-    The limits change the same mapper in place, so the image repaints; with ``equalize`` the
-    histogram is equalized *within* the limits (values outside take the end colours).
-    """
-    dmap = hv.DynamicMap(callback)
-    style = dict(
-        cmap="gray", colorbar=True, tools=["hover"], hover_tooltips=HOVER, invert_yaxis=True,
-        responsive=True, min_height=480, active_tools=["wheel_zoom"],
-        xlabel="x (column)", ylabel="y (row)", cnorm="eq_hist" if equalize else "linear",
-        toolbar="above",
-    )
-    hooks = [_one_image_glyph, *opts.pop("hooks", [])]
-    style.update(opts)
-    return rasterize(dmap).opts(hooks=hooks, **style).apply.opts(cmap=cmap)
+        colours = list(colorcet.fire)
+    else:
+        colours = list(getattr(bp, f"{name.capitalize()}256", bp.Greys256))
+    if len(colours) != display.LEVELS:  # resample to exactly one colour per index
+        picks = np.linspace(0, len(colours) - 1, display.LEVELS).round().astype(int)
+        colours = [colours[k] for k in picks]
+    return colours
 
 
-def _one_image_glyph(plot, element) -> None:
-    """Drop the image's selection, non-selection and muted copies (HoloViews adds them; an
-    image is never selected or muted). Each copy is a glyph view in the browser that maps all
-    the pixels again, with a full equalizing scan, whenever the colour limits change."""
-    renderer = plot.handles.get("glyph_renderer")
-    extra = ("selection_glyph", "nonselection_glyph", "muted_glyph")
-    if renderer is not None and any(getattr(renderer, name, None) is not None
-                                    for name in extra):
-        renderer.update(**dict.fromkeys(extra))
+def _format_value(value: float) -> str:
+    """A colour bar label: up to five significant digits, no exponent between 1e-3 and 1e6."""
+    if value != 0 and not 1e-3 <= abs(value) < 1e6:
+        return f"{value:.3g}"
+    return f"{value:.5g}"
 
 
-class DirectFrames:
-    """Playback's fast path: new frames written straight into the Bokeh image of a frame plot.
+class FrameDisplay:
+    """The main frame view: a Bokeh image of 8-bit palette indices mapped on the server.
 
-    Each HoloViews update of the frame plot runs the DynamicMap, Datashader's regrid, the
-    overlay's plots and a walk over the page's whole Bokeh document (which grows with the page:
-    ~430 models here), about 100 ms a frame on a loaded machine. While playing, :meth:`show`
-    instead replaces the pixels of the plot's ``ColumnDataSource`` and the colour mapper's
-    limits: one data change, no new model, no walk. The part in view is cut out and sampled to about the plot's pixels (nearest neighbour, as
-    cheap as numpy indexing; Datashader averages instead), so a zoomed view stays sharp; the
-    next HoloViews update (e.g. on Pause) rasterizes again.
+    Every frame change (step, slider, playback, deep link, contrast, equalize) goes through
+    :meth:`show`: the part of the frame in view is sampled to the plot's screen pixels and
+    mapped through the colour limits (linear or histogram-equalized within them, see
+    :mod:`dashboard.analysis.display`) to indices into a fixed 256-colour palette. The page
+    receives one byte per displayed pixel and only draws it; a colormap change sends 256
+    colours. While the frames move (``moving``: playing, dragging the slider, panning) the
+    sample is taken at :attr:`moving_scale` of the screen resolution (about half the bytes);
+    once they stay still, :meth:`settle` (called by the owner after :attr:`settle_s`) sends the
+    exact rendering again. The raw values of the displayed pixels follow in a second, later
+    message (see ``later``), for the hover's *value*.
 
-    Pass :attr:`hook` as a ``hooks`` option of the plot (see :func:`rasterized_frames`); it
-    remembers the plot each time HoloViews draws it.
+    Zoom and pan are the figure's own (wheel zoom, pan, box zoom, reset); each range change
+    re-renders the frame for the new viewport (coalesced, see ``later``), so the zoom survives
+    every new frame.
+
+    Outside a served page (tests, notebooks without a server) every draw is exact and the
+    follow-up happens at once.
     """
 
-    #: Limits that moved by at most this share of their range are left as they are while
-    #: playing: each change makes the browser map (and, equalizing, scan) every pixel again,
-    #: several times; per-frame percentiles jitter by less than this. Pause shows the exact ones.
-    tolerance = 0.02
+    #: Share of the screen resolution per axis while moving (0.66² ≈ 0.44 bytes per pixel).
+    moving_scale = 0.66
+    #: Seconds without a new frame after which the exact rendering is sent.
+    settle_s = 0.25
 
-    def __init__(self):
-        self.plot = None
-        # HoloViews keeps a ``hooks`` option in its process-wide ``Store`` of custom options
-        # until every element carrying those options is gone. A bound method there would own
-        # this object -> the plot -> its DynamicMap and elements (so they are never gone) ->
-        # the page and the session's state: no closed session would ever be freed (issue 6).
-        # The hook therefore refers to this object weakly.
-        ref = weakref.ref(self)
+    def __init__(self, *, box: tuple[int, int] = (600, 600)):
+        from bokeh.events import RangesUpdate
+        from bokeh.models import (
+            ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper,
+            Range1d,
+        )
+        from bokeh.plotting import figure
 
-        def hook(plot, element) -> None:
-            direct = ref()
-            if direct is not None:
-                direct.plot = plot
+        self.shape = (1, 1)
+        self.box = box
+        self.ranges: tuple | None = None  # (x_range, y_range) in view; None: the whole frame
+        self._shown = None  # (frame, limits, equalize) last drawn
+        self._exact = True
+        self._value_due = None
+        self._render_due = False
+        self._settle_serial = 0
+        #: Whether frames keep coming (the owner's playback): no settling meanwhile.
+        self.playing = lambda: False
+        self.lut = display.display_lut(np.zeros(0), (0, 1), equalize=False)
+        self.limits = (0.0, 1.0)
+        self.source = ColumnDataSource(data=dict(
+            image=[np.zeros((1, 1), np.uint8)], x=[-0.5], y=[-0.5], dw=[1.0], dh=[1.0]))
+        self.mapper = LinearColorMapper(palette=palette("gray"), low=-0.5,
+                                        high=display.LEVELS - 0.5)
+        fig = figure(
+            frame_width=box[0], frame_height=box[1], x_range=Range1d(-0.5, 0.5),
+            y_range=Range1d(0.5, -0.5), tools="pan,wheel_zoom,box_zoom,box_select,reset,save",
+            active_scroll="wheel_zoom", toolbar_location="above", x_axis_label="x (column)",
+            y_axis_label="y (row)", name="echo-frame-figure",
+        )
+        fig.grid.visible = False
+        self.renderer = fig.image(image="image", x="x", y="y", dw="dw", dh="dh",
+                                  source=self.source, color_mapper=self.mapper)
+        # The hover's value comes from the raw values of the displayed pixels, kept in a source
+        # of their own: a new column in the image's source would make the browser map all
+        # the pixels again.
+        self.raw_source = ColumnDataSource(data=dict(value=[_NO_VALUES]))
+        raw_value = CustomJSHover(args=dict(raw=self.raw_source), code=RAW_VALUE_JS)
+        fig.add_tools(HoverTool(renderers=[self.renderer], tooltips=HOVER_RAW,
+                                formatters={"@image": raw_value}))
+        self.colorbar = ColorBar(color_mapper=self.mapper, ticker=FixedTicker(ticks=[]),
+                                 major_label_overrides={}, width=14, padding=5)
+        fig.add_layout(self.colorbar, "right")
+        fig.on_event(RangesUpdate, self._ranges_changed)
+        self.figure = fig
 
-        self.hook = hook
+    # -- scheduling -------------------------------------------------------------------------
 
-    def forget(self) -> None:
-        """Drop the plot (it is being replaced, e.g. another stack was opened)."""
-        self.plot = None
+    def _document(self):
+        doc = self.figure.document
+        return doc if doc is not None and doc.session_context is not None else None
 
-    def show(self, frame: np.ndarray | None, limits=None) -> bool:
-        """Put ``frame`` (2-D, row 0 at the top) with colour ``limits`` on the page.
+    def later(self, fn) -> None:
+        """``fn`` on the session's next tick (after this update has gone to the page)."""
+        doc = self._document()
+        if doc is None:
+            fn()
+        else:
+            doc.add_next_tick_callback(fn)
 
-        Returns ``False`` (nothing done) when there is no live plot to write to; the caller
-        then updates the plot through HoloViews.
-        """
-        plot = self.plot
-        if plot is None or frame is None or np.ndim(frame) != 2 or min(np.shape(frame)) < 1:
-            return False
-        source = plot.handles.get("source")
-        mapper = plot.handles.get("color_mapper")
-        if (source is None or mapper is None or source.document is None
-                or "image" not in source.data):
-            return False
-        image, (x0, y0, width, height) = _visible_pixels(frame, plot)
-        if image.dtype.kind not in "uif" or image.dtype == np.float16:
-            image = image.astype(np.float32)
-        elif image.dtype.itemsize > 4 and image.dtype.kind in "ui":
-            image = image.astype(np.float64)
-        low, high = clim_of(limits)
-        if not (np.isfinite(low) and np.isfinite(high) and high > low):
-            low, high = _finite_range(image)
-        from panel.io.document import hold
+    def _settle_later(self, fn, seconds: float) -> None:
+        doc = self._document()
+        if doc is not None:
+            doc.add_timeout_callback(fn, int(seconds * 1000))
 
-        # One message: BokehJS then sets each model's changes at once, so the browser maps
-        # (and, equalizing, scans) the pixels twice per frame rather than once per property.
-        with hold(source.document, policy="combine"):
-            source.data.update(image=[image], x=[x0 - 0.5], y=[y0 - 0.5], dw=[float(width)],
-                               dh=[float(height)])
-            if _limits_moved((mapper.low, mapper.high), (low, high), self.tolerance):
-                mapper.update(low=low, high=high)
-        return True
+    # -- geometry ---------------------------------------------------------------------------
+
+    def reset(self, shape: tuple[int, int], box: tuple[int, int]) -> None:
+        """A new stack: fresh axes for ``shape`` (rows, columns) in a plot of ``box``."""
+        rows, cols = (max(1, int(n)) for n in shape) if shape and min(shape) > 0 else (1, 1)
+        self.shape, self.box, self.ranges, self._shown = (rows, cols), box, None, None
+        fig = self.figure
+        fig.update(frame_width=int(box[0]), frame_height=int(box[1]))
+        fig.x_range.update(start=-0.5, end=cols - 0.5, reset_start=-0.5, reset_end=cols - 0.5)
+        fig.y_range.update(start=rows - 0.5, end=-0.5, reset_start=rows - 0.5, reset_end=-0.5)
+        self.source.data = dict(image=[np.zeros((1, 1), np.uint8)], x=[-0.5], y=[-0.5],
+                                dw=[float(cols)], dh=[float(rows)])
+        self.raw_source.data = dict(value=[_NO_VALUES])
+
+    def _ranges_changed(self, event) -> None:
+        ranges = ((event.x0, event.x1), (event.y0, event.y1))
+        if any(v is None for pair in ranges for v in pair) or ranges == self.ranges:
+            return
+        self.ranges = ranges
+        if self._shown is None or self._render_due:
+            return
+        self._render_due = True  # one re-render for a burst of range changes
+
+        def render() -> None:
+            self._render_due = False
+            if self._shown is not None:
+                self._draw(*self._shown, moving=True)
+
+        self.later(render)
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def show(self, frame: np.ndarray | None, limits, *, equalize: bool,
+             moving: bool = False) -> None:
+        """Draw ``frame`` (2-D, row 0 at the top) with colour ``limits`` (``None``: its range)."""
+        if frame is None or np.ndim(frame) != 2 or min(np.shape(frame)) < 1:
+            self._shown = None
+            return
+        self._shown = (frame, limits, bool(equalize))
+        self._draw(frame, limits, bool(equalize), moving=moving)
+
+    def _draw(self, frame, limits, equalize: bool, *, moving: bool) -> None:
+        scale = self.moving_scale if moving and self._document() is not None else 1.0
+        view = display.viewport_grid(frame.shape, *(self.ranges or (None, None)),
+                                     box=self.box, scale=scale)
+        values = display.sample(frame, view)
+        if limits is None or not all(np.isfinite(v) for v in limits) or limits[1] <= limits[0]:
+            limits = display.frame_range(values)
+        limits = (float(limits[0]), float(limits[1]))
+        lut = display.display_lut(values, limits, equalize=equalize)
+        indices = display.to_indices(values, limits, lut)
+        self.lut, self.limits, self._exact = lut, limits, scale == 1.0
+        data = dict(image=[indices], x=[view.x0 - 0.5], y=[view.y0 - 0.5],
+                    dw=[float(view.width)], dh=[float(view.height)])
+        if self._document() is None:
+            self.source.data = data
+        else:
+            from panel.io.document import unlocked
+
+            # Written to the websocket now, ahead of the label, widgets and everything else
+            # this update changes (Bokeh would send it at the end of the callback, last).
+            with unlocked():
+                self.source.data = data
+        # After the frame: its raw values (hover) and the colour bar's ticks.
+        first = self._value_due is None
+        self._value_due = (values, limits, lut)
+        if first:
+            self.later(self._follow)
+        if not self._exact:
+            self._settle_serial += 1
+            serial = self._settle_serial
+            self._settle_later(lambda: self.settle(serial), self.settle_s)
+
+    def _follow(self) -> None:
+        due, self._value_due = self._value_due, None
+        if due is None:
+            return
+        values, limits, lut = due
+        exact = self._exact and self.source.data["image"][0].shape == values.shape
+        self.raw_source.data = dict(value=[display.raw_copy(values) if exact else _NO_VALUES])
+        ticks = display.colorbar_ticks(limits, lut)
+        # The same ticker model, changed in place (a new model makes Bokeh walk the document).
+        self.colorbar.ticker.ticks = list(ticks)
+        self.colorbar.major_label_overrides = {k: _format_value(v) for k, v in ticks.items()}
+
+    def settle(self, serial: int | None = None) -> None:
+        """Send the exact rendering of the frame shown (unless a newer one came meanwhile)."""
+        if serial is not None and (serial != self._settle_serial or self.playing()):
+            return  # a newer frame came meanwhile, or playback goes on (Pause settles)
+        if not self._exact and self._shown is not None:
+            self._draw(*self._shown, moving=False)
+
+    def set_palette(self, name: str) -> None:
+        self.mapper.palette = palette(name)
 
 
-def _limits_moved(old, new, tolerance: float) -> bool:
-    """Whether colour limits moved by more than ``tolerance`` of the old range."""
-    if any(v is None or not np.isfinite(v) for v in old):
-        return True
-    scale = tolerance * abs(old[1] - old[0])
-    return abs(new[0] - old[0]) > scale or abs(new[1] - old[1]) > scale
-
-
-def _visible_pixels(frame: np.ndarray, plot) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The pixels of ``frame`` inside the plot's x/y ranges, sampled to at most the plot's
-    size in screen pixels, and their ``(column, row, width, height)`` in frame pixels."""
-    rows, cols = frame.shape
-    figure = plot.state
-
-    def span(axis_range, n):
-        ends = (axis_range.start, axis_range.end) if axis_range is not None else (None, None)
-        if any(v is None or not np.isfinite(v) for v in ends):
-            return 0, n
-        low, high = sorted(float(v) for v in ends)
-        first = int(np.clip(np.floor(low + 0.5), 0, n - 1))
-        return first, int(np.clip(np.ceil(high + 0.5), first + 1, n))
-
-    c0, c1 = span(plot.handles.get("x_range"), cols)
-    r0, r1 = span(plot.handles.get("y_range"), rows)
-    box_w = max(1, int(figure.frame_width or figure.width or cols))
-    box_h = max(1, int(figure.frame_height or figure.height or rows))
-    picked_rows = (np.linspace(r0, r1 - 1, box_h).round().astype(np.intp)
-                   if r1 - r0 > box_h else slice(r0, r1))
-    picked_cols = (np.linspace(c0, c1 - 1, box_w).round().astype(np.intp)
-                   if c1 - c0 > box_w else slice(c0, c1))
-    image = frame[picked_rows][:, picked_cols]
-    return np.ascontiguousarray(image), (c0, r0, c1 - c0, r1 - r0)
-
-
-def _finite_range(image: np.ndarray) -> tuple[float, float]:
-    sample = _sample(image)
-    finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
-    if finite.size == 0:
-        return 0.0, 1.0
-    low, high = float(finite.min()), float(finite.max())
-    return (low, high) if high > low else (low, low + 1.0)
-
-
-def clim_of(limits) -> tuple[float, float]:
-    """``contrast`` limits as a HoloViews ``clim`` (``(nan, nan)`` when there are none)."""
-    if limits is None:
-        return (float("nan"), float("nan"))
-    low, high = limits
-    return (float(low), float(high))
-
+_NO_VALUES = np.zeros((0, 0), np.float32)
+HOVER_RAW = [("x (column)", "$x{0}"), ("y (row)", "$y{0}"), ("value", "@image{custom}")]
+#: The raw value of the hovered displayed pixel (``–`` while the frames move: the raw copy
+#: follows only an exact rendering).
+RAW_VALUE_JS = """
+const at = special_vars.image_index;
+const values = raw.data.value[0];
+if (at == null || values == null || values.shape == null || values.shape.length != 2)
+  return "–";
+const [rows, cols] = values.shape;
+if (at.i < 0 || at.j < 0 || at.i >= cols || at.j >= rows) return "–";
+const v = values[at.j * cols + at.i];
+return Number.isInteger(v) ? String(v) : v.toPrecision(6);
+"""
 
 def thumbnail(frame: np.ndarray | None, *, size: int = 260) -> hv.Image:
     """A small, static, rasterized image of one frame (the browser's "View Last Frame")."""
@@ -244,21 +300,26 @@ def thumbnail(frame: np.ndarray | None, *, size: int = 260) -> hv.Image:
     )
 
 
+def histogram_counts(frame: np.ndarray | None, *, bins: int = HIST_BINS
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, edges)`` of a frame's finite values (an even sample for frames over ~1 M
+    pixels); one empty bin over ``[0, 1]`` without values."""
+    if frame is None or frame.size == 0:
+        return np.zeros(1), np.array([0.0, 1.0])
+    sample = _sample(frame)
+    finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
+    if finite.size == 0:
+        return np.zeros(1), np.array([0.0, 1.0])
+    low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+        high = low + 1.0
+    return np.histogram(finite, bins=bins, range=(low, high))
+
+
 def histogram(frame: np.ndarray | None, *, bins: int = HIST_BINS, title: str = "Histogram",
               **opts) -> hv.Histogram:
     """The histogram of a frame's finite values (an even sample for frames over ~1 M pixels)."""
-    if frame is None or frame.size == 0:
-        counts, edges = np.zeros(1), np.array([0.0, 1.0])
-    else:
-        sample = _sample(frame)
-        finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
-        if finite.size == 0:
-            counts, edges = np.zeros(1), np.array([0.0, 1.0])
-        else:
-            low, high = float(finite.min()), float(finite.max())
-            if high <= low:
-                high = low + 1.0
-            counts, edges = np.histogram(finite, bins=bins, range=(low, high))
+    counts, edges = histogram_counts(frame, bins=bins)
     style = dict(title=title, xlabel="value", ylabel="pixels", color="#4c72b0", line_color=None,
                  responsive=True, height=200, tools=["hover"], toolbar=None, framewise=True,
                  axiswise=True)
@@ -340,6 +401,70 @@ def _limits_hook(low: float, high: float, on_drag):
             state["quiet"] = False
 
     return hook
+
+
+class LimitsHistogram:
+    """The frame's histogram with the colour limits as a band whose edges can be dragged: a
+    plain Bokeh figure whose bars and band are updated in place (no new model, so no walk over
+    the page's document: the histogram follows every frame for a few milliseconds).
+
+    Parameters
+    ----------
+    on_drag
+        Called with ``(low, high)`` when the user drags an edge (or the whole band) in the
+        browser; not called for changes made from Python.
+    """
+
+    def __init__(self, on_drag: Callable[[float, float], None], *,
+                 title: str = "Histogram of this frame", height: int = 200):
+        from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, NumeralTickFormatter
+        from bokeh.plotting import figure
+
+        self.source = ColumnDataSource(data=dict(left=[], right=[], pixels=[]))
+        fig = figure(height=height, sizing_mode="stretch_width", title=title, toolbar_location=None,
+                     tools="", x_axis_label="value", y_axis_label="pixels")
+        bars = fig.quad(left="left", right="right", bottom=0, top="pixels", source=self.source,
+                        fill_color="#4c72b0", line_color=None)
+        fig.add_tools(HoverTool(renderers=[bars], tooltips=[("value", "@left{0.[00]a}–"
+                                                                     "@right{0.[00]a}"),
+                                                            ("pixels", "@pixels")]))
+        fig.xaxis.formatter = NumeralTickFormatter(format="0.[00]a")
+        fig.xaxis.ticker.desired_num_ticks = 4
+        fig.y_range.start = 0
+        self.box = BoxAnnotation(editable=True, movable="x", resizable="x", level="overlay",
+                                 name="echo-contrast-limits", **LIMITS_STYLE)
+        fig.add_layout(self.box)
+        self._quiet = False
+        self._on_drag = on_drag
+        self.box.on_change("left", self._changed)
+        self.box.on_change("right", self._changed)
+        self.figure = fig
+
+    def _changed(self, attr, old, new) -> None:
+        box = self.box
+        if not self._quiet and box.left is not None and box.right is not None:
+            self._on_drag(float(box.left), float(box.right))
+
+    def update(self, counts: np.ndarray | None, edges: np.ndarray | None, limits) -> None:
+        """New bars (``None``: keep them) and limits (``None``: no band)."""
+        if counts is not None:
+            self.source.data = dict(left=edges[:-1], right=edges[1:], pixels=counts)
+        edges = np.asarray(self.source.data["left"])
+        right = np.asarray(self.source.data["right"])
+        low, high = ((float(limits[0]), float(limits[1])) if limits is not None
+                     else (float("nan"), float("nan")))
+        lo = np.nanmin([edges.min() if edges.size else 0.0, low])
+        hi = np.nanmax([right.max() if right.size else 1.0, high])
+        pad = 0.04 * ((hi - lo) or 1.0)
+        self.figure.x_range.update(start=lo - pad, end=hi + pad)
+        self._quiet = True  # our own update, not a drag
+        try:
+            if limits is None:
+                self.box.visible = False
+            elif (self.box.left, self.box.right) != (low, high) or not self.box.visible:
+                self.box.update(left=low, right=high, visible=True)
+        finally:
+            self._quiet = False
 
 
 def _sample(frame: np.ndarray) -> np.ndarray:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import html
 import time
 
-import holoviews as hv
 import panel as pn
 import param
-from bokeh.models import NumeralTickFormatter
 from panel.custom import JSComponent
 
 from ..state.viewer import ViewerState
@@ -159,38 +157,44 @@ class PlaybackBridge(JSComponent):
 
 
 #: While playing, the histogram (and the analysis tools' plots, the limit boxes) are redrawn
-#: at most this often (seconds): each plot update costs the server a walk over the page's whole
-#: Bokeh document (~100 ms on a loaded machine), and the frame matters more.
+#: at most this often (seconds): each costs the server and the browser a few ms per frame, and
+#: the frame matters more.
 HIST_PLAYING_PERIOD = 1.0
+#: Seconds the histogram and the other secondary views wait at most for the page to report
+#: the new frame painted (they follow the paint report, so they never delay the frame).
+SECONDARY_WAIT = 0.3
 
 
 class FramesView(pn.viewable.Viewer):
-    """The large rasterized frame, its histogram and the frame, playback and contrast controls.
+    """The large frame, its histogram and the frame, playback and contrast controls.
 
-    ``tools`` (optional) extends the view: ``tools.overlay()`` returns HoloViews elements (with
-    their drawing streams) laid over every frame plot, and ``tools`` itself (a Panel viewable)
-    is shown below the frame.
+    The frame is a :class:`~dashboard.ui.plots.FrameDisplay` (mapped on the server, drawn by
+    the browser). ``tools`` (optional) extends the view: ``tools.attach(figure)`` draws on the
+    frame's Bokeh figure (and listens to its taps and selections), and ``tools`` itself (a
+    Panel viewable) is shown below the frame.
     """
-
-    hist_serial = param.Integer(default=0, precedence=-1,
-                                doc="Bumped when the histogram should be redrawn.")
-    image_serial = param.Integer(default=0, precedence=-1,
-                                 doc="Bumped when the frame plot should be redrawn by HoloViews.")
 
     def __init__(self, state: ViewerState, *, tools=None, **params):
         super().__init__(**params)
         self.state = state
         self.tools = tools
-        self._hist_cache: tuple[int, hv.Histogram] | None = None
+        self._hist_cache: tuple[int, tuple] | None = None
         self._hist_drawn = 0.0
+        self._secondary_due = False
+        self._last_frame_at = 0.0
+        # One display path for every frame change: the server maps, the browser draws.
+        self.display = plots.FrameDisplay(box=FRAME_BOX)
+        if tools is not None and hasattr(tools, "attach"):
+            tools.attach(self.display.figure)
+        state.param.watch(self._new_stack, ["stack"])
+        self.display.playing = lambda: state.playing
+        # Registered before the view's widgets and panes: the image goes to the page first.
+        state.param.watch(self._frame_due, ["frame_serial", "contrast", "equalize"])
+        state.param.watch(lambda event: self.display.set_palette(event.new), ["colormap"])
         state.param.watch(self._hist_due, ["frame_serial", "contrast", "playing"])
-        # While playing, frames go straight into the plot's image (plots.DirectFrames).
-        self._direct = plots.DirectFrames()
-        state.param.watch(self._frame_due, ["frame_serial", "contrast"])
+        self._new_stack()
         self._limits_shown = 0.0
-        # One formatter model for the life of the view (see plots.limits_histogram).
-        self._hist_ticks = NumeralTickFormatter(format="0.[00]a")
-        hist = hv.DynamicMap(pn.bind(self._histogram, self.param.hist_serial))
+        self.histogram = plots.LimitsHistogram(self._dragged)
         width = dict(width=110, margin=(5, 5))
         controls = pn.Row(
             pn.widgets.Button.from_param(state.param.first, **width),
@@ -238,7 +242,6 @@ class FramesView(pn.viewable.Viewer):
         self._showing_limits = False
         for widget in (self.low_input, self.high_input):
             widget.param.watch(self._typed_limits, "value")
-        state.param.watch(self._show_limits, "contrast")
         self._show_limits()
         contrast = pn.Column(
             pn.pane.Markdown("**Contrast**", margin=(0, 10)),
@@ -251,8 +254,8 @@ class FramesView(pn.viewable.Viewer):
                 css_classes=["echo-percentiles"],
                 disabled=pn.bind(lambda mode: mode == "manual", state.param.contrast_mode)),
             pn.Row(self.low_input, self.high_input),
-            pn.pane.HoloViews(hist, sizing_mode="stretch_width", height=230,
-                              css_classes=["echo-histogram"]),
+            pn.Column(pn.pane.Bokeh(self.histogram.figure, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", height=230, css_classes=["echo-histogram"]),
             pn.pane.Markdown("Drag the edges of the orange band to set the limits.",
                              styles={"font-size": "12px", "color": "#666"}, margin=(0, 10)),
             status_line(state.param.contrast_status, css_class="echo-contrast-status",
@@ -281,12 +284,9 @@ class FramesView(pn.viewable.Viewer):
             controls,
             playback,
             pn.Row(
-                # A new plot per opened stack (fresh axes for its shape) and per colour
-                # normalisation; within those one DynamicMap serves every frame and the zoom
-                # survives frame, colormap and contrast changes.
-                pn.pane.HoloViews(pn.bind(self._frame_plot, state.param.stack,
-                                          state.param.equalize),
-                                  css_classes=["echo-frame"]),
+                # One Bokeh figure for the life of the view: new stacks reset its axes, new
+                # frames replace its pixels, so the zoom survives frames, colormap, contrast.
+                pn.Column(pn.pane.Bokeh(self.display.figure), css_classes=["echo-frame"]),
                 side,
                 sizing_mode="stretch_width",
             ),
@@ -294,31 +294,21 @@ class FramesView(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
 
-    def _frame_plot(self, stack, equalize: bool):
+    def _new_stack(self, *events) -> None:
         state = self.state
-        width, height = plots.fit_box(state.frame_shape, FRAME_BOX)
-        self._direct.forget()
-        plot = plots.rasterized_frames(
-            pn.bind(self._image, self.param.image_serial),
-            equalize=equalize, cmap=state.param.colormap, hooks=[self._direct.hook],
-            responsive=False, frame_width=width, frame_height=height, min_height=None,
-            aspect=None, data_aspect=None,  # the box already has the frame's shape
-        )
-        overlay = self.tools.overlay() if self.tools is not None else None
-        return plot if overlay is None else plot * overlay
-
-    def _image(self, serial: int) -> hv.Image:
-        # Before the first frame arrives, a blank of the stack's shape sets the axes. The
-        # limits come with the frame (one plot update when both change, as in percentile mode).
-        return plots.frame_image(self.state.frame, shape=self.state.frame_shape,
-                                 clim=plots.clim_of(self.state.contrast))
+        self.display.reset(state.frame_shape, plots.fit_box(state.frame_shape, FRAME_BOX))
+        self._frame_due()
 
     def _frame_due(self, *events) -> None:
-        # One redraw per state update, even when the frame and its limits change together.
+        # The frame first, at once; everything else follows it (see _hist_due).
         state = self.state
-        if state.playing and self._direct.show(state.frame, state.contrast):
-            return
-        self.image_serial += 1
+        now = time.monotonic()
+        moving = state.playing or now - self._last_frame_at < self.display.settle_s
+        if any(event.name == "frame_serial" for event in events):
+            self._last_frame_at = now
+        else:
+            moving = state.playing  # a contrast/equalize change of a still frame: exact
+        self.display.show(state.frame, state.contrast, equalize=state.equalize, moving=moving)
 
     def _hist_due(self, *events) -> None:
         now = time.monotonic()
@@ -327,31 +317,33 @@ class FramesView(pn.viewable.Viewer):
                 and now - self._hist_drawn < HIST_PLAYING_PERIOD):
             return  # playing: skip this frame's histogram (a later one comes soon)
         self._hist_drawn = now
-        if not self.state.playing:
-            self.hist_serial += 1
+        # After this frame has been painted, coalesced: the histogram and the tools' plots
+        # never delay the frame.
+        if self._secondary_due:
             return
-        # Playing: after this frame has gone to the page (the server draws while the browser
-        # paints), and the histogram and the tools' plots share one walk over the document.
-        doc = pn.state.curdoc
-        if doc is not None and doc.session_context is not None:
-            doc.add_next_tick_callback(self._redraw_secondary)
-        else:
+        self._secondary_due = True
+        # When the page reports the frame painted (see _painted), or at the latest after
+        # SECONDARY_WAIT (a change of the limits alone brings no paint report).
+        doc = self.display.figure.document
+        if doc is None or doc.session_context is None:
             self._redraw_secondary()
+        else:
+            doc.add_timeout_callback(self._redraw_secondary, int(1000 * SECONDARY_WAIT))
 
     def _redraw_secondary(self) -> None:
-        follow = getattr(self.tools, "follow_frame", None)
-        with pn.io.hold(freeze=True):
-            self.hist_serial += 1
-            if follow is not None:
-                follow()
-
-    def _histogram(self, serial: int) -> hv.Histogram:
+        if not self._secondary_due:
+            return  # done already (on the paint report)
+        self._secondary_due = False
         state = self.state
+        counts = edges = None
         if self._hist_cache is None or self._hist_cache[0] != state.frame_serial:
-            self._hist_cache = (state.frame_serial,
-                                plots.histogram(state.frame, title="Histogram of this frame"))
-        return plots.limits_histogram(self._hist_cache[1], state.contrast, self._dragged,
-                                      xformatter=self._hist_ticks)
+            counts, edges = plots.histogram_counts(state.frame)
+            self._hist_cache = (state.frame_serial, (counts, edges))
+        self.histogram.update(counts, edges, state.contrast)
+        self._show_limits()
+        follow = getattr(self.tools, "follow_frame", None)
+        if follow is not None:
+            follow()
 
     def _dragged(self, low: float, high: float) -> None:
         # Dragging the band on the histogram: manual limits.
@@ -389,13 +381,15 @@ class FramesView(pn.viewable.Viewer):
 
     def _painted(self, event) -> None:
         self.state.painted_index = event.new
+        if self._secondary_due:
+            self._redraw_secondary()
 
     def _on_playing(self, event) -> None:
         self.play_button.param.update(label=PAUSE_LABEL if event.new else PLAY_LABEL,
                                       color="warning" if event.new else "success")
         if not event.new:
             self._show_limits()
-            self.image_serial += 1  # rasterized again for the viewport
+            self.display.settle()  # the exact rendering of the frame paused on
 
     @staticmethod
     def _loop_slider(state: ViewerState) -> pn.widgets.IntRangeSlider:
