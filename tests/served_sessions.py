@@ -19,9 +19,8 @@ import time
 import weakref
 from concurrent.futures import Future
 
-import numpy as np
 
-__all__ = ["LiveClient", "record_sessions", "on_loop", "until", "client_images", "client_text"]
+__all__ = ["LiveClient", "record_sessions", "on_loop", "until", "client_text"]
 
 
 class LiveClient:
@@ -125,14 +124,6 @@ def until(condition, timeout: float = 60.0, what: str = "condition") -> float:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.02)
     return time.monotonic() - start
-
-
-def client_images(document) -> list[np.ndarray]:
-    """The pixel arrays of every Bokeh ``Image`` glyph of a (client) document."""
-    from bokeh.models import GlyphRenderer, Image
-
-    return [np.array(r.data_source.data["image"][0]) for r in document.select(
-        {"type": GlyphRenderer}) if isinstance(r.glyph, Image)]
 
 
 def client_text(document) -> str:

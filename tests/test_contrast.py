@@ -82,6 +82,7 @@ def test_clamp_and_widen():
         clamp_limits((0, float("nan")))
 
 
+@pytest.mark.slow
 def test_percentile_mode_follows_each_frame(session, demo):
     v = load(session, NEXUS_KEY)
     data = local(demo, NEXUS_KEY)

@@ -465,20 +465,20 @@ def test_partial_range_mirrors_moto_rules():
 @pytest.mark.slow
 def test_start_demo_store_serves_the_buckets_and_stops(demo_cache, demo):
     """In a fresh process (moto's state is per process): start, list, ranged read, stop."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json, socket
         from urllib.parse import urlparse
         from dashboard.demo import fastrange
         from dashboard.demo.store import start_demo_store, DEMO_BUCKET, NEXUS_KEY
         with start_demo_store(scale="small") as demo:
             assert "secret" not in repr(demo) and "secret" not in repr(demo.credentials)
-            out = {{
+            out = {
                 "buckets": sorted(demo.s3.list_buckets()),
                 "count": len(demo.s3.list_objects(DEMO_BUCKET, limit=10000).objects),
                 "head": demo.s3.get_range(DEMO_BUCKET, NEXUS_KEY, 0, 8).hex(),
                 "fast": fastrange.installed(),
                 "generated": demo.report.generated,
-            }}
+            }
             url = urlparse(demo.endpoint)
         with socket.socket() as sock:
             out["closed"] = sock.connect_ex((url.hostname, url.port)) != 0

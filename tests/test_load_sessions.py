@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from auth_moto import auth_moto_server
 from served_sessions import (
-    LiveClient, client_images, client_text, on_loop, record_sessions, until,
+    LiveClient, client_text, on_loop, record_sessions, until,
 )
 
 from dashboard.app import RunningServer
@@ -126,8 +126,13 @@ def drive(session, client: LiveClient, user: int, name: str, credentials, out: P
 
     # The image the client (the browser's copy of the page) received: this user's pixels.
     def shown(document):
-        images = [a for a in client_images(document) if a.shape[0] > 2]
-        return [a[np.isfinite(a)] for a in images]
+        # The image holds palette indices; the raw pixels shown travel in their own source
+        # (hover reads them there).
+        from bokeh.models import ColumnDataSource
+
+        arrays = [np.asarray(s.data["value"][0]) for s in document.select(
+            {"type": ColumnDataSource}) if "value" in s.data and len(s.data["value"])]
+        return [a[np.isfinite(a)] for a in arrays if a.ndim == 2 and a.size]
 
     low, high = value_range(user)
     until(lambda: any(v.size and v.min() >= low and v.max() <= high

@@ -412,7 +412,10 @@ class ViewerState(param.Parameterized):
         try:
             sample = self._sample
             if sample is None or sample[0] is not stack:
-                values = stack_sample(stack, n_samples=N_SAMPLES, cancelled=cancelled)
+                # A handle of its own: opening another file closes the viewer's (the frames
+                # already read come from the process-wide frame cache).
+                with self.browser.provider.reopen(stack.spec()) as own:
+                    values = stack_sample(own, n_samples=N_SAMPLES, cancelled=cancelled)
                 if values is None:
                     return
                 self._sample = sample = (stack, values)

@@ -36,7 +36,6 @@ import hashlib
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable

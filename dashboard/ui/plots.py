@@ -9,8 +9,6 @@ panels) are HoloViews elements through Datashader's ``rasterize``; histograms ar
 
 from __future__ import annotations
 
-import inspect
-import weakref
 from collections.abc import Callable
 
 import holoviews as hv
@@ -330,77 +328,6 @@ def histogram(frame: np.ndarray | None, *, bins: int = HIST_BINS, title: str = "
 LIMITS_STYLE = dict(fill_color="#f0a020", fill_alpha=0.18, line_color="#c05800", line_alpha=1.0,
                     line_width=3, hover_fill_color="#f0a020", hover_fill_alpha=0.3,
                     hover_line_color="#e06000", hover_line_alpha=1.0)
-
-
-def limits_histogram(hist: hv.Histogram, limits, on_drag: Callable[[float, float], None],
-                     **opts) -> hv.Histogram:
-    """``hist`` with the colour limits drawn on it as a shaded band whose edges can be dragged.
-
-    Parameters
-    ----------
-    hist
-        From :func:`histogram` (not modified: a clone is styled).
-    limits : (low, high) or None
-        The limits in use; the x range grows to include them.
-    on_drag
-        Called with ``(low, high)`` when the user drags an edge (or the whole band) in the
-        browser; not called for changes made from Python.
-    opts
-        More plot options, e.g. an ``xformatter``: pass the same Bokeh model on every update
-        (a new model per update makes Bokeh re-walk the whole document, ~50 ms a frame).
-
-    Notes
-    -----
-    The band is a Bokeh ``BoxAnnotation(editable=True)`` added once per plot by a hook (Bokeh
-    3.9 moves editable annotations by dragging without any tool; HoloViews has no editable
-    span element). Later updates move the same annotation.
-    """
-    element = hist.clone()
-    if limits is None:
-        return element.opts(**opts)
-    low, high = (float(v) for v in limits)
-    edges = hist.edges if hasattr(hist, "edges") else hist.dimension_values(0)
-    left, right = min(float(np.min(edges)), low), max(float(np.max(edges)), high)
-    pad = 0.04 * (right - left or 1.0)
-    return element.opts(xlim=(left - pad, right + pad), xticks=4,
-                        hooks=[_limits_hook(low, high, on_drag)], **opts)
-
-
-def _limits_hook(low: float, high: float, on_drag):
-    # The hook stays in HoloViews' process-wide Store of custom options as long as an element
-    # carrying it lives; holding ``on_drag`` (a view's bound method) strongly there would keep
-    # the view, its plots and elements and so the session's state alive forever (issue 6).
-    drag_ref = (weakref.WeakMethod(on_drag) if inspect.ismethod(on_drag)
-                else (lambda: on_drag))
-
-    def hook(plot, element) -> None:
-        from bokeh.models import BoxAnnotation
-
-        box = plot.handles.get("echo_limits")
-        if box is None:
-            box = BoxAnnotation(editable=True, movable="x", resizable="x", level="overlay",
-                                name="echo-contrast-limits", **LIMITS_STYLE)
-            state = {"quiet": False}
-
-            def changed(attr, old, new) -> None:
-                drag = drag_ref()
-                if (drag is not None and not state["quiet"] and box.left is not None
-                        and box.right is not None):
-                    drag(float(box.left), float(box.right))
-
-            box.on_change("left", changed)
-            box.on_change("right", changed)
-            plot.state.add_layout(box)
-            plot.handles.update(echo_limits=box, echo_limits_state=state)
-        state = plot.handles["echo_limits_state"]
-        state["quiet"] = True  # our own update, not a drag
-        try:
-            if (box.left, box.right) != (low, high):
-                box.update(left=low, right=high)
-        finally:
-            state["quiet"] = False
-
-    return hook
 
 
 class LimitsHistogram:
