@@ -93,8 +93,8 @@ class MemoryStack:
     def frame(self, index: int) -> np.ndarray:
         return self._frames[int(index)]
 
-    def is_cached(self, index: int) -> bool:
-        return True
+    def cached_frame(self, index: int) -> np.ndarray:
+        return self._frames[int(index)]
 
     def frames(self, indices):
         for index in indices:

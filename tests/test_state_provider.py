@@ -298,3 +298,51 @@ def test_browser_errors_are_marked_and_the_next_action_replaces_them(files):
         assert b.download_failed and b.download_status == "Give a download folder first."
     finally:
         session.close()
+
+
+# -- found in review ---------------------------------------------------------------------------
+
+
+def scalar_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f["/entry/energy"] = 12.4
+    return buffer.getvalue()
+
+
+def test_view_last_frame_of_a_file_without_a_stack_says_why(files):
+    files = {**files, "scalar.h5": (scalar_bytes(), None)}
+    session, provider = memory_session(files)
+    browser = session.browser
+    browser.selection = ["scalar.h5"]
+    assert session.wait(60)  # Inspect described it (and keeps its file for a Load)
+    opened_before = provider.opened.get(f"s3://{BUCKET}/scalar.h5", 0)
+    browser.view_last_frame = True
+    assert session.wait(60)
+    assert "contains no image stack" in browser.status and browser.failed
+    assert "TypeError" not in browser.status and browser.thumbnail is None
+    # Its own handle: the file Inspect keeps for the Load is still there.
+    assert provider.opened[f"s3://{BUCKET}/scalar.h5"] == opened_before + 1
+    assert provider._kept is not None and provider._kept[0] == f"s3://{BUCKET}/scalar.h5"
+    session.close()
+
+
+def test_a_job_never_reopens_a_file_through_another_endpoint(files):
+    from dashboard.errors import EchoError
+    from dashboard.hdf5.stack import StackSpec
+
+    provider = MemoryProvider({BUCKET: {"a.h5": files["a.h5"][0]}})
+    spec = StackSpec(f"s3://{BUCKET}/a.h5", DATASET, endpoint="https://elsewhere.example.org")
+    provider.endpoint = "https://s3.echo.stfc.ac.uk"
+    with pytest.raises(EchoError, match=r"now connected to https://s3\.echo\.stfc\.ac\.uk: "
+                                        r"load the file again\.$"):
+        provider.reopen(spec)
+    with provider.reopen(StackSpec(f"s3://{BUCKET}/a.h5", DATASET)) as stack:
+        assert len(stack) == 40
+
+
+def test_a_describe_finishing_after_close_keeps_nothing(files):
+    provider = MemoryProvider({BUCKET: {"a.h5": files["a.h5"][0]}})
+    provider.close()
+    provider.inspect(f"s3://{BUCKET}/a.h5")  # a worker that was already running
+    assert provider._kept is None

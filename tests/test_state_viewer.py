@@ -265,8 +265,8 @@ class CachedStack:
     def __len__(self):
         return len(self._frames)
 
-    def is_cached(self, index):
-        return index < self.cached_below
+    def cached_frame(self, index):
+        return self._frames[index] if index < self.cached_below else None
 
     def frame(self, index):
         self.reads.append(index)
@@ -291,6 +291,7 @@ def test_cached_frames_are_shown_in_the_update_that_asks_and_stale_ones_dropped(
     # A cached frame: on screen before the setter returns (no worker, no trip through the loop).
     viewer.index = 2
     assert viewer.shown_index == 2 and np.array_equal(viewer.frame, frames[2]) and not loop
+    assert 2 not in stack.reads  # from the cache: no read on the event loop
     assert viewer.contrast is not None
     # An uncached one goes through a worker and the loop...
     viewer.index = 5

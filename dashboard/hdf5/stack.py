@@ -289,18 +289,12 @@ class FrameStack(RegionReads):
 
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` as a read-only 2-D array equal to h5py's ``dset[i]`` (negative i allowed)."""
+        cached = self.cached_frame(i)
+        if cached is not None:
+            return cached
         i = self._normalize(i)
         key = (*self._key, i)
         t0 = time.perf_counter()
-        cached = self._cache.get(key)
-        if cached is not None:
-            with self._counters.lock:
-                self._counters.cache_hits += 1
-                self._counters.last_frame = {"index": i, "path": "cache", "requests": 0,
-                                             "bytes": 0, "stored_bytes": None,
-                                             "seconds": time.perf_counter() - t0}
-            self._schedule_prefetch(i)
-            return cached
         future = self._prefetcher.inflight(i) if self._prefetcher is not None else None
         frame = cost = None
         if future is not None:
@@ -404,6 +398,22 @@ class FrameStack(RegionReads):
     def is_cached(self, i: int) -> bool:
         """Whether frame ``i`` is in the decoded-frame cache."""
         return (*self._key, self._normalize(i)) in self._cache
+
+    def cached_frame(self, i: int) -> np.ndarray | None:
+        """Frame ``i`` from the decoded-frame cache, or ``None``: never a request (safe on an
+        event loop; the cache is process-wide, so a frame may leave it at any moment)."""
+        i = self._normalize(i)
+        t0 = time.perf_counter()
+        cached = self._cache.get((*self._key, i))
+        if cached is None:
+            return None
+        with self._counters.lock:
+            self._counters.cache_hits += 1
+            self._counters.last_frame = {"index": i, "path": "cache", "requests": 0,
+                                         "bytes": 0, "stored_bytes": None,
+                                         "seconds": time.perf_counter() - t0}
+        self._schedule_prefetch(i)
+        return cached
 
     def _start_index_build(self) -> None:
         direct = self._direct

@@ -343,7 +343,7 @@ class BrowserState(param.Parameterized):
 
     def _thumbnail(self, provider: Provider, url: str) -> None:
         try:
-            with provider.open(url, tree=False, prefetch=False).stack as stack:
+            with provider.stack(url) as stack:  # its own handle: Inspect's stays for Load
                 frame = stack.last_frame()
                 title = f"{url.rsplit('/', 1)[-1]} — frame {len(stack) - 1} of {stack.dataset}"
         except Exception as exc:  # noqa: BLE001

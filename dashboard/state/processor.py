@@ -89,6 +89,8 @@ class ProcessorState(param.Parameterized):
         viewer = self.viewer
         if viewer is None or viewer.stack is None:
             return "Select an .h5 file in the browser first, then press Load Selected H5 File."
+        if viewer.browser is not None and viewer.browser.provider is None:
+            return "Connect first: give an endpoint and keys, then press Connect."
         n = viewer.n_frames
         if n == 1:
             return (f"{viewer.stack.dataset} is a single 2-D image, not a stack: processing needs "

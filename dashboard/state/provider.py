@@ -62,6 +62,7 @@ class Provider:
     def __init__(self):
         self._kept: tuple[str, Source, dict] | None = None  # the last inspected file
         self._kept_lock = threading.Lock()  # per provider: nothing shared between sessions
+        self._closed = False  # a describe finishing after close() keeps nothing
 
     # -- listing -----------------------------------------------------------------------------
 
@@ -90,7 +91,10 @@ class Provider:
 
     def _keep(self, kept) -> None:
         with self._kept_lock:
-            old, self._kept = self._kept, kept
+            if self._closed:
+                old = kept  # closed meanwhile (session closed, reconnected): keep nothing
+            else:
+                old, self._kept = self._kept, kept
         if old is not None:
             old[1].close()
 
@@ -134,13 +138,30 @@ class Provider:
             return Opened(url, description, None, exc)
         return Opened(url, description, stack)
 
+    def stack(self, url: str, dataset: str | None = None, *,
+              prefetch: bool = False) -> FrameStack:
+        """A handle of the caller's own on ``url``'s stack (default: the default stack); it
+        never takes over the Source :meth:`inspect` keeps for the Load."""
+        return open_stack(self._source(url), dataset, prefetch=prefetch)
+
     def reopen(self, spec: StackSpec, *, prefetch: bool = False) -> FrameStack:
-        """A new handle on the stack of ``spec``, owned by the caller (a job closes its own)."""
-        return open_stack(self._source(spec.url), spec.dataset, prefetch=prefetch)
+        """A new handle on the stack of ``spec``, owned by the caller (a job closes its own).
+
+        Refused when ``spec`` was opened through another endpoint (the session reconnected
+        since): the same bucket and key there may be another object, read with other keys.
+        """
+        if spec.endpoint and self.endpoint and spec.endpoint != self.endpoint:
+            raise EchoError(f"{spec.url} was opened from {spec.endpoint}, and the session is "
+                            f"now connected to {self.endpoint}: load the file again.")
+        return self.stack(spec.url, spec.dataset, prefetch=prefetch)
 
     def close(self) -> None:
         """Close the Source kept by :meth:`inspect` (open stacks are closed by their owners)."""
-        self._keep(None)
+        with self._kept_lock:
+            self._closed = True
+            old, self._kept = self._kept, None
+        if old is not None:
+            old[1].close()
 
 
 class S3Provider(Provider):

@@ -231,12 +231,14 @@ class ViewerState(param.Parameterized):
         stack = self.stack
         if stack is None or self._opening:
             return
-        cached = getattr(stack, "is_cached", None)
-        if self.tasks.dispatch is not None and cached is not None and cached(self.index):
+        lookup = getattr(stack, "cached_frame", None)
+        frame = (lookup(self.index) if self.tasks.dispatch is not None and lookup is not None
+                 else None)
+        if frame is not None:
             # Already on the server: shown now, in this update, ahead of the controls' own
             # echoes (a worker thread and a second trip through the event loop cost more than
-            # the lookup and the display mapping).
-            self._read_frame(self.index, post=False)
+            # the lookup and the display mapping). Never a read here: the event loop is shared.
+            self._read_frame(self.index, post=False, frame=frame)
         else:
             self._frames.request(self.index)
 
@@ -256,12 +258,13 @@ class ViewerState(param.Parameterized):
     def _on_last(self) -> None:
         self.index = max(0, self.n_frames - 1)
 
-    def _read_frame(self, index: int, post: bool = True) -> None:
+    def _read_frame(self, index: int, post: bool = True, frame=None) -> None:
         stack = self.stack
         if stack is None:
             return
         try:
-            frame = stack.frame(index)
+            if frame is None:
+                frame = stack.frame(index)
             limits = (percentile_limits(frame, *self.percentiles, max_pixels=LIMIT_PIXELS)
                       if self.contrast_mode == "percentile" else None)
         except Exception as exc:  # noqa: BLE001
@@ -283,7 +286,10 @@ class ViewerState(param.Parameterized):
 
     def _read_failed(self, stack, index: int, message: str) -> None:
         """Say why, and point the controls back at the frame still on screen (unless the user
-        has moved on meanwhile), so that slider, label and image agree."""
+        has moved on meanwhile), so that slider, label and image agree. A read of a stack that
+        has been replaced meanwhile (its handle closed under it) says nothing."""
+        if stack is not self.stack:
+            return
         self.param.update(playing=False, status=message)
         if stack is self.stack and self.index == index and self.shown_index >= 0:
             self.index = self.shown_index  # cached: no new request

@@ -18,9 +18,8 @@ import param
 
 from ..state.analysis import AnalysisState
 from ..state.viewer import ViewerState
-from .browser import status_line
-from .viewer import HIST_PLAYING_PERIOD
-from .widgets import number_input, reporter
+from ..storage.listing import human_size
+from .widgets import HIST_PLAYING_PERIOD, number_input, reporter, status_line
 
 ROI_COLOR = "#ff7f0e"
 LINE_COLOR = "#17becf"
@@ -45,13 +44,7 @@ HELP = ("**Box**: pick *Box Select* in the frame's toolbar and drag over the fra
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    return "–" if n is None else human_size(n, binary=True)
 
 
 def _count(n: int, word: str) -> str:

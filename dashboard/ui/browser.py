@@ -11,7 +11,7 @@ import panel as pn
 from ..state.browser import BrowserState
 from ..storage.listing import human_size
 from . import plots
-from .widgets import status_line  # noqa: F401 (also re-exported for ui/viewer.py, ui/analysis.py)
+from .widgets import status_line
 
 COLUMNS = ["Key", "Size", "Modified (UTC)"]
 

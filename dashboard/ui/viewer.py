@@ -11,8 +11,7 @@ from panel.custom import JSComponent
 
 from ..state.viewer import ViewerState
 from . import plots
-from .browser import status_line
-from .widgets import number_box, number_input, reporter
+from .widgets import HIST_PLAYING_PERIOD, number_box, number_input, reporter, status_line
 
 FRAME_BOX = (900, 660)  # the frame view's largest size in screen pixels (aspect kept)
 
@@ -156,10 +155,6 @@ class PlaybackBridge(JSComponent):
     """
 
 
-#: While playing, the histogram (and the analysis tools' plots, the limit boxes) are redrawn
-#: at most this often (seconds): each costs the server and the browser a few ms per frame, and
-#: the frame matters more.
-HIST_PLAYING_PERIOD = 1.0
 #: Seconds the histogram and the other secondary views wait at most for the page to report
 #: the new frame painted (they follow the paint report, so they never delay the frame).
 SECONDARY_WAIT = 0.3

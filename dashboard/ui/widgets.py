@@ -24,6 +24,12 @@ import param
 Report = Callable[[str], None]
 
 #: The page's properties that carry the typed number.
+
+#: While playing, the histogram (and the analysis tools' plots, the limit boxes) are redrawn
+#: at most this often (seconds): each costs the server and the browser a few ms per frame, and
+#: the frame matters more.
+HIST_PLAYING_PERIOD = 1.0
+
 _VALUE_KEYS = ("value", "value_throttled")
 
 
