@@ -376,8 +376,16 @@ class FramesView(pn.viewable.Viewer):
 
     def _painted(self, event) -> None:
         self.state.painted_index = event.new
-        if self._secondary_due:
+        if not self._secondary_due:
+            return
+        doc = self.display.figure.document
+        if doc is None or doc.session_context is None:
             self._redraw_secondary()
+        else:
+            # On the next tick, under the document's lock: changing Bokeh models inside the
+            # callback of a change the page sent failed in Bokeh ("_pending_writes should be
+            # non-None ...") and the page lost the Next presses that came with it.
+            doc.add_next_tick_callback(self._redraw_secondary)
 
     def _on_playing(self, event) -> None:
         self.play_button.param.update(label=PAUSE_LABEL if event.new else PLAY_LABEL,
