@@ -219,7 +219,9 @@ def test_frames_read_while_the_page_is_busy_are_coalesced(session, demo):
         v.index = i
     assert session.wait(30)
     shows = [p for p in posted if getattr(p.args[0], "__name__", "") == "_show_latest"]
-    assert len(shows) == 1  # one pending update, whatever the number of frames read
+    # At most one pending update, whatever the number of frames read (none when every frame
+    # asked for was read ahead already: those are shown in the update that asks for them).
+    assert len(shows) <= 1
     session.tasks.dispatch = None
     for p in posted:
         p()
