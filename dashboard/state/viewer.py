@@ -187,7 +187,7 @@ class ViewerState(param.Parameterized):
                     if len(stack.shape) == 2
                     else f"{name}: {stack.dataset}, {n} frames of {size}."),
         )
-        self._frames.request(0)
+        self._frames.request(self._frame_request(0))
 
     def _replace_stack(self, stack, *, url: str, tree) -> None:
         old = self.stack
@@ -238,9 +238,9 @@ class ViewerState(param.Parameterized):
             # Already on the server: shown now, in this update, ahead of the controls' own
             # echoes (a worker thread and a second trip through the event loop cost more than
             # the lookup and the display mapping). Never a read here: the event loop is shared.
-            self._read_frame(self.index, post=False, frame=frame)
+            self._read_frame(self._frame_request(self.index), post=False, frame=frame)
         else:
-            self._frames.request(self.index)
+            self._frames.request(self._frame_request(self.index))
 
     @param.depends("first", watch=True)
     def _on_first(self) -> None:
@@ -258,15 +258,21 @@ class ViewerState(param.Parameterized):
     def _on_last(self) -> None:
         self.index = max(0, self.n_frames - 1)
 
-    def _read_frame(self, index: int, post: bool = True, frame=None) -> None:
-        stack = self.stack
+    def _frame_request(self, index: int) -> tuple:
+        """What a frame read needs, taken on the event loop (workers never read live state):
+        the stack, the frame, and the percentiles when the limits follow each frame."""
+        percentiles = tuple(self.percentiles) if self.contrast_mode == "percentile" else None
+        return self.stack, index, percentiles
+
+    def _read_frame(self, request: tuple, post: bool = True, frame=None) -> None:
+        stack, index, percentiles = request
         if stack is None:
             return
         try:
             if frame is None:
                 frame = stack.frame(index)
-            limits = (percentile_limits(frame, *self.percentiles, max_pixels=LIMIT_PIXELS)
-                      if self.contrast_mode == "percentile" else None)
+            limits = (percentile_limits(frame, *percentiles, max_pixels=LIMIT_PIXELS)
+                      if percentiles is not None else None)
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self._read_failed, stack, index, user_message(exc, f"read frame {index}"))
             return
