@@ -204,6 +204,10 @@ class EchoS3Viewer(pn.viewable.Viewer):
             sidebar_width=330,
             main_layout=None,
             theme_toggle=False,
+            # No header spinner: Panel's busy state is one for the whole process, so every
+            # button press anywhere redrew the spinner of every open page (a message per page
+            # per press). Long work shows its own spinner and progress where it happens.
+            busy_indicator=None,
         )
 
 

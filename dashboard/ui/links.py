@@ -30,6 +30,11 @@ from .widgets import status_line
 
 THROTTLE_MS = 500
 
+#: The link follows the view at most this often: a step or a played frame changes the frame
+#: number in it, and working the link out and sending it to the page cost as much as the frame
+#: itself; the address bar is throttled further in the page (:data:`THROTTLE_MS`).
+FOLLOW_MS = 250
+
 _ESM = """
 export function render({ model, el }) {
   const row = document.createElement("div");
@@ -159,7 +164,9 @@ class LinksView(pn.viewable.Viewer):
             if item.owner is not None and links.parameter(owners, item) is not None:
                 watched.setdefault(owners[item.owner], set()).add(item.param)
         for owner, names in watched.items():
-            owner.param.watch(self._refresh, sorted(names))
+            owner.param.watch(self._changed, sorted(names))
+        self._doc = pn.state.curdoc
+        self._due = False
         self._layout = pn.Column(
             self.bar,
             status_line(session.param.link_status, css_class="echo-link-status",
@@ -168,7 +175,19 @@ class LinksView(pn.viewable.Viewer):
         )
         self._refresh()
 
-    def _refresh(self, *events) -> None:
+    def _changed(self, *events) -> None:
+        # Coalesced: the frame goes to the page first, the link follows (at most every
+        # FOLLOW_MS); opening a link starts or ends at once.
+        doc = self._doc
+        if (doc is None or doc.session_context is None
+                or any(event.name == "restoring" for event in events)):
+            self._refresh()
+        elif not self._due:
+            self._due = True
+            doc.add_timeout_callback(self._refresh, FOLLOW_MS)
+
+    def _refresh(self) -> None:
+        self._due = False
         # While a link is being opened the address bar keeps it (hold), so that a reload or a
         # copy before Connect still has the whole link.
         self.bar.param.update(query=self.session.link_query(), hold=self.session.restoring)

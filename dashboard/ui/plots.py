@@ -308,10 +308,20 @@ def histogram_counts(frame: np.ndarray | None, *, bins: int = HIST_BINS
     finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
     if finite.size == 0:
         return np.zeros(1), np.array([0.0, 1.0])
-    low, high = float(finite.min()), float(finite.max())
+    if finite.dtype.kind == "u" and finite.dtype.itemsize <= 2:
+        # Counted per value first (np.bincount, a few ms for a 1024² uint16 frame), then the
+        # values present are binned with their counts as weights: the same result as
+        # np.histogram over every pixel, which costs ten times more.
+        per_value = np.bincount(finite.ravel())
+        values = np.flatnonzero(per_value)
+        weights = per_value[values]
+    else:
+        values, weights = finite, None
+    low, high = float(values.min()), float(values.max())
     if high <= low:
         high = low + 1.0
-    return np.histogram(finite, bins=bins, range=(low, high))
+    counts, edges = np.histogram(values, bins=bins, range=(low, high), weights=weights)
+    return counts.astype(np.int64), edges
 
 
 def histogram(frame: np.ndarray | None, *, bins: int = HIST_BINS, title: str = "Histogram",
