@@ -254,6 +254,9 @@ window.__echo.source = () => {
   }
   return best;
 };
+// The frame's data source, found once: walking every model of the page on each animation
+// frame cost the page with more models (the dashboard) far more than the floor app.
+window.__echo.cached = () => window.__echo.src || (window.__echo.src = window.__echo.source());
 window.__echo.button = (label) => {
   const walk = (root) => {
     for (const el of root.querySelectorAll('*')) {
@@ -277,13 +280,13 @@ window.__echo.frameBox = () => {
 """
 
 STEP = """async (label) => {
-  const src = window.__echo.source();
+  const src = window.__echo.cached();
   const old = src.data.image[0];
   const t0 = performance.now();
   window.__echo.button(label).click();
   return await new Promise((resolve, reject) => {
     const check = () => {
-      const now = window.__echo.source();
+      const now = window.__echo.cached();
       if (now.data.image[0] !== old) requestAnimationFrame(() => resolve(performance.now() - t0));
       else if (performance.now() - t0 > 30000) reject(new Error('no new frame'));
       else requestAnimationFrame(check);
@@ -294,10 +297,10 @@ STEP = """async (label) => {
 
 COUNT = """() => {
   window.__echo.changes = [];
-  let last = window.__echo.source().data.image[0];
+  let last = window.__echo.cached().data.image[0];
   const tick = () => {
     if (window.__echo.stop) return;
-    const src = window.__echo.source();
+    const src = window.__echo.cached();
     if (src && src.data.image[0] !== last) {
       last = src.data.image[0];
       window.__echo.changes.push(performance.now());

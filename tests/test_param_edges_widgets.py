@@ -34,6 +34,7 @@ from browser_fixtures import browser  # noqa: F401 - the Chromium fixture
 from dashboard.config import Settings
 from dashboard.demo.store import DEMO_BUCKET, NEXUS_DATASET, NEXUS_KEY
 from dashboard.state.session import Session
+from dashboard.ui.follow import ShownFrame
 
 
 HUGE = 10**20  # JSON.stringify(1e20) is "100000000000000000000": arrives as a Python int
@@ -362,6 +363,9 @@ def test_every_widget_is_found_and_has_a_family(app):
     assert counts["number"] >= 6 and counts["text"] >= 5 and counts["choice"] >= 5, counts
     # Every number, range, choice and flag a user sets has a widget bound to it.
     bound = {(id(b[0]), b[1]) for w in widgets if (b := binding(w)) is not None}
+    # The frame controls are bound to what they show (dashboard.ui.follow), which sets the viewer.
+    bound |= {(id(b[0].state), b[1]) for w in widgets
+              if (b := binding(w)) is not None and isinstance(b[0], ShownFrame)}
     for state in (app.session.browser, app.session.viewer, app.session.processor):
         for name, p in state.param.objects("existing").items():
             if editable(p, name) and not isinstance(p, param.String) \

@@ -11,6 +11,7 @@ from panel.custom import JSComponent
 
 from ..state.viewer import ViewerState
 from . import plots
+from .follow import ShownFrame
 from .widgets import HIST_PLAYING_PERIOD, number_box, number_input, reporter, status_line
 
 FRAME_BOX = (900, 660)  # the frame view's largest size in screen pixels (aspect kept)
@@ -190,15 +191,18 @@ class FramesView(pn.viewable.Viewer):
         self._new_stack()
         self._limits_shown = 0.0
         self.histogram = plots.LimitsHistogram(self._dragged)
+        # What the frame controls show: the frame at once when stepping, a few times a second
+        # while playing (see dashboard.ui.follow).
+        self.shown = shown = ShownFrame(state)
         width = dict(width=110, margin=(5, 5))
         controls = pn.Row(
             pn.widgets.Button.from_param(state.param.first, **width),
             pn.widgets.Button.from_param(state.param.previous, **width),
-            pn.widgets.IntSlider.from_param(state.param.index, sizing_mode="stretch_width",
+            pn.widgets.IntSlider.from_param(shown.param.index, sizing_mode="stretch_width",
                                             label="Frame", css_classes=["echo-frame-slider"]),
             pn.widgets.Button.from_param(state.param.next, **width),
             pn.widgets.Button.from_param(state.param.last, **width),
-            number_input(state.param.index, report=reporter(state, "status"),
+            number_input(shown.param.index, report=reporter(state, "status"),
                          label="Frame number", width=120),
             sizing_mode="stretch_width",
         )
@@ -222,7 +226,7 @@ class FramesView(pn.viewable.Viewer):
                 color="primary", variant="outline",
                 margin=(18, 10, 5, 10), css_classes=["echo-direction"]),
             self._loop_slider(state),
-            pn.pane.Markdown(pn.bind(self._rate_text, state.param.achieved_fps,
+            pn.pane.Markdown(pn.bind(self._rate_text, shown.param.rate,
                                      state.param.playing, state.param.fps),
                              css_classes=["echo-status", "echo-achieved-fps"], width=230,
                              margin=(22, 10, 0, 10), stylesheets=[FRAMES_CSS]),
@@ -264,7 +268,7 @@ class FramesView(pn.viewable.Viewer):
                                                margin=(24, 10, 5, 10)),
                 pn.widgets.Select.from_param(state.param.colormap, width=130),
             ),
-            status_line(state.frame_label, css_class="echo-frame-label"),
+            status_line(shown.param.label, css_class="echo-frame-label"),
             width=320,
         )
         self._layout = pn.Column(
