@@ -338,3 +338,74 @@ def test_outputs_that_no_run_recorded_are_not_replaced(tmp_path):
     with pytest.raises(InvalidBatch, match="already holds scan_000021.npy, which no run recorded"):
         _run(source, out)
     assert tree(out) == {"scan_000021.npy": ("file", b"someone's file")}
+
+
+# -- serve --user-root --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_serve(monkeypatch):
+    import dashboard.app
+
+    calls = []
+    monkeypatch.setattr(dashboard.app, "serve", lambda **kwargs: calls.append(kwargs))
+    for name in ("ECHO_S3_USER_ROOT", "ECHO_S3_BASIC_AUTH", "ECHO_S3_COOKIE_SECRET",
+                 "PANEL_COOKIE_SECRET", "BOKEH_COOKIE_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+LOGIN = ["--basic-auth", "a-shared-password-123", "--cookie-secret", "c" * 40]
+
+
+def test_serve_checks_the_user_root_before_it_starts(tmp_path, capsys, no_serve, monkeypatch):
+    from dashboard.cli import main
+
+    for argv, words in (([*LOGIN, "--user-root", str(tmp_path)], "must contain {user}"),
+                        (["--user-root", str(tmp_path / "{user}")], "needs a login"),
+                        ([*LOGIN, "--user-root", "srv/{user}"], "absolute path")):
+        assert main(["serve", *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert no_serve == []
+    assert main(["serve", *LOGIN, "--user-root", str(tmp_path / "srv" / "{user}")]) == 0
+    assert no_serve[-1]["settings"].user_root == str(tmp_path / "srv" / "{user}")
+    assert (tmp_path / "srv").is_dir()  # the fixed part, made at start
+    monkeypatch.setenv("ECHO_S3_USER_ROOT", str(tmp_path / "env" / "{user}"))
+    assert main(["serve", *LOGIN]) == 0
+    assert no_serve[-1]["settings"].user_root == str(tmp_path / "env" / "{user}")
+    monkeypatch.delenv("ECHO_S3_USER_ROOT")
+    assert main(["serve", *LOGIN]) == 0 and no_serve[-1]["settings"].user_root is None
+
+
+# -- what the browser receives (no server folder) --------------------------------------------
+
+
+def test_a_zip_streams_in_bounded_pieces_and_names_what_it_left_out(s3, bucket):
+    import io
+    import zipfile
+
+    from dashboard.storage.stream import CHUNK_SIZE, ERRORS_NAME, zip_chunks
+
+    objects = {f"run/part{i}.bin": os.urandom(3 * CHUNK_SIZE + 17 * i) for i in range(3)}
+    for key, data in objects.items():
+        s3.client.put_object(Bucket=bucket, Key=key, Body=data)
+    pieces = list(zip_chunks(s3, bucket, [*objects, "run/missing.bin", "../etc/passwd", "a//b"]))
+    assert max(len(p) for p in pieces) <= CHUNK_SIZE + 4096  # one chunk (plus a header) at a time
+    with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as archive:
+        assert archive.testzip() is None
+        assert {k: archive.read(k) for k in objects} == objects
+        errors = archive.read(ERRORS_NAME).decode()
+    assert "run/missing.bin" in errors and "'../etc/passwd': not saved" in errors
+    assert "'a//b': not saved" in errors and len(errors.splitlines()) == 3
+
+
+def test_one_object_for_the_browser_is_checked_before_its_last_chunk(s3, bucket):
+    from dashboard.errors import EchoError
+    from dashboard.storage.stream import browser_stream
+
+    s3.client.put_object(Bucket=bucket, Key="x/one.h5", Body=b"h5" * 1000)
+    size, chunks = browser_stream(s3, bucket, ["x/one.h5"])
+    assert size == 2000 and b"".join(chunks) == b"h5" * 1000
+    with pytest.raises(EchoError, match="missing.h5"):
+        browser_stream(s3, bucket, ["missing.h5"])

@@ -181,8 +181,9 @@ def download_objects(
     except AreaError as exc:
         raise DownloadError(str(exc)) from None
     except OSError as exc:
+        shown = area.shown(out_dir) if area is not None else out_dir
         raise DownloadError(
-            f"Cannot create the download folder {out_dir}: {_os_reason(exc)}."
+            f"Cannot create the download folder {shown}: {_os_reason(exc)}."
         ) from None
 
     batch = _Batch(
@@ -320,7 +321,7 @@ class _Batch:
                 return FileResult(key, SKIPPED, path, size, "Already present and identical.")
         except OSError as exc:
             self.finish_file(size)
-            return FileResult(key, FAILED, path, size, _local_error(path, exc))
+            return FileResult(key, FAILED, path, size, _local_error(path, exc, self.area))
 
         written = 0
         try:
@@ -344,8 +345,8 @@ class _Batch:
             log.warning("%s", exc)
             return self._finish(FileResult(key, FAILED, path, size, str(exc)), size, written)
         except OSError as exc:
-            return self._finish(FileResult(key, FAILED, path, size, _local_error(path, exc)),
-                                size, written)
+            return self._finish(FileResult(key, FAILED, path, size,
+                                           _local_error(path, exc, self.area)), size, written)
 
     def _finish(self, result: FileResult, size: int, written: int | None) -> FileResult:
         self.finish_file(max(0, size - (written or 0)))
@@ -408,10 +409,11 @@ def _same_file(path: Path, size: int, etag: str) -> bool:
     return md5.hexdigest() == etag.lower()
 
 
-def _local_error(path: Path, exc: OSError) -> str:
+def _local_error(path: Path, exc: OSError, area: UserArea | None = None) -> str:
+    shown = area.shown(path) if area is not None else path  # the user's own words in an area
     if isinstance(exc, IsADirectoryError) or path.is_dir():
-        return f"Cannot write {path}: a folder of that name is in the way."
-    return f"Cannot write {path}: {_os_reason(exc)}."
+        return f"Cannot write {shown}: a folder of that name is in the way."
+    return f"Cannot write {shown}: {_os_reason(exc)}."
 
 
 def _os_reason(exc: OSError) -> str:
