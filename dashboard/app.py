@@ -3,7 +3,7 @@
 Under ``panel serve`` this module runs once per browser session: it builds a new
 :class:`~dashboard.state.session.Session` (own keys, own S3 connection, own files and jobs)
 and marks its template servable. Settings come from the environment
-(``ECHO_S3_ENDPOINT``, ``ECHO_S3_CREDENTIALS``, ``ECHO_S3_MAX_OBJECTS``).
+(``ECHO_S3_ENDPOINT``, ``ECHO_S3_CREDENTIALS``, ``ECHO_S3_MAX_OBJECTS``, ``ECHO_S3_USER_ROOT``).
 """
 
 from __future__ import annotations
@@ -23,13 +23,17 @@ import panel as pn
 
 from dashboard.config import Settings
 from dashboard.errors import ConfigError, EchoError
+from dashboard.state.deliveries import Deliveries
 from dashboard.state.session import Session
+from dashboard.storage.area import check_user_root
 from dashboard.ui.app import TITLE, EchoS3Viewer, extension
+from dashboard.ui.deliver import delivery_route
 
 log = logging.getLogger("dashboard.app")
 
 
-def create_app(settings: Settings | None = None, *, credentials=None):
+def create_app(settings: Settings | None = None, *, credentials=None, deliveries=None,
+               login: bool = False):
     """A new session and its page (a ``FastListTemplate``).
 
     Parameters
@@ -38,13 +42,21 @@ def create_app(settings: Settings | None = None, *, credentials=None):
         ``Settings.from_env()`` by default.
     credentials : Credentials, optional
         Keys every new session connects with at once (the demo store's).
+    deliveries : Deliveries, optional
+        The server's downloads to browsers (a login without ``--user-root``).
+    login : bool
+        The server asks for a login: the session is its user's (``pn.state.user``).
     """
     extension()
+    user = pn.state.user
     try:
         settings = settings or Settings.from_env()
+        check_user_root(settings.user_root, login=login or user is not None)
     except EchoError as exc:  # e.g. a bad ECHO_S3_ENDPOINT: say so instead of a traceback
         return _error_page(str(exc))
-    session = Session(settings, connect=False)
+    if login and not user:
+        return _error_page("this server needs a login, and the session has no user.")
+    session = Session(settings, connect=False, user=user, deliveries=deliveries)
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
         session.tasks.dispatch = _scheduler(doc)
@@ -71,9 +83,12 @@ def _scheduler(doc):
     return dispatch
 
 
-def _apps(settings: Settings, credentials) -> dict:
+def _apps(settings: Settings, credentials, *, deliveries=None, login: bool = False) -> dict:
+    """The served app; checks ``--user-root`` once before the server starts."""
+    check_user_root(settings.user_root, login=login)
+
     def app():  # Panel calls plain functions once per session (a partial would be rendered)
-        return create_app(settings, credentials=credentials)
+        return create_app(settings, credentials=credentials, deliveries=deliveries, login=login)
 
     return {"": app}
 
@@ -294,13 +309,15 @@ def _is_loopback(address: str | None) -> bool:
 
 def _server_kwargs(*, port: int, address: str,
                    allow_websocket_origin, prefix: str | None, auth: ServerAuth | None,
-                   ssl_certfile: str | None, ssl_keyfile: str | None) -> dict:
+                   ssl_certfile: str | None, ssl_keyfile: str | None,
+                   deliveries: Deliveries | None = None) -> dict:
     """The arguments of ``get_server``/``pn.serve`` shared by :func:`serve` and
     :class:`RunningServer`; logs one warning for a login over plain HTTP on the network."""
     kwargs = dict(
         port=port, address=address,
         websocket_origin=_origins(address, port, allow_websocket_origin),
         prefix=prefix or "", title=TITLE,
+        extra_patterns=[delivery_route(deliveries)] if deliveries is not None else [],
     )
     if ssl_certfile:
         kwargs.update(ssl_certfile=str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile))
@@ -340,10 +357,12 @@ class RunningServer:
         # get_server() sets Panel's process-wide auth config; stop() puts it back.
         self._panel_config = {name: getattr(pn.config, name) for name in _PANEL_AUTH_CONFIG}
         self._encryption = pn.state.encryption
-        apps = _apps(settings, credentials)
+        self.deliveries = Deliveries()  # downloads to browsers (a login without areas)
+        apps = _apps(settings, credentials, deliveries=self.deliveries, login=auth is not None)
         kwargs = _server_kwargs(port=port, address=address,
                                 allow_websocket_origin=allow_websocket_origin, prefix=prefix,
-                                auth=auth, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+                                auth=auth, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                                deliveries=self.deliveries)
 
         def run() -> None:
             asyncio.set_event_loop(asyncio.new_event_loop())
@@ -415,11 +434,13 @@ def serve(
         store = start_demo_store(scale="full")
         settings = settings.with_overrides(endpoint=store.endpoint)
         credentials = store.credentials
+    deliveries = Deliveries()  # downloads to browsers (a login without areas)
     try:
-        pn.serve(_apps(settings, credentials), show=show, **_server_kwargs(
+        apps = _apps(settings, credentials, deliveries=deliveries, login=auth is not None)
+        pn.serve(apps, show=show, **_server_kwargs(
             port=port, address=address,
             allow_websocket_origin=allow_websocket_origin, prefix=prefix, auth=auth,
-            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
+            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, deliveries=deliveries))
     finally:
         if store is not None:
             store.stop()

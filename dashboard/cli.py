@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ENV_SERVER_KEYS, Settings
+from .config import ENV_SERVER_KEYS, ENV_USER_ROOT, Settings
 from .errors import EchoError
 
 log = logging.getLogger("dashboard")
@@ -87,6 +87,10 @@ def _login_options(parser: argparse.ArgumentParser) -> None:
                             "(env PANEL_OAUTH_ENCRYPTION)")
     group.add_argument("--login-template", metavar="FILE.html", help="Jinja2 login page")
     group.add_argument("--logout-template", metavar="FILE.html", help="Jinja2 logout page")
+    group.add_argument("--user-root", metavar="/srv/echo/{user}",
+                       help="with a login: each user's own area for downloads and outputs, "
+                            "{user} being the login (env ECHO_S3_USER_ROOT); without it, "
+                            "downloads go to the browser and outputs to s3:// only")
     group.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     group.add_argument("--ssl-keyfile", metavar="FILE", help="its private key (PEM, no passphrase)")
 
@@ -256,14 +260,17 @@ _AUTH_OPTIONS = ("basic_auth", "cookie_secret", "oauth_provider", "oauth_key", "
 
 def _cmd_serve(args) -> int:
     from .app import ServerAuth, serve
+    from .storage.area import check_user_root
 
     try:  # before anything starts: a bad login setting is a usage error (exit 2)
         auth = ServerAuth.from_options(**{name: getattr(args, name) for name in _AUTH_OPTIONS})
         _check_ssl(args.ssl_certfile, args.ssl_keyfile)
+        user_root = check_user_root(args.user_root or os.environ.get(ENV_USER_ROOT),
+                                    login=auth is not None)
     except EchoError as exc:
         print(f"echo-s3-viewer serve: error: {exc}", file=sys.stderr)
         return 2
-    settings = _settings(args)
+    settings = _settings(args).with_overrides(user_root=user_root)
     if args.server_keys is not None:
         settings = settings.with_overrides(server_keys=args.server_keys)
     elif auth is not None and not os.environ.get(ENV_SERVER_KEYS):

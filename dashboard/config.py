@@ -16,6 +16,7 @@ ENV_ENDPOINT = "ECHO_S3_ENDPOINT"
 ENV_CREDENTIALS = "ECHO_S3_CREDENTIALS"
 ENV_MAX_OBJECTS = "ECHO_S3_MAX_OBJECTS"
 ENV_SERVER_KEYS = "ECHO_S3_SERVER_KEYS"
+ENV_USER_ROOT = "ECHO_S3_USER_ROOT"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Settings:
         the server's environment or AWS profiles. Off on a shared server, where those keys are
         the operator's or another user's; sessions then use only keys given in the page (or the
         ``credentials`` the server was started with, which every session gets anyway).
+    user_root : str or None
+        ``serve --user-root`` (``ECHO_S3_USER_ROOT``): the per-user areas on a shared server,
+        e.g. ``/srv/echo/{user}`` (:mod:`dashboard.storage.area`).
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -49,6 +53,7 @@ class Settings:
     max_objects: int = DEFAULT_MAX_OBJECTS
     server_keys: bool = True
     endpoint_given: bool | None = None
+    user_root: str | None = None
 
     def __post_init__(self):
         if self.endpoint_given is None:  # Settings(endpoint=X): given unless it is the default
@@ -74,6 +79,8 @@ class Settings:
             values["max_objects"] = _positive_int(env[ENV_MAX_OBJECTS], ENV_MAX_OBJECTS)
         if env.get(ENV_SERVER_KEYS):
             values["server_keys"] = _flag(env[ENV_SERVER_KEYS], ENV_SERVER_KEYS)
+        if env.get(ENV_USER_ROOT):
+            values["user_root"] = env[ENV_USER_ROOT]
         settings = cls(**values)
         return settings.with_overrides(**overrides)
 

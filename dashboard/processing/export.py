@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import EchoError
-from ..storage.paths import UnusablePath, local_path, open_temp
+from ..storage.paths import AtomicFile, UnusablePath, local_path
 from .pipeline import to_uint8
 
 log = logging.getLogger(__name__)
@@ -201,17 +201,33 @@ def is_complete(path: str | os.PathLike, fmt: str, shape: tuple[int, int] | None
 # -- targets ---------------------------------------------------------------------------------
 
 class LocalOutput:
-    """A local output folder: temporary file in the folder, then ``os.replace``."""
+    """A local output folder: temporary file in the folder, then ``os.replace``.
 
-    def __init__(self, folder: str | os.PathLike):
+    With ``area`` (a :class:`~dashboard.storage.area.UserArea`) ``folder`` lies inside it; the
+    folders are made one level at a time there and nothing is read or written through a
+    symbolic link that leads outside it.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, area=None):
         self.folder = Path(folder).expanduser()
+        self.area = area
 
     @property
     def location(self) -> str:
-        return str(self.folder)
+        """The folder; inside an area, as the user typed it (the server's path is not theirs)."""
+        return self.area.shown(self.folder) if self.area is not None else str(self.folder)
 
     def __repr__(self) -> str:
         return f"LocalOutput({self.location!r})"
+
+    def _path(self, name: str) -> Path:
+        path = self.folder / name
+        if self.area is not None:
+            try:
+                self.area.check(path)
+            except EchoError as exc:
+                raise OutputError(str(exc)) from None
+        return path
 
     def check_writable(self) -> None:
         """Raise :class:`OutputError` unless the folder exists and is writable, or can be created.
@@ -219,19 +235,22 @@ class LocalOutput:
         Writes nothing.
         """
         folder = self.folder
+        show = str if self.area is None else self.area.shown
+        if self.area is not None:
+            self._path(".")  # nothing on the way leads outside the area
         if folder.exists():
             if not folder.is_dir():
-                raise OutputError(f"The output path {folder} exists and is not a folder.")
+                raise OutputError(f"The output path {show(folder)} exists and is not a folder.")
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise OutputError(
-                    f"The output folder {folder} is not writable (permission denied).")
+                    f"The output folder {show(folder)} is not writable (permission denied).")
             return
         parent = folder.parent
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(
-                f"The output folder {folder} cannot be created: {parent} is not writable.")
+            raise OutputError(f"The output folder {show(folder)} cannot be created: "
+                              f"{show(parent)} is not writable.")
 
     def existing(self) -> dict[str, int]:
         """``{name: size}`` of the files in the folder (empty when it does not exist)."""
@@ -244,39 +263,33 @@ class LocalOutput:
                 f"Cannot list the output folder {self.folder}: {exc.strerror}.") from None
 
     def complete(self, name: str, fmt: str, shape=None) -> bool:
-        return is_complete(self.folder / name, fmt, shape)
+        return is_complete(self._path(name), fmt, shape)
 
     def write(self, name: str, data: bytes) -> None:
-        """Write ``data`` to ``name`` atomically."""
+        """Write ``data`` to ``name`` atomically (0666 & ~umask, as downloads are)."""
         target = self.folder / name
-        tmp = None
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp, fh = open_temp(target)  # 0666 & ~umask, as downloads are
-            with fh:
-                fh.write(data)
-            os.replace(tmp, target)
-            tmp = None
+            with AtomicFile(target, area=self.area) as out:
+                out.file.write(data)
+                out.commit()
+        except EchoError as exc:  # the area refused a folder on the way
+            raise OutputError(str(exc)) from None
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise OutputError(f"Could not write {target}: {reason}.") from None
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            shown_target = self.area.shown(target) if self.area is not None else target
+            raise OutputError(f"Could not write {shown_target}: {reason}.") from None
 
     def read_text(self, name: str) -> str | None:
+        path = self._path(name)
         try:
-            return (self.folder / name).read_text(encoding="utf-8")
+            return path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise OutputError(f"Cannot read {self.folder / name}: {exc}.") from None
+            raise OutputError(f"Cannot read {self.location}/{name}: {exc}.") from None
 
     def read_bytes(self, name: str) -> bytes:
-        return (self.folder / name).read_bytes()
+        return self._path(name).read_bytes()
 
 
 class S3Output:
@@ -358,8 +371,21 @@ class S3Output:
                                                     action="read"))) from None
 
 
-def open_output(out: str | os.PathLike, *, s3=None):
-    """A :class:`LocalOutput` for a folder or an :class:`S3Output` for ``s3://BUCKET/PREFIX``."""
+#: What a server without folders for its users says to a local output folder.
+S3_ONLY = ("This server keeps no folders for its users: give the output folder as "
+           "s3://bucket/prefix.")
+
+
+def open_output(out: str | os.PathLike, *, s3=None, area=None, local: bool = True):
+    """A :class:`LocalOutput` for a folder or an :class:`S3Output` for ``s3://BUCKET/PREFIX``.
+
+    Parameters
+    ----------
+    area : UserArea, optional
+        A folder is then a path relative to this user's area (refused when it leads outside).
+    local : bool
+        False on a shared server without areas: only ``s3://`` outputs (:data:`S3_ONLY`).
+    """
     from ..storage.s3 import is_s3_url, parse_s3_url
 
     text = str(out)
@@ -368,7 +394,12 @@ def open_output(out: str | os.PathLike, *, s3=None):
         if s3 is None:
             raise OutputError(f"An S3 connection is needed to write to {text}.")
         return S3Output(s3, bucket, prefix)
+    if not local:
+        raise OutputError(S3_ONLY)
     try:
+        if area is not None:
+            return LocalOutput(area.resolve(text, what="output folder", example="processed"),
+                               area=area)
         return LocalOutput(local_path(text, what="output folder"))
     except UnusablePath as exc:
         raise OutputError(str(exc)) from None

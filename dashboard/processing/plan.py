@@ -127,6 +127,8 @@ def plan_batch(
     s3=None,
     endpoint: str | None = None,
     credentials=None,
+    area=None,
+    local: bool = True,
 ) -> BatchPlan:
     """Validate a batch and return its plan; raise :class:`InvalidBatch` (nothing written).
 
@@ -150,10 +152,15 @@ def plan_batch(
         True: skip frames whose outputs exist and are complete (the provenance, if any, must
         describe the same run). None/False: resume only when the provenance says the previous
         run in ``out`` with the same parameters is unfinished; otherwise process everything.
+        Either way a batch never replaces another run's results: an output holding the
+        provenance of another run (other source, dataset, format, σ or start), or outputs of
+        this name without any provenance, is refused.
     s3 : S3, optional
         Connection for an ``s3://`` source or output.
     endpoint, credentials
         Used to connect when ``s3`` is not given.
+    area, local
+        A shared server's rules for local outputs (:func:`~.export.open_output`).
     """
     _check_parameters(start=start, end=end, step=step, sigma=sigma, fmt=fmt, png_level=png_level)
     if s3 is None and (is_s3_url(source) or is_s3_url(out)):
@@ -170,7 +177,8 @@ def plan_batch(
         stack = source
     try:
         plan = _plan_with_stack(stack, start=start, end=end, step=step, sigma=float(sigma),
-                                fmt=fmt, out=out, png_level=int(png_level), resume=resume, s3=s3)
+                                fmt=fmt, out={"out": out, "s3": s3, "area": area, "local": local},
+                                png_level=int(png_level), resume=resume, s3=s3)
     except BaseException:
         if owns:
             stack.close()
@@ -233,7 +241,7 @@ def _check_parameters(*, start, end, step, sigma, fmt, png_level) -> None:
         raise InvalidBatch(f"The PNG compression level must be 0 to 9 (got {png_level}).")
 
 
-def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out, png_level, resume,
+def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out: dict, png_level, resume,
                      s3) -> BatchPlan:
     n = len(stack)
     if end is None:
@@ -242,7 +250,7 @@ def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out, png_level, res
     if problem:
         raise InvalidBatch(problem)
     try:
-        output = open_output(out, s3=s3)
+        output = open_output(**out)
     except EchoError as exc:
         raise InvalidBatch(str(exc)) from None
     stem = export.file_stem(stack.url)
@@ -262,15 +270,26 @@ def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out, png_level, res
     unfinished = previous is not None and previous.get("status") != "complete"
     if resume:
         if mismatch:
+            what, was, now = mismatch
             raise InvalidBatch(
-                f"Cannot resume: the run recorded in {plan.out} used {mismatch}; choose another "
-                "output folder or drop --resume."
+                f"Cannot resume: the run recorded in {plan.out} used {what} {was!r} (now "
+                f"{now!r}); choose another output folder or drop --resume."
             )
         plan.resume = True
+    elif mismatch:  # never replace another run's results (another user's, on shared storage)
+        raise InvalidBatch(
+            f"The output folder {plan.out} holds the results of another run (its {mismatch[0]} "
+            "differs); choose another output folder so that they are not replaced.")
     else:
-        plan.resume = bool(unfinished and not mismatch)
+        plan.resume = unfinished
+    existing = output.existing() if plan.resume or previous is None else {}
+    if previous is None and not resume:
+        clash = next((plan.name(i) for i in plan.indices if plan.name(i) in existing), None)
+        if clash:
+            raise InvalidBatch(
+                f"The output folder {plan.out} already holds {clash}, which no run recorded "
+                "there wrote; choose another output folder so that it is not replaced.")
     if plan.resume:
-        existing = output.existing()
         plan.done = frozenset(
             i for i in plan.indices
             if existing.get(plan.name(i)) and output.complete(plan.name(i), fmt, plan.shape)
@@ -278,8 +297,9 @@ def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out, png_level, res
     return plan
 
 
-def _mismatch(previous: dict, plan: BatchPlan) -> str | None:
-    """What differs between a recorded run and this plan (None when it can be resumed)."""
+def _mismatch(previous: dict, plan: BatchPlan) -> tuple[str, object, object] | None:
+    """What differs between a recorded run and this plan, ``(what, was, now)``; None when it is
+    the same run (it can be resumed or redone)."""
     source = previous.get("source", {})
     params = previous.get("parameters", {})
     checks = [
@@ -292,7 +312,7 @@ def _mismatch(previous: dict, plan: BatchPlan) -> str | None:
     ]
     for what, was, now in checks:
         if was != now:
-            return f"{what} {was!r} (now {now!r})"
+            return what, was, now
     return None
 
 

@@ -16,6 +16,7 @@ from ..storage.credentials import (
     Credentials, CredentialsError, from_json_file, from_json_text, load_credentials, mask,
 )
 from ..storage.listing import HDF5_SUFFIXES, SORT_KEYS, directories, filter_objects, sort_objects
+from ..storage.area import UserArea
 from ..storage.paths import UnusablePath, local_path
 from ..storage.s3 import S3
 from .provider import Provider, connect
@@ -79,6 +80,12 @@ class BrowserState(param.Parameterized):
 
     # -- select, download, thumbnail -----------------------------------------------------
     selection = param.List(default=[], doc="Selected object keys, in the order selected.")
+    server_folders = param.Boolean(
+        default=True, constant=True, precedence=-1,
+        doc="Downloads go to a folder on the server (inside the user's area with --user-root). "
+            "False on a shared server without areas: they go to the user's browser.")
+    delivery = param.String(default="", precedence=-1,
+                            doc="The address the page fetches the last browser download from.")
     download_dir = param.String(default="", label="Download folder (on the server)")
     download = param.Event(label="Download Selected")
     cancel_download = param.Event(label="Cancel download")
@@ -91,9 +98,17 @@ class BrowserState(param.Parameterized):
     thumbnail = param.Parameter(default=None, precedence=-1, doc="Last frame (2-D ndarray).")
     thumbnail_title = param.String(default="")
 
-    def __init__(self, *, tasks: Tasks | None = None, **params):
+    def __init__(self, *, tasks: Tasks | None = None, area: UserArea | None = None,
+                 deliveries=None, user: str | None = None, **params):
+        if area is not None or not params.get("server_folders", True):
+            params.setdefault("download_dir", "downloads" if area is not None else "")
         params.setdefault("download_dir", default_download_dir())
         super().__init__(**params)
+        #: The user's area on a shared server (download folders are relative to it), the
+        #: server's :class:`~.deliveries.Deliveries` (downloads to the browser), the login.
+        self.area, self.deliveries, self.user = area, deliveries, user
+        if area is not None:
+            self.param.download_dir.label = "Download folder (in your area)"
         self.tasks = tasks or Tasks()
         self.provider: Provider | None = None
         self._credentials: Credentials | None = None
@@ -285,26 +300,36 @@ class BrowserState(param.Parameterized):
         if self.downloading:
             self._refuse_download("A download is already running.")
             return
-        if not self.download_dir.strip():
+        self._download_cancel.clear()
+        if not self.server_folders:
+            from .deliveries import offer_selection
+
+            offer_selection(self)  # to the user's browser
+            return
+        text = self.download_dir.strip()
+        if not text and self.area is None:
             self._refuse_download("Give a download folder first.")
             return
         try:
-            out_dir = local_path(self.download_dir.strip(), what="download folder")
+            out_dir = (self.area.resolve(text, what="download folder", example="downloads")
+                       if self.area is not None else local_path(text, what="download folder"))
         except UnusablePath as exc:
             self._refuse_download(str(exc))
             return
-        self._download_cancel.clear()
         self.param.update(downloading=True, download_progress=0, download_failed=False,
                           download_status=f"Downloading {len(self.selection)} object(s)…")
-        self.tasks.submit(self._download, self.s3, self.bucket, list(self.selection), out_dir)
+        self.tasks.submit(self._download, self.s3, self.bucket, list(self.selection),
+                          text if self.area is not None else out_dir)
 
     @param.depends("cancel_download", watch=True)
     def _on_cancel_download(self) -> None:
         if self.downloading:
             self._download_cancel.set()
             self.param.update(download_status="Cancelling the download…", download_failed=False)
+            if self.deliveries is not None and self.deliveries.withdraw(self):
+                self.param.update(downloading=False, download_status="Download cancelled.")
 
-    def _download(self, s3: S3, bucket: str, keys: list[str], out_dir: Path) -> None:
+    def _download(self, s3: S3, bucket: str, keys: list[str], out_dir) -> None:
         from ..storage.download import download_objects
 
         def progress(p) -> None:
@@ -317,7 +342,7 @@ class BrowserState(param.Parameterized):
 
         try:
             report = download_objects(s3, bucket, keys, out_dir, progress=progress,
-                                      cancel=self._download_cancel)
+                                      cancel=self._download_cancel, area=self.area)
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self.param.update, downloading=False, download_failed=True,
                             download_status=user_message(exc, "download the selection"))
@@ -326,7 +351,9 @@ class BrowserState(param.Parameterized):
             self.param.update,
             downloading=False,
             download_progress=100 if not self._download_cancel.is_set() else self.download_progress,
-            download_status=_download_summary(report, out_dir, self._download_cancel.is_set()),
+            download_status=_download_summary(
+                report, self.area.shown(report.out_dir) + " (in your area)"
+                if self.area is not None else out_dir, self._download_cancel.is_set()),
             download_failed=bool(report.failed),
         )
 
@@ -377,11 +404,13 @@ class BrowserState(param.Parameterized):
     def close(self) -> None:
         """Cancel a running download, release the provider (the session is going away)."""
         self._download_cancel.set()
+        if self.deliveries is not None:
+            self.deliveries.withdraw(self)
         if self.provider is not None:
             self.provider.close()
 
 
-def _download_summary(report, out_dir: Path, cancelled: bool) -> str:
+def _download_summary(report, out_dir, cancelled: bool) -> str:
     text = report.summary()
     failed = report.failed
     if failed:

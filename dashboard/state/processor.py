@@ -56,9 +56,22 @@ class ProcessorState(param.Parameterized):
     failed = param.Boolean(default=False, precedence=-1,
                            doc="`status` reports an error (views style it so).")
 
-    def __init__(self, *, tasks: Tasks | None = None, **params):
+    def __init__(self, *, tasks: Tasks | None = None, area=None, local_outputs: bool = True,
+                 user: str | None = None, **params):
+        if area is not None:
+            params.setdefault("output", "processed")
+        elif not local_outputs:
+            params.setdefault("output", "")
         params.setdefault("output", _default_output())
         super().__init__(**params)
+        #: A shared server's rules for outputs: folders relative to the user's ``area``
+        #: (:class:`~dashboard.storage.area.UserArea`), or, without one, ``s3://`` only
+        #: (``local_outputs`` False; the default output is then ``s3://<bucket>/processed/<user>/``).
+        self.area, self.local_outputs, self.user = area, local_outputs, user
+        if area is not None:
+            self.param.output.label = "Output folder (in your area, or s3://bucket/prefix)"
+        elif not local_outputs:
+            self.param.output.label = "Output (s3://bucket/prefix)"
         self.tasks = tasks or Tasks()
         self._cancel = threading.Event()
         self._preview_generation = 0
@@ -80,6 +93,8 @@ class ProcessorState(param.Parameterized):
         self.param.end.bounds = (0, last)
         self.param.update(start=min(FLAT_FRAMES, last), end=last, stages=None, preview_title="",
                           summary="", previewing=False)
+        if not self.local_outputs and not self.output.strip() and stack is not None:
+            self.output = _s3_default(stack.url, self.user)
         problem = self.problem()
         self._say(problem or f"Ready: frames {self.start}–{self.end} of {n}.",
                   failed=bool(problem) and stack is not None)
@@ -100,7 +115,24 @@ class ProcessorState(param.Parameterized):
         if message or for_preview:
             return message
         if not self.output.strip():
-            return "Give an output folder (a local path or s3://bucket/prefix)."
+            return ("Give the output as s3://bucket/prefix." if not self.local_outputs
+                    else "Give an output folder (a local path or s3://bucket/prefix).")
+        return self._output_problem(self.output.strip())
+
+    def _output_problem(self, text: str) -> str:
+        """Why a shared server refuses this output ("" when it takes it); writes nothing."""
+        from ..processing.export import S3_ONLY
+        from ..storage.paths import UnusablePath
+
+        if text.startswith("s3://"):
+            return ""
+        if not self.local_outputs:
+            return S3_ONLY
+        if self.area is not None:
+            try:
+                self.area.resolve(text, what="output folder", example="processed")
+            except UnusablePath as exc:
+                return str(exc)
         return ""
 
     @param.depends("start", "end", "step", "format", "output", "viewer.stack", "viewer.n_frames")
@@ -208,7 +240,8 @@ class ProcessorState(param.Parameterized):
 
         try:
             with provider.reopen(spec) as stack:
-                plan = plan_batch(stack, s3=provider.s3, **params)
+                plan = plan_batch(stack, s3=provider.s3, area=self.area,
+                                  local=self.local_outputs, **params)
                 result = run_batch(plan, progress=progress, cancel=self._cancel)
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self._say, user_message(exc, "run the batch"), failed=True,
@@ -251,3 +284,13 @@ def _default_output() -> str:
     from platformdirs import user_documents_dir
 
     return str(Path(user_documents_dir()) / "echo-s3-processed")
+
+
+def _s3_default(url: str, user: str | None) -> str:
+    """``s3://<the stack's bucket>/processed/<user>/``: each user's own prefix."""
+    from ..storage.area import area_name
+
+    bucket = url[len("s3://"):].split("/", 1)[0] if url.startswith("s3://") else ""
+    if not bucket:
+        return ""
+    return f"s3://{bucket}/processed/{area_name(user) if user else 'shared'}/"

@@ -8,6 +8,7 @@ import threading
 import param
 
 from ..config import Settings
+from ..storage.area import UserArea
 from ..storage.credentials import Credentials
 from . import links
 from .analysis import AnalysisState
@@ -40,6 +41,12 @@ class Session(param.Parameterized):
     provider : Provider, optional
         Ready data access instead of S3 keys (e.g. a
         :class:`~dashboard.state.provider.MemoryProvider` in the state tests).
+    user : str, optional
+        The login on a shared server. With ``settings.user_root`` downloads and outputs go
+        into this user's area; without it, downloads go to the browser (``deliveries``) and
+        outputs to ``s3://`` only. None (no login): folders on the server, as typed.
+    deliveries : Deliveries, optional
+        The server's downloads to browsers (:mod:`dashboard.state.deliveries`).
     """
 
     browser = param.ClassSelector(class_=BrowserState, constant=True)
@@ -57,10 +64,15 @@ class Session(param.Parameterized):
         credentials: Credentials | None = None,
         connect: bool | None = None,
         provider: Provider | None = None,
+        user: str | None = None,
+        deliveries=None,
         **params,
     ):
         settings = settings or Settings.from_env()
         self.settings = settings
+        self.user = user
+        area = UserArea.for_user(settings.user_root, user) if settings.user_root else None
+        folders = user is None or area is not None  # a login without areas: no server folders
         self._provider = provider
         self.tasks = Tasks()
         self._restore: _Restore | None = None
@@ -70,9 +82,11 @@ class Session(param.Parameterized):
             credentials_path=str(settings.credentials_path or "") if settings.server_keys else "",
             max_objects=settings.max_objects,
             server_keys=settings.server_keys,
+            area=area, deliveries=deliveries, user=user, server_folders=folders,
         )
         viewer = ViewerState(tasks=self.tasks, browser=browser)
-        processor = ProcessorState(tasks=self.tasks, viewer=viewer)
+        processor = ProcessorState(tasks=self.tasks, viewer=viewer, area=area,
+                                   local_outputs=folders, user=user)
         analysis = AnalysisState(viewer)
         super().__init__(browser=browser, viewer=viewer, processor=processor,
                          analysis=analysis, **params)

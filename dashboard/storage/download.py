@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -44,8 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EchoError
-from .paths import UnusablePath, local_path, open_temp
-from .s3 import body_errors
+from .area import AreaError, UserArea
+from .paths import AtomicFile, UnusablePath, local_path
+from .stream import (
+    CHUNK_SIZE,
+    _RemoteError,
+    is_single_part_etag,
+    object_chunks,
+    unsafe_key_reason,
+)
 from .transfer import (  # noqa: F401 (re-exported: callers import them from here)
     CANCELLED,
     DOWNLOADED,
@@ -73,9 +79,7 @@ __all__ = [
     "safe_local_path",
 ]
 
-CHUNK_SIZE = 1 << 20  # 1 MiB per read: fine-grained progress and prompt cancel
 PART_MARKER = ".part-"  # temporary files are ".<name>.part-<random hex>"
-_SINGLE_PART_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
 class DownloadError(EchoError):
@@ -86,11 +90,6 @@ class UnsafeKeyError(EchoError):
     """An object key would be written outside the download folder (or is not a file name)."""
 
 
-def is_single_part_etag(etag: str) -> bool:
-    """True for an ETag that is the object's MD5 (32 hex digits, no ``-N`` part count)."""
-    return bool(_SINGLE_PART_ETAG.match(etag.strip('"')))
-
-
 def safe_local_path(out_dir: str | os.PathLike, key: str) -> Path:
     """The local path for ``key`` under ``out_dir``, or :class:`UnsafeKeyError`.
 
@@ -99,7 +98,7 @@ def safe_local_path(out_dir: str | os.PathLike, key: str) -> Path:
     (``a//b.h5``, folder markers ending in ``/``), ``.`` and ``..`` segments, and any key
     whose resolved path (following symlinks already present) leaves ``out_dir``.
     """
-    reason = _unsafe_reason(key)
+    reason = unsafe_key_reason(key)
     if reason is None:
         root = Path(out_dir).expanduser()
         path = root.joinpath(*key.split("/"))
@@ -113,29 +112,6 @@ def safe_local_path(out_dir: str | os.PathLike, key: str) -> Path:
     raise UnsafeKeyError(f"Refused to download {key!r}: {reason}.")
 
 
-def _unsafe_reason(key: str) -> str | None:
-    if not isinstance(key, str) or not key:
-        return "an empty key is not a file name"
-    if "\x00" in key:
-        return "it contains a NUL character"
-    if "\\" in key:
-        return "it contains a backslash, which could name another folder"
-    if key.startswith("/") or os.path.isabs(key):
-        return "it is an absolute path"
-    segments = key.split("/")
-    if "" in segments:
-        if key.endswith("/"):
-            return "it is a folder marker, not a file"
-        return "it contains an empty path segment ('//')"
-    if ".." in segments:
-        return "it contains a '..' segment, which could leave the download folder"
-    if "." in segments:
-        return "it contains a '.' segment"
-    if os.name == "nt" and any(":" in s for s in segments):  # pragma: no cover - Windows only
-        return "it contains ':', which Windows reads as a drive or stream"
-    return None
-
-
 def download_objects(
     s3,
     bucket: str,
@@ -146,6 +122,7 @@ def download_objects(
     cancel: threading.Event | None = None,
     max_workers: int = 4,
     progress_interval: float = 0.1,
+    area: UserArea | None = None,
 ) -> DownloadReport:
     """Download ``keys`` of ``bucket`` into ``out_dir`` (``out_dir/KEY``), verified and atomic.
 
@@ -169,6 +146,10 @@ def download_objects(
         Files downloaded at the same time.
     progress_interval : float
         Minimum seconds between progress calls (0 reports every chunk).
+    area : UserArea, optional
+        On a shared server: ``out_dir`` is a path relative to this user's area
+        (:mod:`dashboard.storage.area`), refused with :class:`DownloadError` when it leads
+        outside; folders are made one level at a time inside the area.
 
     Returns
     -------
@@ -180,25 +161,34 @@ def download_objects(
     Raises
     ------
     DownloadError
-        If ``out_dir`` cannot be created.
+        If ``out_dir`` is unusable (outside the area) or cannot be created.
     """
     started = time.monotonic()
     try:
-        out_dir = local_path(out_dir, what="download folder")
+        if area is not None:
+            out_dir = area.resolve(out_dir, what="download folder", example="downloads")
+        else:
+            out_dir = local_path(out_dir, what="download folder")
     except UnusablePath as exc:
         raise DownloadError(str(exc)) from None
     keys = list(dict.fromkeys(keys))
     results: dict[str, FileResult] = {}
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if area is not None:
+            area.make_folders(out_dir)
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+    except AreaError as exc:
+        raise DownloadError(str(exc)) from None
     except OSError as exc:
+        shown = area.shown(out_dir) if area is not None else out_dir
         raise DownloadError(
-            f"Cannot create the download folder {out_dir}: {_os_reason(exc)}."
+            f"Cannot create the download folder {shown}: {_os_reason(exc)}."
         ) from None
 
     batch = _Batch(
         s3=s3, bucket=bucket, files_total=len(keys), callback=progress,
-        interval=progress_interval, cancel=cancel,
+        interval=progress_interval, cancel=cancel, area=area,
     )
     paths: dict[str, Path] = {}
     for key in keys:
@@ -252,6 +242,7 @@ class _Batch:
     callback: Callable[[DownloadProgress], None] | None
     interval: float
     cancel: threading.Event | None
+    area: UserArea | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     bytes_done: int = 0
     bytes_total: int = 0
@@ -328,97 +319,61 @@ class _Batch:
             if _same_file(path, size, etag):
                 self.finish_file(size)
                 return FileResult(key, SKIPPED, path, size, "Already present and identical.")
-            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self.finish_file(size)
-            return FileResult(key, FAILED, path, size, _local_error(path, exc))
+            return FileResult(key, FAILED, path, size, _local_error(path, exc, self.area))
 
-        tmp = None
         written = 0
         try:
-            tmp, handle = _open_temp(path)
-            with handle:
-                written, md5 = self._stream(key, handle, size, etag)
-            if written is None:  # cancelled mid-file
-                return FileResult(key, CANCELLED, path, size, "Cancelled; partial data removed.")
-            problem = _verify(written, md5, size, etag)
-            if problem:
-                log.warning("Download of s3://%s/%s rejected: %s", self.bucket, key, problem)
-                return self._finish(FileResult(
-                    key, FAILED, path, size,
-                    f"Download of s3://{self.bucket}/{key} rejected: {problem}.",
-                ), size, written)
-            os.replace(tmp, path)
-            tmp = None
+            with AtomicFile(path, area=self.area, marker=PART_MARKER) as out:
+                written, md5 = self._stream(key, out.file, size, etag)
+                if written is None:  # cancelled mid-file
+                    return FileResult(key, CANCELLED, path, size,
+                                      "Cancelled; partial data removed.")
+                problem = _verify(written, md5, size, etag)
+                if problem:
+                    log.warning("Download of s3://%s/%s rejected: %s", self.bucket, key, problem)
+                    return self._finish(FileResult(
+                        key, FAILED, path, size,
+                        f"Download of s3://{self.bucket}/{key} rejected: {problem}.",
+                    ), size, written)
+                out.commit()
             return self._finish(FileResult(key, DOWNLOADED, path, size), size, written)
         except _RemoteError as exc:
             return self._finish(self._failed(key, exc.__cause__, path, size), size, written)
+        except AreaError as exc:
+            log.warning("%s", exc)
+            return self._finish(FileResult(key, FAILED, path, size, str(exc)), size, written)
         except OSError as exc:
-            return self._finish(FileResult(key, FAILED, path, size, _local_error(path, exc)),
-                                size, written)
-        finally:
-            if tmp is not None:
-                _remove(tmp)
+            return self._finish(FileResult(key, FAILED, path, size,
+                                           _local_error(path, exc, self.area)), size, written)
 
     def _finish(self, result: FileResult, size: int, written: int | None) -> FileResult:
         self.finish_file(max(0, size - (written or 0)))
         return result
 
     def _stream(self, key: str, handle, size: int, etag: str):
-        """Copy the object into ``handle``; (bytes, md5) or (None, None) when cancelled.
-
-        A body cut short mid-transfer (botocore does not retry those) is picked up where it
-        stopped: a ranged GET from the bytes already written, pinned to the same ETag, up to
-        the connection's ``max_attempts`` in all.
-        """
+        """Copy the object into ``handle``; (bytes, md5) or (None, None) when cancelled."""
         md5 = hashlib.md5(usedforsecurity=False)
         written = 0
-        attempts = max(1, int(getattr(self.s3, "max_attempts", 1)))
-        for attempt in range(1, attempts + 1):
-            body = self._open_body(key, etag, written)
-            try:
-                while True:
-                    if self.cancelled():
-                        return None, None
-                    try:
-                        chunk = body.read(CHUNK_SIZE)
-                    except body_errors() as exc:
-                        if attempt == attempts:
-                            raise _RemoteError() from exc
-                        log.info("Download of s3://%s/%s cut short at %d bytes (%s); resuming",
-                                 self.bucket, key, written, type(exc).__name__)
-                        break
-                    except Exception as exc:
-                        raise _RemoteError() from exc
-                    if not chunk:
-                        return written, md5.hexdigest()
-                    handle.write(chunk)
-                    md5.update(chunk)
-                    written += len(chunk)
-                    self.add_bytes(key, len(chunk), written, size)
-            finally:
-                body.close()
-        raise AssertionError("unreachable")
-
-    def _open_body(self, key: str, etag: str, start: int):
-        """The streaming body of a GET of ``key`` from byte ``start`` (same ETag only)."""
-        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
-        if start:
-            kwargs["Range"] = f"bytes={start}-"
+        chunks = object_chunks(self.s3, self.bucket, key, etag)
         try:
-            return self.s3.client.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"]
-        except Exception as exc:
-            raise _RemoteError() from exc
+            for chunk in chunks:
+                if self.cancelled():
+                    return None, None
+                handle.write(chunk)
+                md5.update(chunk)
+                written += len(chunk)
+                self.add_bytes(key, len(chunk), written, size)
+        finally:
+            chunks.close()
+        return written, md5.hexdigest()
 
     def _failed(self, key: str, exc: BaseException, path: Path | None = None,
                 size: int = 0) -> FileResult:
         message = _remote_message(self.s3, exc, self.bucket, key)
         log.warning("Download of s3://%s/%s failed: %s", self.bucket, key, message)
         return FileResult(key, FAILED, path, size, message)
-
-
-class _RemoteError(Exception):
-    """Marks an exception raised by S3 (its ``__cause__``) rather than the local disk."""
 
 
 def _remote_message(s3, exc: BaseException, bucket: str, key: str) -> str:
@@ -454,23 +409,11 @@ def _same_file(path: Path, size: int, etag: str) -> bool:
     return md5.hexdigest() == etag.lower()
 
 
-def _open_temp(path: Path):
-    return open_temp(path, marker=PART_MARKER)
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("Could not remove the temporary file %s: %s", path, _os_reason(exc))
-
-
-def _local_error(path: Path, exc: OSError) -> str:
+def _local_error(path: Path, exc: OSError, area: UserArea | None = None) -> str:
+    shown = area.shown(path) if area is not None else path  # the user's own words in an area
     if isinstance(exc, IsADirectoryError) or path.is_dir():
-        return f"Cannot write {path}: a folder of that name is in the way."
-    return f"Cannot write {path}: {_os_reason(exc)}."
+        return f"Cannot write {shown}: a folder of that name is in the way."
+    return f"Cannot write {shown}: {_os_reason(exc)}."
 
 
 def _os_reason(exc: OSError) -> str:

@@ -35,6 +35,26 @@ def objects_frame(objects) -> pd.DataFrame:
     )
 
 
+# Runs in the page when the session offers a download: the browser fetches it (and shows its
+# own progress), as a click on a link would.
+_SAVE_JS = """
+const url = cb_obj.value;
+if (url) {
+  const link = document.createElement('a');
+  link.href = url; link.download = ''; link.style.display = 'none';
+  document.body.appendChild(link); link.click(); link.remove();
+}
+"""
+
+
+def _browser_saves(state: BrowserState):
+    """An invisible field: a new :attr:`BrowserState.delivery` makes the page fetch it."""
+    field = pn.widgets.TextInput(value="", visible=False, disabled=True)
+    field.jscallback(value=_SAVE_JS)
+    state.param.watch(lambda event: setattr(field, "value", event.new), "delivery")
+    return field
+
+
 KEY_INPUT_LOGGERS = ("panel.viewable.PasswordInput", "panel.viewable.FileInput")
 
 
@@ -151,11 +171,16 @@ class BrowseView(pn.viewable.Viewer):
         )
         download = pn.Row(
             pn.widgets.TextInput.from_param(state.param.download_dir, min_width=200,
-                                            sizing_mode="stretch_width"),
+                                            sizing_mode="stretch_width",
+                                            visible=state.server_folders),
+            pn.pane.Markdown("Downloads go to your browser: one file as it is, several as one "
+                             "zip.", visible=not state.server_folders,
+                             css_classes=["echo-download-note"], margin=(28, 10, 10, 10)),
             pn.widgets.Button.from_param(state.param.download, color="success",
                                          width=170, margin=(28, 10, 10, 10)),
             pn.widgets.Button.from_param(state.param.cancel_download, width=150,
                                          margin=(28, 10, 10, 10)),
+            _browser_saves(state),
             sizing_mode="stretch_width",
         )
         progress = pn.indicators.Progress(value=state.param.download_progress, max=100,
