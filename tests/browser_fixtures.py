@@ -20,7 +20,9 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("ECHO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-TIMEOUT_MS = 30_000
+# Patience for every wait on the page (waits end on their condition; this only bounds a failure):
+# four test workers share the machine's cores with their browsers and servers.
+TIMEOUT_MS = 60_000
 
 __all__ = ["browser", "dashboard_server", "page", "new_page", "shot", "connect", "keys_json",
            "TIMEOUT_MS", "status", "click", "tab", "re", "everything_on_the_page", "LONG_KEY",

@@ -40,30 +40,28 @@ def frame_number(page) -> int:
 
 
 RECORD = """() => {
-  const find = (root) => {
-    for (const el of root.querySelectorAll('*')) {
-      if (el.classList && el.classList.contains('echo-frame-label')) return el;
-      if (el.shadowRoot) { const hit = find(el.shadowRoot); if (hit) return hit; }
-    }
-    return null;
-  };
-  const label = find(document);
+  // The playback bridge's paint reports: the page sets `painted` on the animation frame after
+  // each new frame's image arrived, so these are the frames the page drew, in order.
+  let bridge = null;
+  for (const doc of Bokeh.documents) for (const m of doc._all_models.values()) {
+    const props = m.data && m.data.properties;
+    if (props && props.painted && props.frame && props.presses) bridge = m;
+  }
   window.echoFrames = [];
   const note = () => {
-    const m = /Frame (\\d+) of/.exec(label.shadowRoot.textContent);
-    const n = m ? Number(m[1]) : -1;
+    const n = bridge.data.painted;
     const seen = window.echoFrames;
     if (n >= 0 && seen[seen.length - 1] !== n) seen.push(n);
   };
   note();
-  new MutationObserver(note).observe(label.shadowRoot,
-                                     {subtree: true, childList: true, characterData: true});
+  bridge.data.properties.painted.change.connect(note);
 }"""
 
 
 def watch_frames(page, until, timeout: float = 60.0) -> list[int]:
-    """Every frame number the label shows from now on (recorded in the page by a
-    MutationObserver, so none is missed), once ``until(seen)`` holds."""
+    """Every frame the page paints from now on (its paint reports, recorded in the page, so
+    none is missed), once ``until(seen)`` holds. The frame label follows only a few times a
+    second while playing (dashboard.ui.follow)."""
     page.evaluate(RECORD)
     deadline = time.monotonic() + timeout
     while not until(seen := page.evaluate("() => window.echoFrames.slice()")):
