@@ -179,9 +179,7 @@ class FaultProxy:
         with self._lock:
             if self.requests >= self.max_requests:  # a keep-alive request racing the shutdown
                 return Fault("reset", down=True)
-            self.requests += 1
-            if self.requests >= self.max_requests:
-                threading.Thread(target=self.stop, daemon=True).start()
+            self.requests += 1  # the handler stops the proxy once the last one is answered
             chosen = None
             if self._down_after is not None and self.requests > self._down_after:
                 self.faults["down"] += 1
@@ -278,6 +276,16 @@ class _Handler(BaseHTTPRequestHandler):
         raise AssertionError("unreachable")
 
     def _handle(self) -> None:
+        try:
+            self._answer()
+        finally:
+            owner = self.owner
+            if owner.requests >= owner.max_requests and not owner.stopped.is_set():
+                # After the answer: stopping resets open connections, and stopping while the
+                # last request was still being answered reset it too (seen under load).
+                threading.Thread(target=owner.stop, daemon=True).start()
+
+    def _answer(self) -> None:
         body = self._body()
         with self.owner._lock:
             self.owner.ranges.append((self.command, self.path, self.headers.get("Range", "")))
