@@ -66,12 +66,20 @@ def test_rasterized_frame_is_viewport_sized_and_compact():
 
 
 def test_histogram_counts_every_pixel_of_small_frames():
-    from dashboard.ui.plots import histogram
+    from dashboard.ui.plots import HIST_BINS, histogram_counts
 
-    frame = np.random.default_rng(1).normal(size=(64, 64)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    frame = rng.normal(size=(64, 64)).astype(np.float32)
     frame[0, 0] = np.nan
-    hist = histogram(frame)
-    assert hist.dimension_values(1).sum() == frame.size - 1
+    counts, _ = histogram_counts(frame)
+    assert counts.sum() == frame.size - 1
+    # Integer frames are counted per value first: the same counts and edges as np.histogram.
+    for dtype in (np.uint8, np.uint16):
+        ints = rng.integers(3, np.iinfo(dtype).max - 3, size=(200, 300)).astype(dtype)
+        counts, edges = histogram_counts(ints)
+        expected = np.histogram(ints, bins=HIST_BINS, range=(int(ints.min()), int(ints.max())))
+        np.testing.assert_array_equal(counts, expected[0])
+        np.testing.assert_array_equal(edges, expected[1])
 
 
 def test_tree_html_escapes_file_contents():
