@@ -25,6 +25,7 @@ from dashboard.config import Settings
 from dashboard.errors import ConfigError, EchoError
 from dashboard.state.session import Session
 from dashboard.ui.app import TITLE, EchoS3Viewer, extension
+from dashboard.ui.widgets import status_line
 
 log = logging.getLogger("dashboard.app")
 
@@ -56,8 +57,8 @@ def create_app(settings: Settings | None = None, *, credentials=None):
 
 def _error_page(message: str):
     return pn.template.FastListTemplate(
-        title=TITLE, main=[pn.pane.Alert(f"The dashboard cannot start: {message}",
-                                         alert_type="danger")])
+        title=TITLE, main=[status_line(f"The dashboard cannot start: {message}",
+                                       css_class="echo-start-error", error=True)])
 
 
 def _scheduler(doc):

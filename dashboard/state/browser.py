@@ -18,6 +18,7 @@ from ..storage.credentials import (
 from ..storage.listing import HDF5_SUFFIXES, SORT_KEYS, directories, filter_objects, sort_objects
 from ..storage.paths import UnusablePath, local_path
 from ..storage.s3 import S3
+from ..text import labels
 from .provider import Provider, connect
 from .tasks import Tasks, user_message
 
@@ -202,7 +203,7 @@ class BrowserState(param.Parameterized):
         else:
             who = (f"keys {mask(credentials.access_key)}" if credentials.access_key
                    else credentials.source)
-        self.param.bucket.objects = buckets
+        self.param.bucket.objects = labels(buckets)  # shown as text, values unchanged
         self.param.update(
             bucket=buckets[0] if buckets else None,
             listing=[],
@@ -270,7 +271,7 @@ class BrowserState(param.Parameterized):
 
     def _set_directories(self, names: list[str]) -> None:
         options = {ALL_DIRECTORIES: ""}
-        options.update({name: name for name in names})
+        options.update(labels(names))
         keep = self.directory if self.directory in options.values() else ""
         self.param.directory.objects = options
         self.directory = keep

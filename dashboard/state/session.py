@@ -9,11 +9,12 @@ import param
 
 from ..config import Settings
 from ..storage.credentials import Credentials
+from ..text import shown
 from . import links
 from .analysis import AnalysisState
 from .browser import BrowserState
 from .inspect import Inspector
-from .links import DISPLAY, PROCESSING, Link, shown
+from .links import DISPLAY, PROCESSING, Link
 from .processor import ProcessorState
 from .provider import Provider
 from .tasks import Tasks
