@@ -72,6 +72,23 @@ def _scheduler(doc):
     return dispatch
 
 
+def login_settings(settings: Settings, credentials=None) -> Settings:
+    """A server with a login is shared: its sessions connect only to the operator's endpoints,
+    by default the one configured (``--endpoint``/``ECHO_S3_ENDPOINT``, else the server's key
+    file's, else ECHO); ``--allowed-endpoints`` or repeated ``--endpoint`` list more."""
+    if settings.allowed_endpoints is not None:
+        return settings
+    keys = credentials
+    if keys is None and settings.credentials_path is not None and not settings.endpoint_given:
+        from dashboard.storage.credentials import from_json_file
+
+        try:
+            keys = from_json_file(settings.credentials_path)
+        except EchoError:
+            keys = None  # each session says what is wrong with the file
+    return settings.with_overrides(allowed_endpoints=[settings.endpoint_for(keys)])
+
+
 def _apps(settings: Settings, credentials) -> dict:
     def app():  # Panel calls plain functions once per session (a partial would be rendered)
         return create_app(settings, credentials=credentials)
@@ -341,6 +358,8 @@ class RunningServer:
         # get_server() sets Panel's process-wide auth config; stop() puts it back.
         self._panel_config = {name: getattr(pn.config, name) for name in _PANEL_AUTH_CONFIG}
         self._encryption = pn.state.encryption
+        if auth is not None:
+            settings = login_settings(settings, credentials)
         apps = _apps(settings, credentials)
         kwargs = _server_kwargs(port=port, address=address,
                                 allow_websocket_origin=allow_websocket_origin, prefix=prefix,
@@ -406,7 +425,8 @@ def serve(
     to it. With a key file in ``settings`` every session connects at start. Websocket
     connections are accepted only from the served address unless ``allow_websocket_origin``
     names more (never ``*`` by default). With ``auth`` (:meth:`ServerAuth.from_options`) every
-    page and websocket needs a login first; ``ssl_certfile``/``ssl_keyfile`` serve HTTPS.
+    page and websocket needs a login first, and sessions connect only to the operator's
+    endpoints (:func:`login_settings`); ``ssl_certfile``/``ssl_keyfile`` serve HTTPS.
     """
     store = None
     credentials = None
@@ -414,9 +434,13 @@ def serve(
         from dashboard.demo.store import start_demo_store
 
         store = start_demo_store(scale="full")
-        settings = settings.with_overrides(endpoint=store.endpoint)
+        settings = settings.with_overrides(
+            endpoint=store.endpoint,
+            allowed_endpoints=None if settings.allowed_endpoints is None else [store.endpoint])
         credentials = store.credentials
     try:
+        if auth is not None:
+            settings = login_settings(settings, credentials)
         pn.serve(_apps(settings, credentials), show=show, **_server_kwargs(
             port=port, address=address,
             allow_websocket_origin=allow_websocket_origin, prefix=prefix, auth=auth,

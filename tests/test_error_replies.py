@@ -2,17 +2,16 @@
 through the Endpoint field), or an S3 endpoint that answers with markup or secrets in its error
 message, gives our own sentence with the S3 error code and HTTP status only.
 
-The endpoint is a tiny local HTTP server (``http.server``) that answers every request at once
-with the reply the test sets; ``max_attempts=1``, so no retry waits.
+The endpoint is a tiny local HTTP server (``tests/http_reply.py``) that answers every request
+at once with the reply the test sets; ``max_attempts=1``, so no retry waits.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 
 import pytest
+from http_reply import ReplyServer
 
 from dashboard.errors import EchoError
 from dashboard.storage.credentials import Credentials
@@ -41,39 +40,11 @@ REPLIES = {
 }
 
 
-class _Reply(http.server.BaseHTTPRequestHandler):
-    reply: tuple[int, str, bytes] = (200, "text/plain", b"")
-    # A reason phrase is part of the reply too (botocore shows it as the Message of a HEAD).
-    reason = "hello internal-token-7731"
-
-    def _answer(self) -> None:
-        status, ctype, body = self.server.reply
-        self.send_response(status, self.reason)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_GET = do_PUT = do_POST = do_HEAD = _answer
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def service():
     """An HTTP service on 127.0.0.1 whose reply each test sets (``service.reply = ...``)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Reply)
-    server.reply = (200, "text/plain", b"")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.endpoint = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with ReplyServer() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _keys() -> Credentials:

@@ -49,6 +49,10 @@ class BrowserState(param.Parameterized):
     # -- connect -----------------------------------------------------------------------------
     endpoint = param.String(default="", label="Endpoint",
                             doc=f"Empty: the key file's endpoint, else {DEFAULT_ENDPOINT}.")
+    allowed_endpoints = param.List(
+        default=[], item_type=str, constant=True, precedence=-1,
+        doc="The only endpoints Connect may use (the operator's list on a shared server, shown "
+            "as a choice); empty: any (Settings.allowed_endpoints).")
     credentials_path = param.String(default="", label="Credentials file (on the server)")
     server_keys = param.Boolean(
         default=True, constant=True, precedence=-1,
@@ -182,7 +186,8 @@ class BrowserState(param.Parameterized):
                     credentials = from_json_file(self.credentials_path.strip())
                 else:
                     credentials = load_credentials()
-            provider, buckets = connect(credentials, endpoint=self.endpoint.strip() or None)
+            provider, buckets = connect(credentials, endpoint=self.endpoint.strip() or None,
+                                        allowed=self.allowed_endpoints)
         except Exception as exc:  # noqa: BLE001 - action boundary
             message = user_message(exc, "connect")
             if credentials is not None:

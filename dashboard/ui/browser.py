@@ -56,6 +56,18 @@ def quiet_key_inputs() -> None:
             logger.addFilter(_drop_debug)
 
 
+def endpoint_widget(state: BrowserState):
+    """The Endpoint: typed freely, or on a shared server a choice of the operator's endpoints
+    (:attr:`BrowserState.allowed_endpoints`; Connect refuses any other value all the same)."""
+    if not state.allowed_endpoints:
+        return pn.widgets.TextInput.from_param(state.param.endpoint, sizing_mode="stretch_width")
+    select = pn.widgets.Select(label="Endpoint", options=list(state.allowed_endpoints),
+                               value=state.endpoint, sizing_mode="stretch_width")
+    select.param.watch(lambda event: setattr(state, "endpoint", event.new), "value")
+    state.param.watch(lambda event: setattr(select, "value", event.new), "endpoint")
+    return select
+
+
 class ConnectView(pn.viewable.Viewer):
     """Endpoint, key file path, pasted/uploaded keys, "Connect" and a status line."""
 
@@ -75,7 +87,7 @@ class ConnectView(pn.viewable.Viewer):
         self._upload.param.watch(self._take_upload, "value")
         state.param.watch(self._clear_secrets, "connect")
         self._layout = pn.Column(
-            pn.widgets.TextInput.from_param(state.param.endpoint, sizing_mode="stretch_width"),
+            endpoint_widget(state),
             pn.widgets.TextInput.from_param(
                 state.param.credentials_path, placeholder="~/.echo/keys.json",
                 sizing_mode="stretch_width", visible=state.server_keys,
