@@ -204,7 +204,19 @@ class EchoS3Viewer(pn.viewable.Viewer):
             sidebar_width=330,
             main_layout=None,
             theme_toggle=False,
+            design=_design(),
         )
+
+
+@functools.cache
+def _design():
+    """Panel's Fast design without the one resource it takes from another site, its web font
+    (Open Sans from fonts.googleapis.com): it told Google of every visit and fails on a server
+    without internet. The page falls back to the system's sans-serif; everything else is
+    served by the dashboard itself."""
+    from panel.theme.fast import Fast
+
+    return type("Fast", (Fast,), {"_resources": {**Fast._resources, "font": {}}})
 
 
 class _Layout(pn.Column):
