@@ -63,8 +63,11 @@ class Settings:
         if self.allowed_endpoints is not None:
             allowed = endpoint_list(self.allowed_endpoints)
             object.__setattr__(self, "allowed_endpoints", allowed)
-            if self.endpoint not in allowed:  # the first allowed one, unless one was chosen
-                object.__setattr__(self, "endpoint", allowed[0])
+            if self.endpoint not in allowed:
+                if self.endpoint_given:
+                    raise ConfigError(f"The endpoint {self.endpoint} is not one of the allowed "
+                                      f"endpoints ({', '.join(allowed)}).")
+                object.__setattr__(self, "endpoint", allowed[0])  # none chosen: the first
             object.__setattr__(self, "endpoint_given", True)  # chosen, never the key file's
 
     def endpoint_for(self, credentials=None) -> str:

@@ -48,6 +48,9 @@ def test_the_allowed_list_is_normalised_and_holds_the_endpoint():
     assert Settings.from_env(env).allowed_endpoints == ("https://a.example.org",
                                                         "https://b.example.org")
     assert Settings().allowed_endpoints is None  # no list: typed freely
+    with pytest.raises(ConfigError, match="The endpoint https://c.example.org is not one of the "
+                                          "allowed endpoints"):
+        Settings.from_env({"ECHO_S3_ENDPOINT": "https://c.example.org", **env})
 
 
 @pytest.mark.parametrize("value, message", [
