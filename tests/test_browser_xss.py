@@ -22,7 +22,9 @@ import h5py
 import numpy as np
 import pytest
 from browser_fixtures import *  # noqa: F403 - fixtures and helpers
-from browser_fixtures import TIMEOUT_MS, click, connect, shot, status, tab
+from browser_fixtures import (
+    TIMEOUT_MS, click, connect, everything_on_the_page, shot, status, tab,
+)
 from conftest import ACCESS_KEY, SECRET_KEY
 
 from dashboard.storage.credentials import Credentials
@@ -278,7 +280,7 @@ def test_payloads_in_keys_and_files_are_shown_as_text(browser, dashboard_server,
         expect(status(page, "echo-viewer-status")).to_contain_text(SVG_KEY)
         shot(page, "xss-06-error")
         watch.check(page, "an error")
-        assert "\u202e" not in page.evaluate("document.documentElement.outerHTML")
+        assert "\u202e" not in everything_on_the_page(page)  # shadow DOMs, attributes, values
     finally:
         page.context.close()
 
