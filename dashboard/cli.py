@@ -266,13 +266,9 @@ _AUTH_OPTIONS = ("basic_auth", "cookie_secret", "oauth_provider", "oauth_key", "
 def _cmd_serve(args) -> int:
     from .app import ServerAuth, serve
 
-    try:  # before anything starts: a bad login setting is a usage error (exit 2)
+    try:  # before anything starts: a bad login or endpoint setting is a usage error (exit 2)
         auth = ServerAuth.from_options(**{name: getattr(args, name) for name in _AUTH_OPTIONS})
         _check_ssl(args.ssl_certfile, args.ssl_keyfile)
-    except EchoError as exc:
-        print(f"echo-s3-viewer serve: error: {exc}", file=sys.stderr)
-        return 2
-    try:
         settings = _settings(args).with_overrides(
             allowed_endpoints=_allowed_endpoints(args, login=auth is not None))
     except EchoError as exc:
