@@ -28,6 +28,7 @@ from dashboard.state.session import Session
 from dashboard.storage.area import check_user_root
 from dashboard.ui.app import TITLE, EchoS3Viewer, extension
 from dashboard.ui.deliver import delivery_route
+from dashboard.ui.widgets import status_line
 
 log = logging.getLogger("dashboard.app")
 
@@ -68,8 +69,8 @@ def create_app(settings: Settings | None = None, *, credentials=None, deliveries
 
 def _error_page(message: str):
     return pn.template.FastListTemplate(
-        title=TITLE, main=[pn.pane.Alert(f"The dashboard cannot start: {message}",
-                                         alert_type="danger")])
+        title=TITLE, main=[status_line(f"The dashboard cannot start: {message}",
+                                       css_class="echo-start-error", error=True)])
 
 
 def _scheduler(doc):
@@ -81,6 +82,23 @@ def _scheduler(doc):
             pn.state.execute(fn, schedule=True)
 
     return dispatch
+
+
+def login_settings(settings: Settings, credentials=None) -> Settings:
+    """A server with a login is shared: its sessions connect only to the operator's endpoints,
+    by default the one configured (``--endpoint``/``ECHO_S3_ENDPOINT``, else the server's key
+    file's, else ECHO); ``--allowed-endpoints`` or repeated ``--endpoint`` list more."""
+    if settings.allowed_endpoints is not None:
+        return settings
+    keys = credentials
+    if keys is None and settings.credentials_path is not None and not settings.endpoint_given:
+        from dashboard.storage.credentials import from_json_file
+
+        try:
+            keys = from_json_file(settings.credentials_path)
+        except EchoError:
+            keys = None  # each session says what is wrong with the file
+    return settings.with_overrides(allowed_endpoints=[settings.endpoint_for(keys)])
 
 
 def _apps(settings: Settings, credentials, *, deliveries=None, login: bool = False) -> dict:
@@ -357,6 +375,8 @@ class RunningServer:
         # get_server() sets Panel's process-wide auth config; stop() puts it back.
         self._panel_config = {name: getattr(pn.config, name) for name in _PANEL_AUTH_CONFIG}
         self._encryption = pn.state.encryption
+        if auth is not None:
+            settings = login_settings(settings, credentials)
         self.deliveries = Deliveries()  # downloads to browsers (a login without areas)
         apps = _apps(settings, credentials, deliveries=self.deliveries, login=auth is not None)
         kwargs = _server_kwargs(port=port, address=address,
@@ -424,7 +444,8 @@ def serve(
     to it. With a key file in ``settings`` every session connects at start. Websocket
     connections are accepted only from the served address unless ``allow_websocket_origin``
     names more (never ``*`` by default). With ``auth`` (:meth:`ServerAuth.from_options`) every
-    page and websocket needs a login first; ``ssl_certfile``/``ssl_keyfile`` serve HTTPS.
+    page and websocket needs a login first, and sessions connect only to the operator's
+    endpoints (:func:`login_settings`); ``ssl_certfile``/``ssl_keyfile`` serve HTTPS.
     """
     store = None
     credentials = None
@@ -432,10 +453,14 @@ def serve(
         from dashboard.demo.store import start_demo_store
 
         store = start_demo_store(scale="full")
-        settings = settings.with_overrides(endpoint=store.endpoint)
+        settings = settings.with_overrides(
+            endpoint=store.endpoint,
+            allowed_endpoints=None if settings.allowed_endpoints is None else [store.endpoint])
         credentials = store.credentials
     deliveries = Deliveries()  # downloads to browsers (a login without areas)
     try:
+        if auth is not None:
+            settings = login_settings(settings, credentials)
         apps = _apps(settings, credentials, deliveries=deliveries, login=auth is not None)
         pn.serve(apps, show=show, **_server_kwargs(
             port=port, address=address,

@@ -24,7 +24,9 @@ log = logging.getLogger("dashboard")
 
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
-    group.add_argument("--endpoint", help="S3 endpoint URL (env ECHO_S3_ENDPOINT; default ECHO)")
+    group.add_argument("--endpoint", action="append",
+                       help="S3 endpoint URL (env ECHO_S3_ENDPOINT; default ECHO); serve: repeat "
+                            "it to offer several (see --allowed-endpoints)")
     group.add_argument(
         "--credentials", metavar="FILE",
         help='JSON key file {"access_key": ..., "secret_key": ...} (env ECHO_S3_CREDENTIALS)',
@@ -117,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let sessions use keys found on the server: a typed key-file path, the "
                         "environment, AWS profiles (env ECHO_S3_SERVER_KEYS; default: yes, but "
                         "no with a login, where the server is shared)")
+    p.add_argument("--allowed-endpoints", metavar="URL,URL",
+                   help="the only endpoints sessions may connect to, offered as a choice (env "
+                        "ECHO_S3_ALLOWED_ENDPOINTS); with a login the default is the --endpoint "
+                        "values, else the configured endpoint only")
     _login_options(p)
 
     p = sub.add_parser("ls", parents=[common], help="list buckets, or objects under s3://BUCKET/PREFIX")
@@ -167,9 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         logging.getLogger("dashboard").setLevel(logging.INFO)
     handler = globals()[f"_cmd_{args.command}"]
-    if args.demo and (args.endpoint or args.credentials or args.profile):
+    if args.demo and (args.endpoint or args.credentials or args.profile
+                      or getattr(args, "allowed_endpoints", None)):
         parser.error("--demo uses the demo store's own endpoint and keys: "
-                     "drop --endpoint, --credentials and --profile")
+                     "drop --endpoint, --allowed-endpoints, --credentials and --profile")
+    if args.command != "serve" and len(args.endpoint or []) > 1:
+        parser.error("give --endpoint once (only serve offers several)")
     try:
         with _demo_store(args):
             return handler(args) or 0
@@ -194,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _settings(args) -> Settings:
     return Settings.from_env(
-        endpoint=args.endpoint,
+        endpoint=(args.endpoint or [None])[0],
         credentials_path=args.credentials,
         profile=args.profile,
         max_objects=getattr(args, "max_objects", None) or getattr(args, "limit", None),
@@ -262,15 +271,17 @@ def _cmd_serve(args) -> int:
     from .app import ServerAuth, serve
     from .storage.area import check_user_root
 
-    try:  # before anything starts: a bad login setting is a usage error (exit 2)
+    try:  # before anything starts: a bad login or endpoint setting is a usage error (exit 2)
         auth = ServerAuth.from_options(**{name: getattr(args, name) for name in _AUTH_OPTIONS})
         _check_ssl(args.ssl_certfile, args.ssl_keyfile)
         user_root = check_user_root(args.user_root or os.environ.get(ENV_USER_ROOT),
                                     login=auth is not None)
+        settings = _settings(args).with_overrides(
+            user_root=user_root,
+            allowed_endpoints=_allowed_endpoints(args, login=auth is not None))
     except EchoError as exc:
         print(f"echo-s3-viewer serve: error: {exc}", file=sys.stderr)
         return 2
-    settings = _settings(args).with_overrides(user_root=user_root)
     if args.server_keys is not None:
         settings = settings.with_overrides(server_keys=args.server_keys)
     elif auth is not None and not os.environ.get(ENV_SERVER_KEYS):
@@ -288,6 +299,20 @@ def _cmd_serve(args) -> int:
         prefix=args.prefix,
     )
     return 0
+
+
+def _allowed_endpoints(args, *, login: bool) -> list[str] | None:
+    """The endpoints of ``--endpoint`` (repeated) and ``--allowed-endpoints``, first given
+    first: the only ones sessions may use with a login, with ``--allowed-endpoints`` or with
+    several ``--endpoint`` (else ``None``: one endpoint, typed freely; with a login, the app
+    then allows the configured endpoint only)."""
+    extra = [u for u in (args.allowed_endpoints or "").split(",") if u.strip()]
+    if args.allowed_endpoints is not None and not extra:
+        raise EchoError("--allowed-endpoints lists no endpoint.")
+    listed = [*(args.endpoint or []), *extra]
+    if listed and (login or extra or len(args.endpoint or []) > 1):
+        return listed
+    return None
 
 
 def _check_ssl(certfile: str | None, keyfile: str | None) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError
+from .text import shown
 
 DEFAULT_ENDPOINT = "https://s3.echo.stfc.ac.uk"
 DEFAULT_MAX_OBJECTS = 5000
@@ -17,6 +18,7 @@ ENV_CREDENTIALS = "ECHO_S3_CREDENTIALS"
 ENV_MAX_OBJECTS = "ECHO_S3_MAX_OBJECTS"
 ENV_SERVER_KEYS = "ECHO_S3_SERVER_KEYS"
 ENV_USER_ROOT = "ECHO_S3_USER_ROOT"
+ENV_ALLOWED_ENDPOINTS = "ECHO_S3_ALLOWED_ENDPOINTS"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class Settings:
     user_root : str or None
         ``serve --user-root`` (``ECHO_S3_USER_ROOT``): the per-user areas on a shared server,
         e.g. ``/srv/echo/{user}`` (:mod:`dashboard.storage.area`).
+    allowed_endpoints : tuple of str or None
+        The only endpoints a session may connect to (the operator's list on a shared server,
+        shown as a choice; :attr:`endpoint` is one of them, the first unless given); ``None``:
+        any endpoint, typed freely (one user on their own machine).
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -54,10 +60,20 @@ class Settings:
     server_keys: bool = True
     endpoint_given: bool | None = None
     user_root: str | None = None
+    allowed_endpoints: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.endpoint_given is None:  # Settings(endpoint=X): given unless it is the default
             object.__setattr__(self, "endpoint_given", self.endpoint != DEFAULT_ENDPOINT)
+        if self.allowed_endpoints is not None:
+            allowed = endpoint_list(self.allowed_endpoints)
+            object.__setattr__(self, "allowed_endpoints", allowed)
+            if self.endpoint not in allowed:
+                if self.endpoint_given:
+                    raise ConfigError(f"The endpoint {self.endpoint} is not one of the allowed "
+                                      f"endpoints ({', '.join(allowed)}).")
+                object.__setattr__(self, "endpoint", allowed[0])  # none chosen: the first
+            object.__setattr__(self, "endpoint_given", True)  # chosen, never the key file's
 
     def endpoint_for(self, credentials=None) -> str:
         """The endpoint to connect to with ``credentials``: :func:`resolve_endpoint`'s rule."""
@@ -81,6 +97,9 @@ class Settings:
             values["server_keys"] = _flag(env[ENV_SERVER_KEYS], ENV_SERVER_KEYS)
         if env.get(ENV_USER_ROOT):
             values["user_root"] = env[ENV_USER_ROOT]
+        if env.get(ENV_ALLOWED_ENDPOINTS):
+            values["allowed_endpoints"] = endpoint_list(env[ENV_ALLOWED_ENDPOINTS],
+                                                        ENV_ALLOWED_ENDPOINTS)
         settings = cls(**values)
         return settings.with_overrides(**overrides)
 
@@ -106,6 +125,44 @@ def resolve_endpoint(given: str | None = None, credentials=None) -> str:
     """
     from_keys = getattr(credentials, "endpoint", None) if credentials is not None else None
     return normalize_endpoint(given or from_keys or DEFAULT_ENDPOINT)
+
+
+def allowed_endpoint(given: str | None = None, credentials=None,
+                     allowed: tuple[str, ...] | list[str] | None = None) -> str:
+    """:func:`resolve_endpoint`, kept to the operator's ``allowed`` endpoints when there are.
+
+    Raises :class:`ConfigError` (one sentence) when the endpoint to connect to, or the one a key
+    file names, is not allowed: a session, a link or a key file cannot send this server's
+    requests anywhere else.
+    """
+    url = resolve_endpoint(given, credentials)
+    if not allowed:
+        return url
+    if url not in allowed:
+        raise ConfigError(f"This server does not connect to {shown(url)}: choose one of the "
+                          "endpoints it offers.")
+    from_keys = getattr(credentials, "endpoint", None) if credentials is not None else None
+    if from_keys and _normal(from_keys) not in allowed:
+        raise ConfigError(f"The keys are for the endpoint {shown(from_keys)}, which this server "
+                          "does not connect to.")
+    return url
+
+
+def endpoint_list(value, name: str = "allowed endpoints") -> tuple[str, ...]:
+    """``"a,b"`` or a sequence of URLs as a tuple of normalised endpoints (in order, no
+    repeats); :class:`ConfigError` for an empty list or an unusable URL."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = tuple(dict.fromkeys(normalize_endpoint(u) for u in items if str(u).strip()))
+    if not urls:
+        raise ConfigError(f"{name} lists no endpoint.")
+    return urls
+
+
+def _normal(url: str) -> str:
+    try:
+        return normalize_endpoint(url)
+    except ConfigError:
+        return str(url)
 
 
 def normalize_endpoint(url: str) -> str:

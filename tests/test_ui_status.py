@@ -19,7 +19,7 @@ def test_an_error_status_line_has_the_error_class_and_style_until_replaced():
     assert "echo-error" not in line.css_classes and line.styles == {}
     state.param.update(status="Could not open it.", failed=True)
     assert line.css_classes == ["echo-status", "echo-x", "echo-error"]
-    assert line.styles == ERROR_STYLE and line.object == "Could not open it."
+    assert line.styles == ERROR_STYLE and line.object == "<p>Could not open it.</p>"
     state.param.update(status="Done.", failed=False)
     assert "echo-error" not in line.css_classes and line.styles == {}
 
@@ -36,7 +36,7 @@ def test_preview_and_batch_buttons_follow_the_state():
     view = ProcessView(state)
     buttons = {b.name: b for b in view._layout.select(pn.widgets.Button)}
     assert buttons["Preview Last Frame"].disabled and buttons["Batch Process & Save"].disabled
-    status = [m for m in view._layout.select(pn.pane.Markdown)
+    status = [m for m in view._layout.select(pn.pane.HTML)
               if "echo-process-status" in m.css_classes][0]
     state.param.update(status="Could not run the batch: disk full.", failed=True)
     assert "echo-error" in status.css_classes

@@ -19,6 +19,7 @@ from ..storage.listing import HDF5_SUFFIXES, SORT_KEYS, directories, filter_obje
 from ..storage.area import UserArea
 from ..storage.paths import UnusablePath, local_path
 from ..storage.s3 import S3
+from ..text import labels
 from .provider import Provider, connect
 from .tasks import Tasks, user_message
 
@@ -49,6 +50,10 @@ class BrowserState(param.Parameterized):
     # -- connect -----------------------------------------------------------------------------
     endpoint = param.String(default="", label="Endpoint",
                             doc=f"Empty: the key file's endpoint, else {DEFAULT_ENDPOINT}.")
+    allowed_endpoints = param.List(
+        default=[], item_type=str, constant=True, precedence=-1,
+        doc="The only endpoints Connect may use (the operator's list on a shared server, shown "
+            "as a choice); empty: any (Settings.allowed_endpoints).")
     credentials_path = param.String(default="", label="Credentials file (on the server)")
     server_keys = param.Boolean(
         default=True, constant=True, precedence=-1,
@@ -196,7 +201,8 @@ class BrowserState(param.Parameterized):
                     credentials = from_json_file(self.credentials_path.strip())
                 else:
                     credentials = load_credentials()
-            provider, buckets = connect(credentials, endpoint=self.endpoint.strip() or None)
+            provider, buckets = connect(credentials, endpoint=self.endpoint.strip() or None,
+                                        allowed=self.allowed_endpoints)
         except Exception as exc:  # noqa: BLE001 - action boundary
             message = user_message(exc, "connect")
             if credentials is not None:
@@ -217,7 +223,7 @@ class BrowserState(param.Parameterized):
         else:
             who = (f"keys {mask(credentials.access_key)}" if credentials.access_key
                    else credentials.source)
-        self.param.bucket.objects = buckets
+        self.param.bucket.objects = labels(buckets)  # shown as text, values unchanged
         self.param.update(
             bucket=buckets[0] if buckets else None,
             listing=[],
@@ -285,7 +291,7 @@ class BrowserState(param.Parameterized):
 
     def _set_directories(self, names: list[str]) -> None:
         options = {ALL_DIRECTORIES: ""}
-        options.update({name: name for name in names})
+        options.update(labels(names))
         keep = self.directory if self.directory in options.values() else ""
         self.param.directory.objects = options
         self.directory = keep

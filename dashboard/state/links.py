@@ -389,10 +389,3 @@ def split_url(url: str) -> tuple[str, str] | None:
     except StorageError:
         return None
     return (bucket, key) if bucket and key else None
-
-
-def shown(text: str, limit: int = 80) -> str:
-    """A value from a link made safe to show in a Markdown status line: shortened, and every
-    character that Markdown or HTML would interpret escaped."""
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return re.sub(r"([\\`*_{}\[\]()<>#+!|~&\"'$])", r"\\\1", text)

@@ -5,8 +5,8 @@ connected; the state models reach S3 and HDF5 only through it:
 
 * :func:`connect` resolves the endpoint and the keys once
   (:func:`~dashboard.config.resolve_endpoint`: an endpoint given on the command line, in the
-  environment or in the page, else the key file's ``"endpoint"``, else ECHO) and checks them by
-  listing the buckets;
+  environment or in the page, else the key file's ``"endpoint"``, else ECHO; on a shared
+  server only one of the operator's endpoints) and checks them by listing the buckets;
 * :meth:`Provider.open` reads a file's tree and opens its stack from **one**
   :class:`~dashboard.hdf5.source.Source` (one first-block GET per load); :meth:`Provider.inspect`
   describes a selected file and keeps its Source for the Load that usually follows, so
@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ..config import resolve_endpoint
+from ..config import allowed_endpoint
 from ..errors import EchoError
 from ..hdf5.source import Source, open_bytes, open_source
 from ..hdf5.stack import FrameStack, StackSpec, open_stack
@@ -190,10 +190,15 @@ class S3Provider(Provider):
 
 
 def connect(credentials: Credentials, *, endpoint: str | None = None,
+            allowed: tuple[str, ...] | list[str] | None = None,
             ) -> tuple[S3Provider, list[str]]:
     """Resolve the endpoint (:func:`~dashboard.config.resolve_endpoint`: ``endpoint`` if given,
-    else the keys' own, else ECHO) and check the keys by listing the buckets."""
-    provider = S3Provider(S3(resolve_endpoint(endpoint, credentials), credentials))
+    else the keys' own, else ECHO) and check the keys by listing the buckets.
+
+    With ``allowed`` (the operator's endpoints on a shared server), an endpoint outside it,
+    asked for by the session or by the keys, is refused before any request is sent
+    (:func:`~dashboard.config.allowed_endpoint`)."""
+    provider = S3Provider(S3(allowed_endpoint(endpoint, credentials, allowed), credentials))
     return provider, provider.buckets()
 
 

@@ -10,11 +10,12 @@ import param
 from ..config import Settings
 from ..storage.area import UserArea
 from ..storage.credentials import Credentials
+from ..text import shown
 from . import links
 from .analysis import AnalysisState
 from .browser import BrowserState
 from .inspect import Inspector
-from .links import DISPLAY, PROCESSING, Link, shown
+from .links import DISPLAY, PROCESSING, Link
 from .processor import ProcessorState
 from .provider import Provider
 from .tasks import Tasks
@@ -79,6 +80,7 @@ class Session(param.Parameterized):
         browser = BrowserState(
             tasks=self.tasks,
             endpoint=settings.endpoint if settings.endpoint_given else "",
+            allowed_endpoints=list(settings.allowed_endpoints or []),
             credentials_path=str(settings.credentials_path or "") if settings.server_keys else "",
             max_objects=settings.max_objects,
             server_keys=settings.server_keys,
@@ -161,6 +163,11 @@ class Session(param.Parameterized):
             self.restoring = False
         if not link and not link.message():
             return link
+        endpoint, allowed = link.values.get("endpoint"), self.settings.allowed_endpoints
+        if endpoint and allowed and endpoint not in allowed:
+            self.link_status = (f"This link is for the endpoint {shown(endpoint)}, which this "
+                                "server does not connect to: it was not opened.")
+            return link
         notes = [link.message()] if link.message() else []
         notes += _apply(self.owners(), link.values, DISPLAY)
         if "bucket" not in link.values:
@@ -203,6 +210,11 @@ def _endpoint(text: str) -> str:
         return normalize_endpoint(text)
     except EchoError:
         return ""
+
+
+def _enter(browser) -> str:
+    """How the user gives an endpoint: typed, or chosen from the operator's list."""
+    return "choose" if browser.allowed_endpoints else "enter"
 
 
 def _manual_contrast(mode) -> bool:
@@ -294,8 +306,8 @@ class _Restore:
             text = (f"Link to {target}: it opens once you are connected."
                     if not browser.busy else f"Link to {target}: connecting…")
             if "endpoint" in values and _endpoint(browser.endpoint) != wanted:
-                text += (f" It is for the endpoint {shown(wanted)}: if you trust it, enter it "
-                         "as the Endpoint.")
+                text += (f" It is for the endpoint {shown(wanted)}: if you trust it, "
+                         f"{_enter(browser)} it as the Endpoint.")
             self.say(text)
             return
         if browser.busy:
@@ -303,8 +315,8 @@ class _Restore:
         if browser.provider.endpoint != wanted:
             self.phase = "connect"  # wait for a connection to the link's endpoint
             self.say(f"This link is for the endpoint {shown(wanted)}, this session is connected "
-                     f"to {shown(browser.provider.endpoint)}: if you trust it, enter that "
-                     "endpoint and press Connect to open the link.")
+                     f"to {shown(browser.provider.endpoint)}: if you trust it, "
+                     f"{_enter(browser)} that endpoint and press Connect to open the link.")
             return
         if self.phase == "connect":
             if self.bucket not in browser.param.bucket.objects:

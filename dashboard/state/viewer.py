@@ -12,6 +12,7 @@ import param
 from ..analysis.contrast import (
     N_SAMPLES, clamp_limits, percentile_limits, sample_limits, stack_sample,
 )
+from ..text import labels
 from .browser import BrowserState
 from .playback import Player, RateMeter
 from .tasks import LatestOnly, Tasks, user_message
@@ -196,7 +197,7 @@ class ViewerState(param.Parameterized):
             candidates = [c.path for c in stack.candidates] if stack is not None else []
             if stack is not None and stack.dataset not in candidates:
                 candidates.insert(0, stack.dataset)
-            self.param.dataset.objects = candidates
+            self.param.dataset.objects = labels(candidates)  # shown as text
             n = len(stack) if stack is not None else 0
             self.playing = False
             self.param.index.bounds = (0, max(0, n - 1))

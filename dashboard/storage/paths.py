@@ -11,21 +11,16 @@ import os
 from pathlib import Path
 
 from ..errors import EchoError
+from ..text import shown  # a bad path repeated in a message: bidi-safe, shortened
 
 MAX_NAME_BYTES = 255  # one path component (ext4, XFS, APFS, NTFS)
 MAX_PATH_BYTES = 4095  # a whole path (Linux PATH_MAX - 1)
-SHOWN_CHARS = 80  # how much of a bad path a message repeats
 
 log = logging.getLogger(__name__)
 
 
 class UnusablePath(EchoError):
     """A path that no file system here could use."""
-
-
-def shown(text: str) -> str:
-    """``text`` cut to :data:`SHOWN_CHARS` for a message."""
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
 
 
 def local_path(text: str | os.PathLike, *, what: str) -> Path:

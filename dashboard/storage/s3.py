@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from functools import cached_property
 
 from ..config import DEFAULT_MAX_OBJECTS, resolve_endpoint
 from ..errors import EchoError
+from ..text import shorten
 from .credentials import Credentials, load_credentials
 from .redact import install_log_redaction
 
@@ -218,12 +220,15 @@ class S3:
             response = self.client.head_object(Bucket=bucket, Key=key)
         except Exception as exc:
             raise self.translate(exc, bucket=bucket, key=key, action="read") from None
-        return ObjectInfo(
-            key=key,
-            size=int(response["ContentLength"]),
-            last_modified=response["LastModified"],
-            etag=response.get("ETag", "").strip('"'),
-        )
+        try:
+            return ObjectInfo(
+                key=key,
+                size=int(response["ContentLength"]),
+                last_modified=response["LastModified"],
+                etag=response.get("ETag", "").strip('"'),
+            )
+        except (KeyError, TypeError, ValueError):  # answered, but not as S3 does
+            raise StorageError(not_s3(self.endpoint, "read", f"s3://{bucket}/{key}")) from None
 
     def get_object(self, bucket: str, key: str, *, start: int | None = None,
                    length: int | None = None, if_match: str | None = None) -> tuple[dict, bytes]:
@@ -286,13 +291,17 @@ def translate_error(
     action: str = "access",
     credentials: Credentials | None = None,
 ) -> StorageError:
-    """Map any S3 failure to one of our exception types with a one-line message."""
+    """Map any S3 failure to one of our exception types with a one-line message.
+
+    The message names the action, the object and the endpoint in our words, with the reply's
+    error code and HTTP status; never the reply's message or body (:func:`_refused`)."""
     from botocore.exceptions import (
         ClientError,
         ConnectionError as BotoConnectionError,
         NoCredentialsError,
         ReadTimeoutError,
     )
+    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, StorageError):
         return exc
@@ -302,7 +311,7 @@ def translate_error(
         return AccessDenied(f"No S3 credentials found to {action}{at}: give a key file or set AWS keys.")
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
+        code = str(error.get("Code", ""))  # checked by _refused before it is repeated
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch"}:
             return AccessDenied(f"The S3 keys were rejected by {endpoint} ({code}): check the access and secret key.")
@@ -314,9 +323,9 @@ def translate_error(
             return NotFound(f"Not found{at}: {where or 'the requested resource'} (404).")
         if code in {"InvalidRange", "416"} or status == 416:
             return StorageError(f"Requested bytes lie outside {where} (416): the object may be truncated.")
-        message = error.get("Message") or code or str(status)
-        text = f"S3 error while trying to {action} {where}{at}: {message}".replace("  ", " ")
-        return StorageError(_scrub(text, credentials))
+        return StorageError(_scrub(_refused(code, status, action, where, at), credentials))
+    if isinstance(exc, ResponseParserError):  # its text holds the reply's body
+        return StorageError(not_s3(endpoint, action, where))
     if isinstance(exc, body_errors()) and not isinstance(exc, ReadTimeoutError | OSError):
         return EndpointUnreachable(
             f"The connection to {endpoint} broke while trying to {action} {where} "
@@ -330,8 +339,36 @@ def translate_error(
         return AccessDenied(f"Permission denied to {action} {where}{at} (403).")
     if isinstance(exc, BotoConnectionError | ConnectionError | OSError):
         return EndpointUnreachable(f"Cannot reach the S3 endpoint {endpoint} ({type(exc).__name__}).")
-    text = f"Could not {action} {where}{at}: {type(exc).__name__}: {exc}".replace("  ", " ")
+    detail = shorten(str(exc).split("\n", 1)[0], 200)  # a library's words, not a reply body
+    text = f"Could not {action} {where}{at}: {type(exc).__name__}: {detail}".replace("  ", " ")
     return StorageError(_scrub(text, credentials))
+
+
+#: What an S3 error code looks like (``NoSuchKey``, ``SlowDown``, ``404``); anything else in a
+#: reply's ``<Code>`` is not repeated.
+_ERROR_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.]{0,63}")
+
+
+def not_s3(endpoint: str, action: str, where: str) -> str:
+    """The sentence for a reply that is not one S3 gives (another kind of service)."""
+    return (f"The reply of {endpoint} to {action} {where} is not an S3 reply "
+            "(is this an S3 endpoint?).").replace("  ", " ")
+
+
+def _refused(code: str, status, action: str, where: str, at: str) -> str:
+    """The sentence for an S3 error reply: its code (when it looks like one), its HTTP status
+    and our own words, never the reply's ``<Message>``, reason phrase or body (an endpoint
+    may be any service, and its reply may hold what it should not show, or markup)."""
+    code = code if _ERROR_CODE.fullmatch(code) and code != str(status) else ""
+    named = ", ".join(part for part in (code, f"HTTP {status}" if status else "") if part)
+    if code == "SlowDown" or status == 503:
+        why = "the endpoint is busy; try again later"
+    elif isinstance(status, int) and status >= 500:
+        why = "the endpoint failed to answer it"
+    else:
+        why = "the endpoint refused the request"
+    text = f"S3 error while trying to {action} {where}{at}: {why}"
+    return (f"{text} ({named})." if named else f"{text}.").replace("  ", " ")
 
 
 @functools.cache

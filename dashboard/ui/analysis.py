@@ -8,7 +8,6 @@ and the tool itself is the panel shown below the frame.
 
 from __future__ import annotations
 
-import html
 import time
 
 import holoviews as hv
@@ -19,6 +18,7 @@ import param
 from ..state.analysis import AnalysisState
 from ..state.viewer import ViewerState
 from ..storage.listing import human_size
+from .text import plain
 from .widgets import HIST_PLAYING_PERIOD, number_input, reporter, status_line
 
 ROI_COLOR = "#ff7f0e"
@@ -29,7 +29,8 @@ CSS = """
 .echo-cost table { border-collapse: collapse; font-size: 13px; width: 100%; }
 .echo-cost th { text-align: left; color: #555; font-weight: 600; padding: 2px 12px 2px 0;
                 white-space: nowrap; vertical-align: top; width: 12em; }
-.echo-cost td { padding: 2px 8px 2px 0; font-family: var(--bs-font-monospace, monospace); }
+.echo-cost td { padding: 2px 8px 2px 0; font-family: var(--bs-font-monospace, monospace);
+                overflow-wrap: anywhere; }
 .echo-cost .ok { color: #2a7a2a; }
 .echo-cost .no { color: #b00020; font-weight: 600; }
 .echo-cost .warn { background: #fff4e5; border-left: 4px solid #e69500; padding: 6px 10px;
@@ -52,10 +53,11 @@ def _count(n: int, word: str) -> str:
 
 
 def cost_html(report: dict | None) -> str:
-    """The cost report as a compact HTML table with its warnings (every string escaped)."""
+    """The cost report as a compact HTML table with its warnings (every string from the file
+    as text: :func:`~dashboard.ui.text.plain`)."""
     if not report:
         return "<div class='echo-cost'><p>Open a stack to see what its frames cost.</p></div>"
-    e = html.escape
+    e = plain
     x = "×".join
     chunks = report["chunks"]
     chunk_text = (f"{x(str(n) for n in chunks)} ({report['chunks_per_frame']} per frame, "

@@ -208,7 +208,19 @@ class EchoS3Viewer(pn.viewable.Viewer):
             # button press anywhere redrew the spinner of every open page (a message per page
             # per press). Long work shows its own spinner and progress where it happens.
             busy_indicator=None,
+            design=_design(),
         )
+
+
+@functools.cache
+def _design():
+    """Panel's Fast design without the one resource it takes from another site, its web font
+    (Open Sans from fonts.googleapis.com): it told Google of every visit and fails on a server
+    without internet. The page falls back to the system's sans-serif; everything else is
+    served by the dashboard itself."""
+    from panel.theme.fast import Fast
+
+    return type("Fast", (Fast,), {"_resources": {**Fast._resources, "font": {}}})
 
 
 class _Layout(pn.Column):

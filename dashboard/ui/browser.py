@@ -10,20 +10,25 @@ import panel as pn
 
 from ..state.browser import BrowserState
 from ..storage.listing import human_size
+from ..text import shown
 from . import plots
 from .widgets import status_line
 
 COLUMNS = ["Key", "Size", "Modified (UTC)"]
+KEY_CHARS = 200  # a longer key is shown shortened in the middle (the table keeps the real key)
+#: Tabulator's "plaintext" formatter escapes the cell: a key is never HTML.
+PLAIN_COLUMNS = {name: "plaintext" for name in COLUMNS}
 
 
 def objects_frame(objects) -> pd.DataFrame:
-    """The table rows: key, human-readable size and date (UTC) of each object.
+    """The table rows: key (as text: :func:`~dashboard.text.shown`), human-readable size
+    and date (UTC) of each object.
 
     UTC, not the server's local time: a hosted dashboard's server clock says nothing about
     where its users are, and S3 itself reports UTC."""
     return pd.DataFrame(
         {
-            "Key": [o.key for o in objects],
+            "Key": [shown(o.key, KEY_CHARS) for o in objects],
             "Size": [human_size(o.size) for o in objects],
             "Modified (UTC)": [
                 o.last_modified.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -71,6 +76,18 @@ def quiet_key_inputs() -> None:
             logger.addFilter(_drop_debug)
 
 
+def endpoint_widget(state: BrowserState):
+    """The Endpoint: typed freely, or on a shared server a choice of the operator's endpoints
+    (:attr:`BrowserState.allowed_endpoints`; Connect refuses any other value all the same)."""
+    if not state.allowed_endpoints:
+        return pn.widgets.TextInput.from_param(state.param.endpoint, sizing_mode="stretch_width")
+    select = pn.widgets.Select(label="Endpoint", options=list(state.allowed_endpoints),
+                               value=state.endpoint, sizing_mode="stretch_width")
+    select.param.watch(lambda event: setattr(state, "endpoint", event.new), "value")
+    state.param.watch(lambda event: setattr(select, "value", event.new), "endpoint")
+    return select
+
+
 class ConnectView(pn.viewable.Viewer):
     """Endpoint, key file path, pasted/uploaded keys, "Connect" and a status line."""
 
@@ -90,7 +107,7 @@ class ConnectView(pn.viewable.Viewer):
         self._upload.param.watch(self._take_upload, "value")
         state.param.watch(self._clear_secrets, "connect")
         self._layout = pn.Column(
-            pn.widgets.TextInput.from_param(state.param.endpoint, sizing_mode="stretch_width"),
+            endpoint_widget(state),
             pn.widgets.TextInput.from_param(
                 state.param.credentials_path, placeholder="~/.echo/keys.json",
                 sizing_mode="stretch_width", visible=state.server_keys,
@@ -106,9 +123,8 @@ class ConnectView(pn.viewable.Viewer):
                 status_line(state.param.status, css_class="echo-connect-status",
                             error=state.param.failed, sizing_mode="stretch_width"),
             ),
-            status_line(pn.bind(lambda c: f"**Connected:** {c}" if c else "",
-                                state.param.connection),
-                        css_class="echo-connection"),
+            status_line(state.param.connection, css_class="echo-connection",
+                        label="Connected:"),
             sizing_mode="stretch_width",
         )
 
@@ -148,7 +164,7 @@ class BrowseView(pn.viewable.Viewer):
             objects_frame([]), selectable="checkbox", show_index=False, disabled=True,
             pagination="local", page_size=20, sizing_mode="stretch_width",
             layout="fit_data_stretch", header_align="left",
-            css_classes=["echo-objects"], theme="bootstrap5",
+            css_classes=["echo-objects"], theme="bootstrap5", formatters=dict(PLAIN_COLUMNS),
         )
         self._table.param.watch(self._selection_from_table, "selection")
         state.param.watch(self._refresh_table, ["listing", "directory", "keyword", "sort_by",

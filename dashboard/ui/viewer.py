@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import time
 
 import panel as pn
@@ -12,12 +11,16 @@ from panel.custom import JSComponent
 from ..state.viewer import ViewerState
 from . import plots
 from .follow import ShownFrame
+from .text import plain
 from .widgets import HIST_PLAYING_PERIOD, number_box, number_input, reporter, status_line
 
 FRAME_BOX = (900, 660)  # the frame view's largest size in screen pixels (aspect kept)
+NAME_CHARS = 200  # the most the tree shows of one group, dataset or attribute name
+ATTR_CHARS = 300  # ... and of one attribute value
 
 TREE_CSS = """
-.echo-tree { font-family: var(--bs-font-monospace, monospace); font-size: 13px; }
+.echo-tree { font-family: var(--bs-font-monospace, monospace); font-size: 13px;
+             overflow-wrap: anywhere; }
 .echo-tree details { margin-left: 1.1em; }
 .echo-tree summary { cursor: pointer; }
 .echo-tree .kind { color: #777; }
@@ -29,7 +32,9 @@ TREE_CSS = """
 
 
 def tree_html(description: dict | None, current: str | None = None) -> str:
-    """The ``describe()`` document as nested, collapsible HTML (every string escaped)."""
+    """The ``describe()`` document as nested, collapsible HTML (every string from the file as
+    text: :func:`~dashboard.ui.text.plain`; attribute values shortened to
+    :data:`ATTR_CHARS`)."""
     if not description:
         return ("<p>No file loaded yet: select an .h5 file in Browse, then press "
                 "<b>Load Selected H5 File</b> in Frames.</p>")
@@ -44,7 +49,7 @@ def tree_html(description: dict | None, current: str | None = None) -> str:
 
     def render(node: dict, depth: int) -> str:
         path = node["path"]
-        name = html.escape(path.rsplit("/", 1)[-1] or "/")
+        name = plain(path.rsplit("/", 1)[-1] or "/", NAME_CHARS)
         kind = node.get("kind", "")
         meta = []
         if node.get("shape") is not None:
@@ -58,14 +63,14 @@ def tree_html(description: dict | None, current: str | None = None) -> str:
             meta.append("filters " + ", ".join(str(f) for f in filters))
         if node.get("target"):
             meta.append("→ " + str(node["target"]))
-        label = f"<b>{name}</b> <span class='kind'>{html.escape(kind)}</span>"
+        label = f"<b>{name}</b> <span class='kind'>{plain(kind)}</span>"
         if meta:
-            label += f" <span class='meta'>{html.escape(' · '.join(meta))}</span>"
+            label += f" <span class='meta'>{plain(' · '.join(meta))}</span>"
         if path == current:
             label = f"<span class='stack'>{label} (shown)</span>"
         attrs = node.get("attrs") or {}
         rows = "".join(
-            f"<tr><td>@{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+            f"<tr><td>@{plain(k, NAME_CHARS)}</td><td>{plain(v, ATTR_CHARS)}</td></tr>"
             for k, v in attrs.items()
         )
         body = f"<table>{rows}</table>" if rows else ""
@@ -81,7 +86,7 @@ def tree_html(description: dict | None, current: str | None = None) -> str:
     if description.get("truncated"):
         text += (f"<p><i>Only the first {description.get('node_limit')} entries are shown "
                  "(the file has more).</i></p>")
-    url = html.escape(str(description.get("url", "")))
+    url = plain(description.get("url", ""))
     return f"<div class='echo-tree'><p><b>{url}</b></p>{text}</div>"
 
 

@@ -14,12 +14,15 @@ refused, the box is put back to the value in use and a one-sentence message says
 
 from __future__ import annotations
 
+import inspect
 import math
 import typing as t
 from collections.abc import Callable
 
 import panel as pn
 import param
+
+from .text import text_html
 
 Report = Callable[[str], None]
 
@@ -163,11 +166,22 @@ def reporter(owner: param.Parameterized, name: str) -> Report:
 ERROR_STYLE = {"color": "#b00020", "font-weight": "600"}
 
 
-def status_line(text, *, css_class: str, error=None, **kwargs) -> pn.pane.Markdown:
-    """A one-line status message (bound to a parameter or function).
+#: Status lines look as Panel's Markdown paragraphs did; long names wrap anywhere.
+STATUS_CSS = """
+p { overflow-wrap: anywhere; }
+strong { font-weight: 600; }
+"""
 
-    ``error`` (a boolean parameter or reference, e.g. ``state.param.failed``) marks the line as
-    an error while true: the ``echo-error`` class and :data:`ERROR_STYLE`.
+
+def status_line(text, *, css_class: str, error=None, label: str | None = None,
+                **kwargs) -> pn.pane.HTML:
+    """A one-line status message (a string, or a parameter or function to follow), shown as
+    text (:func:`~dashboard.ui.text.text_html`): never Markdown or HTML, whatever names and
+    replies it quotes.
+
+    ``label`` (our own words, e.g. ``"Connected:"``) is shown in bold before a non-empty
+    message. ``error`` (a boolean parameter or reference, e.g. ``state.param.failed``) marks
+    the line as an error while true: the ``echo-error`` class and :data:`ERROR_STYLE`.
     """
     classes = ("echo-status", css_class)
     if error is not None:  # fresh list/dict each time: Panel may change what it is given
@@ -176,4 +190,9 @@ def status_line(text, *, css_class: str, error=None, **kwargs) -> pn.pane.Markdo
         kwargs["styles"] = pn.bind(lambda failed: dict(ERROR_STYLE) if failed else {}, error)
     else:
         kwargs["css_classes"] = [*classes]
-    return pn.pane.Markdown(text, margin=(0, 10), **kwargs)
+    if inspect.ismethod(text):  # a param.depends method: follow its parameters
+        text = pn.bind(text)
+    kwargs["stylesheets"] = [STATUS_CSS, *kwargs.get("stylesheets", [])]
+    shown = (text_html(text, label=label) if isinstance(text, str) else
+             pn.bind(lambda value: text_html(value, label=label), text))
+    return pn.pane.HTML(shown, margin=(0, 10), **kwargs)
