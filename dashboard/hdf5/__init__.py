@@ -12,5 +12,6 @@ Modules (import them directly; nothing is imported eagerly here):
 - :mod:`.chunks` — the direct path: chunk index (lazy, then built in the background), exact GETs.
 - :mod:`.decode` — Python decoders for gzip, shuffle, Blosc, LZ4, Bitshuffle(-LZ4/Zstd), Zstd.
 - :mod:`.errors` — ``NotHDF5File``, ``TruncatedFile``, ``FilterUnavailable``, ``LinkUnreachable``,
+  ``OutsideObject``, ``TooLarge``,
   ``NotAnImageStack``, ``ObjectChanged`` (all :class:`~dashboard.errors.EchoError`).
 """

@@ -100,6 +100,14 @@ class Prefetcher:
         with self._idle:
             return self._idle.wait_for(lambda: not self._inflight, timeout)
 
+    def stop(self) -> None:
+        """Cancel what is queued and run nothing more; never waits."""
+        self._closed = True
+        with self._idle:
+            futures = list(self._inflight.values())
+        for future in futures:
+            future.cancel()
+
     def close(self) -> None:
         """Cancel what is queued, wait for what runs."""
         self._closed = True

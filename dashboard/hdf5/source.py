@@ -46,6 +46,10 @@ DIRECT_READ = 4 * BLOCK_SIZE
 MAX_CACHED_BLOCKS = 512
 
 
+class OverBudget(HDF5Error):
+    """A metadata read beyond :meth:`Source.metadata_budget` (a huge attribute, say)."""
+
+
 @dataclass
 class IOStats:
     """Requests and bytes that crossed the network (or the disk) for one open file.
@@ -110,6 +114,7 @@ class RangeFile(io.RawIOBase):
         self.name = name
         self.error: BaseException | None = None  # the last fetch failure (h5py hides it)
         self.reads = 0  # read calls by HDF5 (cache hits included): how much metadata it touched
+        self.max_read: int | None = None  # larger reads fail (Source.metadata_budget)
 
     def readable(self) -> bool:
         return True
@@ -176,6 +181,10 @@ class RangeFile(io.RawIOBase):
                 self._blocks[b // BLOCK_SIZE] = block
 
     def _get(self, start: int, length: int) -> bytes:
+        if self.max_read is not None and length > self.max_read:
+            self.error = OverBudget(f"{self.name}: a larger piece of metadata than this viewer "
+                                    "reads")
+            raise self.error
         try:
             return self._fetch(start, length)
         except BaseException as exc:
@@ -262,6 +271,23 @@ class Source:
         finally:
             self.lock.release()
 
+    @contextlib.contextmanager
+    def metadata_budget(self, nbytes: int):
+        """Inside the block (holding :meth:`h5`), no single metadata read of HDF5 may be over
+        ``nbytes``: a larger one (a 100 MB attribute, a huge string in the global heap) fails
+        before anything is fetched (h5py raises). Local files have no budget (the user's own)."""
+        rangefile = self._rangefile
+        if rangefile is None:
+            yield
+            return
+        old, rangefile.max_read = rangefile.max_read, nbytes
+        try:
+            yield
+        finally:
+            rangefile.max_read = old
+            if isinstance(rangefile.error, OverBudget):
+                rangefile.error = None  # said where it happened; not the next read's error
+
     @property
     def waiting(self) -> int:
         """Threads queueing in :meth:`h5` right now."""
@@ -301,9 +327,9 @@ class Source:
                 self.file.close()
             except Exception:  # closing twice or after a failed read
                 pass
-        for closer in self._closers:
+            closers, self._closers = self._closers, []  # once, even when two threads close
+        for closer in closers:
             closer()
-        self._closers.clear()
 
     def __enter__(self) -> Source:
         return self

@@ -28,12 +28,19 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ..config import frame_budget
 from ..storage.credentials import Credentials
 from .chunks import DirectReader, LRUBytes, direct_reader
 from .decode import DecodeError
 from .errors import HDF5Error, NotAnImageStack
 from .prefetch import PREFETCH_RADIUS, PREFETCH_WORKERS, Prefetcher  # noqa: F401 (re-exported)
-from .readable import check_filters, check_virtual, read_error, resolve_dataset
+from .readable import (
+    check_budget,
+    check_contained,
+    check_filters,
+    read_error,
+    resolve_dataset,
+)
 from .regions import RegionReads
 from .source import H5PY_ERRORS, Source, open_source
 from .stacks import Candidate, default_stack, stack_candidates
@@ -58,8 +65,12 @@ class StackSpec:
     dataset: str
     endpoint: str | None = None
     credentials: Credentials | str | None = None
+    max_frame_pixels: int | None = None
+    max_frame_chunks: int | None = None
 
     def open(self, **kwargs) -> FrameStack:
+        kwargs.setdefault("max_frame_pixels", self.max_frame_pixels)
+        kwargs.setdefault("max_frame_chunks", self.max_frame_chunks)
         return open_stack(self.url, self.dataset, endpoint=self.endpoint,
                           credentials=self.credentials, **kwargs)
 
@@ -84,7 +95,8 @@ class _Counters:
 
 def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None = None,
                credentials=None, s3=None, prefetch: bool = True,
-               cache: LRUBytes | None = None) -> FrameStack:
+               cache: LRUBytes | None = None, max_frame_pixels: int | None = None,
+               max_frame_chunks: int | None = None) -> FrameStack:
     """Open an image stack in ``s3://bucket/key`` or a local HDF5 file.
 
     Parameters
@@ -103,10 +115,16 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
         An existing connection (takes precedence over endpoint/credentials).
     prefetch : bool
         Prefetch neighbours i±1, i±2 in the background after each :meth:`FrameStack.frame`.
+    max_frame_pixels : int, optional
+        The pixel budget: a larger frame (or chunk) is refused before anything is read
+        (default: ``ECHO_S3_MAX_FRAME_PIXELS``, else :data:`~dashboard.config.DEFAULT_MAX_FRAME_PIXELS`).
+    max_frame_chunks : int, optional
+        Refuse datasets whose frames are split into more chunks than this (default: no limit).
 
     Raises
     ------
     NotHDF5File, TruncatedFile, FilterUnavailable, LinkUnreachable, NotAnImageStack
+    OutsideObject, TooLarge
     dashboard.storage.s3.AccessDenied, NotFound, EndpointUnreachable
     """
     source = (url_or_path if isinstance(url_or_path, Source) else
@@ -122,10 +140,13 @@ def open_stack(url_or_path, dataset: str | None = None, *, endpoint: str | None 
                     f"{source.url} contains no image stack (no numeric dataset with 2 or more "
                     "dimensions)."
                 )
+        if max_frame_pixels is None:
+            max_frame_pixels = frame_budget()
         spec = StackSpec(
             url=source.url, dataset=dataset,
             endpoint=source.s3.endpoint if source.s3 is not None else None,
             credentials=source.s3.credentials if source.s3 is not None else None,
+            max_frame_pixels=max_frame_pixels, max_frame_chunks=max_frame_chunks,
         )
         return FrameStack(source, dataset, spec=spec, prefetch=prefetch, cache=cache)
     except BaseException:
@@ -158,7 +179,10 @@ class FrameStack(RegionReads):
                 self._dset = resolve_dataset(source, dataset)
                 self.dataset = self._dset.name
                 check_stack(self._dset, self.url)
-                check_virtual(source, self._dset)
+                check_contained(source, self._dset)
+                check_budget(self._dset, max_pixels=spec.max_frame_pixels if spec and
+                             spec.max_frame_pixels else frame_budget(),
+                             max_chunks=spec.max_frame_chunks if spec else None)
                 check_filters(self._dset, self.url)
                 self._direct: DirectReader | None = direct_reader(source, self._dset)
             except H5PY_ERRORS as exc:
@@ -223,9 +247,14 @@ class FrameStack(RegionReads):
 
     @property
     def candidates(self) -> list[Candidate]:
-        """Every stack candidate of the file (bounded breadth-first search, computed once)."""
+        """Every stack candidate of the file (bounded breadth-first search, computed once; none
+        when the search fails: the choice of stacks is optional)."""
         if self._candidates is None:
-            self._candidates = stack_candidates(self.source)
+            try:
+                self._candidates = stack_candidates(self.source)
+            except Exception:  # a damaged or closed file
+                log.info("searching %s for image stacks failed", self.url, exc_info=True)
+                self._candidates = []
         return self._candidates
 
     def spec(self) -> StackSpec:
@@ -252,13 +281,13 @@ class FrameStack(RegionReads):
               cols: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
         """Read frame ``i`` (no cache): direct path, else h5py. With ``rows`` and ``cols``
         (half-open, inside the frame) only that region, and only the chunks it intersects."""
-        if self._closed:
+        if self._closed or self._stop.is_set():
             raise HDF5Error(f"{self.url} is closed.")
         t0 = time.perf_counter()
         coords = self._coords(i)
         if self._direct is not None:
             try:
-                frame, cost = self._direct.read(coords, rows, cols)
+                frame, cost = self._direct.read(coords, rows, cols, stop=self._stop)
                 frame = _readonly(frame)
                 return frame, {"index": i, "path": "direct", "requests": cost.requests,
                                "bytes": cost.bytes, "stored_bytes": cost.stored_bytes,
@@ -420,7 +449,7 @@ class FrameStack(RegionReads):
         if direct is None or direct.layout != "chunked" or self._index_thread is not None:
             return
         with self._index_lock:
-            if self._index_thread is not None:
+            if self._index_thread is not None or self._closed or self._stop.is_set():
                 return
 
             def build() -> None:
@@ -459,11 +488,20 @@ class FrameStack(RegionReads):
 
     # -- lifetime -----------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """Stop reading, at once and without waiting (safe on an event loop): a frame being
+        read stops between its chunks, queued read-ahead is dropped, later reads are refused.
+        :meth:`close` still releases the file (it waits for reads in flight)."""
+        self._stop.set()
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+
     def close(self) -> None:
         """Stop prefetching and close the file (cached frames stay for the next opener)."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._index_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._stop.set()
         if self._prefetcher is not None:
             self._prefetcher.close()
