@@ -11,11 +11,15 @@ from .errors import ConfigError
 
 DEFAULT_ENDPOINT = "https://s3.echo.stfc.ac.uk"
 DEFAULT_MAX_OBJECTS = 5000
+#: Pixels per frame a session reads at most (8192 × 8192): larger frames are refused before any
+#: allocation (``ECHO_S3_MAX_FRAME_PIXELS``, ``--max-frame-pixels``).
+DEFAULT_MAX_FRAME_PIXELS = 64 * 1024**2
 
 ENV_ENDPOINT = "ECHO_S3_ENDPOINT"
 ENV_CREDENTIALS = "ECHO_S3_CREDENTIALS"
 ENV_MAX_OBJECTS = "ECHO_S3_MAX_OBJECTS"
 ENV_SERVER_KEYS = "ECHO_S3_SERVER_KEYS"
+ENV_MAX_FRAME_PIXELS = "ECHO_S3_MAX_FRAME_PIXELS"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class Settings:
         the server's environment or AWS profiles. Off on a shared server, where those keys are
         the operator's or another user's; sessions then use only keys given in the page (or the
         ``credentials`` the server was started with, which every session gets anyway).
+    max_frame_pixels : int
+        Frames with more pixels are refused before anything is read (the pixel budget).
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -49,6 +55,7 @@ class Settings:
     max_objects: int = DEFAULT_MAX_OBJECTS
     server_keys: bool = True
     endpoint_given: bool | None = None
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
 
     def __post_init__(self):
         if self.endpoint_given is None:  # Settings(endpoint=X): given unless it is the default
@@ -72,6 +79,8 @@ class Settings:
             values["profile"] = env["AWS_PROFILE"]
         if env.get(ENV_MAX_OBJECTS):
             values["max_objects"] = _positive_int(env[ENV_MAX_OBJECTS], ENV_MAX_OBJECTS)
+        if env.get(ENV_MAX_FRAME_PIXELS):
+            values["max_frame_pixels"] = frame_budget(env)
         if env.get(ENV_SERVER_KEYS):
             values["server_keys"] = _flag(env[ENV_SERVER_KEYS], ENV_SERVER_KEYS)
         settings = cls(**values)
@@ -84,10 +93,19 @@ class Settings:
             given["credentials_path"] = Path(given["credentials_path"]).expanduser()
         if "max_objects" in given:
             given["max_objects"] = _positive_int(given["max_objects"], "max_objects")
+        if "max_frame_pixels" in given:
+            given["max_frame_pixels"] = _positive_int(given["max_frame_pixels"],
+                                                      "max_frame_pixels")
         if "endpoint" in given:
             given["endpoint"] = normalize_endpoint(given["endpoint"])
             given.setdefault("endpoint_given", True)
         return replace(self, **given)
+
+
+def frame_budget(env: Mapping[str, str] | None = None) -> int:
+    """The pixel budget per frame: ``ECHO_S3_MAX_FRAME_PIXELS`` or :data:`DEFAULT_MAX_FRAME_PIXELS`."""
+    value = (os.environ if env is None else env).get(ENV_MAX_FRAME_PIXELS)
+    return _positive_int(value, ENV_MAX_FRAME_PIXELS) if value else DEFAULT_MAX_FRAME_PIXELS
 
 
 def resolve_endpoint(given: str | None = None, credentials=None) -> str:
