@@ -174,6 +174,7 @@ class ViewerState(param.Parameterized):
             self.tasks.post(self.param.update, loading=False,
                             status=user_message(exc, f"open {url}"))
             return
+        opened.stack.candidates  # noqa: B018 - the stack search runs here, never on the event loop
         self.tasks.post(self._opened, opened.stack, url, tree)
 
     def _opened(self, stack, url: str, tree) -> None:
@@ -480,10 +481,19 @@ class ViewerState(param.Parameterized):
         if wanted != tuple(self.loop_range):
             self.loop_range = wanted
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """The session ended: stop playback and every read of the open stack, at once (never
+        waits, never calls HDF5: safe on the event loop)."""
         self.playing = False
         self.player.stop()
         self._lock_generation += 1
+        stop = getattr(self.stack, "stop", None)  # a FrameStack (stand-ins in tests may lack it)
+        if stop is not None:
+            stop()
+
+    def close(self) -> None:
+        """:meth:`stop`, then close the stack (waits for reads in flight: off the event loop)."""
+        self.stop()
         if self.stack is not None:
             try:
                 self.stack.close()
