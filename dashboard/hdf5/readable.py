@@ -43,9 +43,12 @@ def resolve_dataset(source, path: str) -> h5py.Dataset:
     if crossed is not None:  # an object's external links are never followed (soft links too)
         parent, name = crossed.rsplit("/", 1)
         link = f[parent or "/"].get(name, getlink=True)
-        raise LinkUnreachable(f"{crossed} in {url} is an external link to "
-                              f"{getattr(link, 'filename', 'another file')}, "
-                              "which cannot be reached from here.")
+        target = getattr(link, "filename", "another file")
+        if crossed == "/" + "/".join(p for p in path.split("/") if p):
+            raise LinkUnreachable(f"{crossed} in {url} is an external link to {target}, "
+                                  "which cannot be reached from here.")
+        raise LinkUnreachable(f"{path} in {url} leads through {crossed}, an external link to "
+                              f"{target}, which cannot be reached from here.")
     parts = [p for p in path.split("/") if p]
     current = ""
     for part in parts:

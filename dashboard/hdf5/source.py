@@ -21,6 +21,7 @@ import contextlib
 import io
 import logging
 import os
+import stat
 import threading
 import weakref
 from collections import OrderedDict
@@ -207,6 +208,45 @@ def make_s3(
     if not isinstance(credentials, Credentials):
         raise TypeError("credentials must be a Credentials object or a path to a JSON key file")
     return S3(endpoint, credentials)
+
+
+def _writable_by_others(path: Path) -> bool:
+    """Whether another account could put a file at ``path``: it (or, while it does not exist,
+    its nearest existing folder) is group/world-writable or someone else's, or a folder above
+    it is writable by others without the sticky bit."""
+    path = Path(os.path.abspath(path))
+    first = True
+    for folder in (path, *path.parents):
+        try:
+            st = folder.stat()
+        except OSError:
+            continue  # missing: whoever can write its parent can create it
+        others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if first:
+            if others_write or st.st_uid not in (0, os.getuid()):
+                return True
+            first = False
+        elif others_write and not st.st_mode & stat.S_ISVTX:
+            return True
+    return False
+
+
+def _guard_plugin_path() -> None:
+    """Drop HDF5 filter-plugin folders that another account could write to (say
+    ``HDF5_PLUGIN_PATH`` pointing into ``/tmp`` or a user's area): HDF5 loads any library found
+    there when a file names a filter it does not know. hdf5plugin's filters are registered
+    directly and never need the search path."""
+    from h5py import h5pl
+
+    for index in reversed(range(h5pl.size())):
+        folder = os.fsdecode(h5pl.get(index))
+        if _writable_by_others(Path(folder)):
+            h5pl.remove(index)
+            log.warning("HDF5 plugin folder %s is writable by other accounts: not searched",
+                        folder)
+
+
+_guard_plugin_path()
 
 
 # Files still open when the interpreter exits. HDF5 closes leftover files from its own C exit
