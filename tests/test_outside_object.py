@@ -11,6 +11,7 @@ and the other user's files are never opened (their access time does not move).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -212,7 +213,7 @@ def test_plugin_folders_others_can_write_are_not_searched(tmp_path):
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=120, check=True)
-    searched = eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 - our own list literal
+    searched = ast.literal_eval(done.stdout.strip().splitlines()[-1])
     assert str(shared) not in searched and str(private) in searched
     assert "writable by other accounts" in done.stderr
 

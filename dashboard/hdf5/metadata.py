@@ -109,5 +109,5 @@ def member_names(group: h5py.Group, limit: int = GROUP_MEMBER_LIMIT) -> tuple[li
         names.append(name.decode("utf-8", "replace"))
         return None
 
-    more = group.id.links.iterate(visit)
-    return names, bool(more)
+    stopped, _index = group.id.links.iterate(visit)  # (what visit returned, where it stopped)
+    return names, stopped is not None

@@ -26,7 +26,7 @@ from .tree import FILTER_NAMES, filters_of, through_external
 
 #: Chunks one frame may be split into, at most, on a server (``max_frame_chunks``): each is an
 #: index lookup and a request, so a frame of thousands kept "View Last Frame" busy for minutes.
-MAX_CHUNKS_PER_FRAME = 4096
+MAX_CHUNKS_PER_FRAME = 1024
 
 
 def _external_exists(url: str, filename: str) -> bool:

@@ -321,11 +321,11 @@ def _translate(source, exc: BaseException):
 
 
 def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = None,
-         seconds: float | None = WALK_SECONDS, stopped: list | None = None) -> Iterator[Node]:
+         seconds: float | None = None, stopped: list | None = None) -> Iterator[Node]:
     """Nodes breadth-first from the root (root first), at most ``limit`` of them.
 
     Hard-linked groups seen before are not entered again, so cycles end. The walk also stops
-    after ``seconds`` and lists at most :data:`GROUP_MEMBER_LIMIT` members per group; each
+    after ``seconds`` (default :data:`WALK_SECONDS`; ``math.inf``: never) and lists at most :data:`GROUP_MEMBER_LIMIT` members per group; each
     node's metadata is read within :data:`ATTR_READ_BYTES` (larger attributes are named, not
     read). When it stops for time or a group's size, a sentence saying so is appended to
     ``stopped``.
@@ -333,7 +333,8 @@ def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = 
     f = _file(source)
     if cheap_sizes is None:
         cheap_sizes = not getattr(source, "is_s3", False)
-    deadline = None if seconds is None else time.monotonic() + seconds
+    seconds = WALK_SECONDS if seconds is None else seconds
+    deadline = time.monotonic() + seconds
     emitted = 0
     with _lock(source), metadata_budget(source):
         root = Node(path="/", kind="group", attrs=attrs_of(f), n_children=len(f))
@@ -345,14 +346,14 @@ def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = 
         parent = queue.popleft()
         with _lock(source):
             group = f[parent] if parent != "/" else f
-            names, more = member_names(group)
+            names, more = member_names(group, GROUP_MEMBER_LIMIT)
         if more and stopped is not None:
             stopped.append(f"{parent} has more than {GROUP_MEMBER_LIMIT} members: only the "
                            f"first {GROUP_MEMBER_LIMIT} are listed.")
         for name in names:
             if emitted >= limit:
                 return
-            if deadline is not None and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 if stopped is not None:
                     stopped.append(f"Listing stopped after {seconds:g} s: the file has more "
                                    "entries than can be read in that time.")

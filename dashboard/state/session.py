@@ -64,7 +64,7 @@ class Session(param.Parameterized):
         self._provider = provider
         self.tasks = Tasks()
         self._restore: _Restore | None = None
-        self._releaser: threading.Thread | None = None
+        self._released = threading.Event()
         browser = BrowserState(
             tasks=self.tasks,
             endpoint=settings.endpoint if settings.endpoint_given else "",
@@ -189,9 +189,8 @@ class Session(param.Parameterized):
         self.analysis.close()
         self.viewer.stop()
         self.tasks.shutdown()
-        self._releaser = threading.Thread(target=self._release, args=(provider,),
-                                          name="echo-session-release", daemon=True)
-        self._releaser.start()
+        threading.Thread(target=self._release, args=(provider,), name="echo-session-release",
+                         daemon=True).start()
 
     def _release(self, provider) -> None:
         try:
@@ -201,13 +200,12 @@ class Session(param.Parameterized):
                 provider.shutdown()
         except Exception:  # a thread of its own: log, never raise
             log.exception("Releasing a closed session failed")
+        finally:
+            self._released.set()
 
     def wait_released(self, timeout: float | None = 60.0) -> bool:
-        """Block until a closed session has released its files and sockets (tests)."""
-        if self._releaser is None:
-            return False
-        self._releaser.join(timeout)
-        return not self._releaser.is_alive()
+        """Block until the session is closed and has released its files and sockets (tests)."""
+        return self._released.wait(timeout)
 
 
 def _endpoint(text: str) -> str:
