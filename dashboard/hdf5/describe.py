@@ -6,6 +6,7 @@ from ..storage.listing import human_size
 from .stacks import candidates_of, default_stack
 from .tree import DEFAULT_NODE_LIMIT, walk
 
+
 def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=None,
              limit: int = DEFAULT_NODE_LIMIT) -> dict:
     """The ``info --json`` document of a file (or of an open Source / FrameStack: no new GETs

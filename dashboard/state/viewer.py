@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import threading
 
 import param
@@ -13,6 +11,7 @@ from ..analysis.contrast import (
     N_SAMPLES, clamp_limits, percentile_limits, sample_limits, stack_sample,
 )
 from .browser import BrowserState
+from .checked import FiniteNumber, FiniteRange  # noqa: F401 (FiniteNumber: re-exported)
 from .playback import Player, RateMeter
 from .tasks import LatestOnly, Tasks, user_message
 
@@ -25,31 +24,6 @@ DIRECTIONS = ("forward", "backward")
 #: (every 2nd row and column of a 1024² frame; the 1st/99th percentiles move by well under a
 #: grey level) so that the limits cost a few ms per step.
 LIMIT_PIXELS = 1 << 18
-
-
-def _refuse_non_finite(parameter: param.Parameter, values) -> None:
-    # NaN passes every comparison-based check (bounds, order): refuse it, and ±inf, here.
-    if any(isinstance(v, numbers.Real) and not math.isfinite(v) for v in values):
-        shown = values if len(values) > 1 else values[0]
-        raise ValueError(f"{parameter.label or parameter.name} must be finite, not {shown!r}.")
-
-
-class FiniteRange(param.Range):
-    """A :class:`param.Range` that refuses NaN and ±inf (``Range`` accepts ``(nan, 100)``)."""
-
-    def _validate_value(self, value, allow_None):
-        super()._validate_value(value, allow_None)
-        if value is not None:
-            _refuse_non_finite(self, tuple(value))
-
-
-class FiniteNumber(param.Number):
-    """A :class:`param.Number` that refuses NaN and ±inf even without bounds."""
-
-    def _validate_value(self, value, allow_None):
-        super()._validate_value(value, allow_None)
-        if value is not None and not callable(value):
-            _refuse_non_finite(self, (value,))
 
 
 class ViewerState(param.Parameterized):
