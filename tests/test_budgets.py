@@ -201,3 +201,31 @@ def test_a_session_runs_at_most_three_long_jobs(files):
     assert all(s._closed for s in [*jobs, viewer_stack])
     with pytest.raises(EchoError, match="session has ended"):
         provider.stack("s3://b/a.h5")
+
+
+def test_the_served_budget_reaches_every_stack_of_a_session():
+    """``serve --max-frame-pixels`` → Settings → the session's provider → each stack it opens."""
+    from dashboard.cli import _settings, build_parser
+    from dashboard.state.session import Session
+
+    args = build_parser().parse_args(["serve", "--max-frame-pixels", "63"])
+    settings = _settings(args)
+    assert settings.max_frame_pixels == 63
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        hostile_files.normal_stack(f)  # 4 frames of 8×8: 64 pixels, one over the budget
+    session = Session(settings, provider=MemoryProvider({"b": {"s.h5": buffer.getvalue()}}))
+    try:
+        assert session.wait(30) and session.browser.connected
+        session.browser.param.trigger("list_objects")
+        assert session.wait(30)
+        session.browser.selection = ["s.h5"]
+        session.viewer.param.trigger("load")
+        assert session.wait(30)
+        assert session.viewer.stack is None
+        assert session.viewer.status == ("frame 8×8 is larger than this server displays; use "
+                                         "the CLI on a machine with enough memory.")
+        assert session.viewer.tree["default_stack"] == "/entry/data/data"  # the tree is shown
+    finally:
+        session.close()
+        assert session.wait_released(30)

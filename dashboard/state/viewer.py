@@ -194,10 +194,13 @@ class ViewerState(param.Parameterized):
         if self.contrast_mode == "locked" and stack is not None:
             self._lock_contrast()
         if old is not None and old is not stack:
-            try:
-                old.close()
-            except Exception:  # noqa: BLE001
-                log.debug("closing the previous stack failed", exc_info=True)
+            # Here on the event loop only told to stop; closed on a worker (closing waits for
+            # its reads in flight and for HDF5, which another session may be holding).
+            stop = getattr(old, "stop", None)
+            if stop is not None:
+                stop()
+            if self.tasks.submit(_close_quietly, old) is None:
+                _close_quietly(old)
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -469,7 +472,11 @@ class ViewerState(param.Parameterized):
         """:meth:`stop`, then close the stack (waits for reads in flight: off the event loop)."""
         self.stop()
         if self.stack is not None:
-            try:
-                self.stack.close()
-            except Exception:  # noqa: BLE001
-                log.debug("closing the stack failed", exc_info=True)
+            _close_quietly(self.stack)
+
+
+def _close_quietly(stack) -> None:
+    try:
+        stack.close()
+    except Exception:  # noqa: BLE001 - a stack closed under a failed read, say
+        log.debug("closing a stack failed", exc_info=True)
