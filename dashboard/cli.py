@@ -49,6 +49,12 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-frame-pixels", type=_at_least_one, metavar="N",
+                        help="refuse frames with more pixels, before reading them (env "
+                             "ECHO_S3_MAX_FRAME_PIXELS; default 67108864 = 8192×8192)")
+
+
 def _port(text: str) -> int:
     """argparse type: a TCP port, 0 (any free port) to 65535."""
     try:
@@ -115,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra websocket origin to accept (repeatable); none beyond localhost by default")
     p.add_argument("--prefix", help="URL prefix when served behind a proxy (e.g. JupyterHub)")
     p.add_argument("--max-objects", type=_at_least_one, help="listing limit (env ECHO_S3_MAX_OBJECTS; default 5000)")
+    _budget_option(p)
     p.add_argument("--server-keys", action=argparse.BooleanOptionalAction, default=None,
                    help="let sessions use keys found on the server: a typed key-file path, the "
                         "environment, AWS profiles (env ECHO_S3_SERVER_KEYS; default: yes, but "
@@ -154,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_at_least_one, help="threads (local) or workers (LocalCluster)")
     p.add_argument("--resume", action="store_true",
                    help="skip frames whose outputs are complete (default when the last run was cut short)")
+    _budget_option(p)
     p.add_argument("--png-level", type=int, default=1, choices=range(0, 10), metavar="0-9",
                    help="PNG compression level (default 1: fast, ~1.4x larger than 9)")
     return parser
@@ -207,6 +215,7 @@ def _settings(args) -> Settings:
         credentials_path=args.credentials,
         profile=args.profile,
         max_objects=getattr(args, "max_objects", None) or getattr(args, "limit", None),
+        max_frame_pixels=getattr(args, "max_frame_pixels", None),
     )
 
 
@@ -397,31 +406,37 @@ def _cmd_process(args) -> int:
 
     s3 = _connect(args)[1] if args.url.startswith("s3://") or args.out.startswith("s3://") else None
     scheduler = resolve_scheduler(args.scheduler)
-    plan = plan_batch(
-        args.url,
-        dataset=args.dataset,
-        start=args.start,
-        end=args.end,
-        step=args.step,
-        sigma=args.sigma,
-        fmt=args.format,
-        out=args.out,
-        s3=s3,
-        resume=True if args.resume else None,  # None: resume when the last run was incomplete
-        png_level=args.png_level,
-    )
-    printer = _LinePrinter()
-    cancel = threading.Event()
-    try:
-        result = run_batch(plan, progress=printer.batch, cancel=cancel, scheduler=scheduler,
-                           workers=args.workers)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise
-    finally:
-        printer.done()
+    with _open_in_budget(args, s3) as stack:
+        plan = plan_batch(
+            stack, dataset=args.dataset, start=args.start, end=args.end, step=args.step,
+            sigma=args.sigma, fmt=args.format, out=args.out, s3=s3, png_level=args.png_level,
+            resume=True if args.resume else None,  # None: resume when the last run was incomplete
+        )
+        printer = _LinePrinter()
+        cancel = threading.Event()
+        try:
+            result = run_batch(plan, progress=printer.batch, cancel=cancel, scheduler=scheduler,
+                               workers=args.workers)
+        except KeyboardInterrupt:
+            cancel.set()
+            raise
+        finally:
+            printer.done()
     print(result.summary, file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _open_in_budget(args, s3):
+    """The stack to process; a frame over the pixel budget is refused before it is read."""
+    from .hdf5.errors import TooLarge
+    from .hdf5.stack import open_stack
+
+    try:
+        return open_stack(args.url, args.dataset, s3=s3 if args.url.startswith("s3://") else None,
+                          prefetch=False, max_frame_pixels=_settings(args).max_frame_pixels)
+    except TooLarge as exc:
+        raise EchoError(f"{exc.what} is over the frame budget of {exc.limit} pixels: on a "
+                        "machine with enough memory, raise it with --max-frame-pixels.") from None
 
 
 class _LinePrinter:

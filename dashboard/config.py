@@ -12,6 +12,9 @@ from .text import shown
 
 DEFAULT_ENDPOINT = "https://s3.echo.stfc.ac.uk"
 DEFAULT_MAX_OBJECTS = 5000
+#: Pixels per frame a session reads at most (8192 × 8192): larger frames are refused before any
+#: allocation (``ECHO_S3_MAX_FRAME_PIXELS``, ``--max-frame-pixels``).
+DEFAULT_MAX_FRAME_PIXELS = 64 * 1024**2
 
 ENV_ENDPOINT = "ECHO_S3_ENDPOINT"
 ENV_CREDENTIALS = "ECHO_S3_CREDENTIALS"
@@ -19,6 +22,7 @@ ENV_MAX_OBJECTS = "ECHO_S3_MAX_OBJECTS"
 ENV_SERVER_KEYS = "ECHO_S3_SERVER_KEYS"
 ENV_USER_ROOT = "ECHO_S3_USER_ROOT"
 ENV_ALLOWED_ENDPOINTS = "ECHO_S3_ALLOWED_ENDPOINTS"
+ENV_MAX_FRAME_PIXELS = "ECHO_S3_MAX_FRAME_PIXELS"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Settings:
         The only endpoints a session may connect to (the operator's list on a shared server,
         shown as a choice; :attr:`endpoint` is one of them, the first unless given); ``None``:
         any endpoint, typed freely (one user on their own machine).
+    max_frame_pixels : int
+        Frames with more pixels are refused before anything is read (the pixel budget).
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -61,6 +67,7 @@ class Settings:
     endpoint_given: bool | None = None
     user_root: str | None = None
     allowed_endpoints: tuple[str, ...] | None = None
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
 
     def __post_init__(self):
         if self.endpoint_given is None:  # Settings(endpoint=X): given unless it is the default
@@ -93,6 +100,8 @@ class Settings:
             values["profile"] = env["AWS_PROFILE"]
         if env.get(ENV_MAX_OBJECTS):
             values["max_objects"] = _positive_int(env[ENV_MAX_OBJECTS], ENV_MAX_OBJECTS)
+        if env.get(ENV_MAX_FRAME_PIXELS):
+            values["max_frame_pixels"] = frame_budget(env)
         if env.get(ENV_SERVER_KEYS):
             values["server_keys"] = _flag(env[ENV_SERVER_KEYS], ENV_SERVER_KEYS)
         if env.get(ENV_USER_ROOT):
@@ -110,10 +119,19 @@ class Settings:
             given["credentials_path"] = Path(given["credentials_path"]).expanduser()
         if "max_objects" in given:
             given["max_objects"] = _positive_int(given["max_objects"], "max_objects")
+        if "max_frame_pixels" in given:
+            given["max_frame_pixels"] = _positive_int(given["max_frame_pixels"],
+                                                      "max_frame_pixels")
         if "endpoint" in given:
             given["endpoint"] = normalize_endpoint(given["endpoint"])
             given.setdefault("endpoint_given", True)
         return replace(self, **given)
+
+
+def frame_budget(env: Mapping[str, str] | None = None) -> int:
+    """The pixel budget per frame: ``ECHO_S3_MAX_FRAME_PIXELS`` or :data:`DEFAULT_MAX_FRAME_PIXELS`."""
+    value = (os.environ if env is None else env).get(ENV_MAX_FRAME_PIXELS)
+    return _positive_int(value, ENV_MAX_FRAME_PIXELS) if value else DEFAULT_MAX_FRAME_PIXELS
 
 
 def resolve_endpoint(given: str | None = None, credentials=None) -> str:

@@ -20,7 +20,8 @@ import weakref
 from concurrent.futures import Future
 
 
-__all__ = ["LiveClient", "record_sessions", "on_loop", "until", "client_text"]
+__all__ = ["LiveClient", "record_sessions", "on_loop", "until", "client_text", "rss_mb",
+           "open_fds"]
 
 
 class LiveClient:
@@ -43,6 +44,7 @@ class LiveClient:
                 self.error = exc
                 self._ready.set()
                 return
+            _handle_messages_in_a_loop(self.session._connection)
             self._ready.set()
             from bokeh.events import DocumentReady
 
@@ -52,6 +54,7 @@ class LiveClient:
             self.loop.add_callback(
                 lambda: self.session.document.callbacks.send_event(DocumentReady()))
             self.session._connection.loop_until_closed()
+            self.loop.close(all_fds=True)  # its epoll and wake-up sockets: not the server's
 
         self.thread = threading.Thread(target=run, name="bokeh-client", daemon=True)
         self.thread.start()
@@ -80,6 +83,33 @@ class LiveClient:
             self.loop.add_callback(self.session.close)
             self.thread.join(timeout)
         return not self.thread.is_alive()
+
+
+def _handle_messages_in_a_loop(connection) -> None:
+    """Bokeh's client (3.9) handles each message by awaiting the next one recursively, a few
+    Python frames per message: a session that receives more than ~300 messages (a bystander
+    stepping frames for minutes) dies with ``RecursionError``. This handles them in a loop."""
+    from bokeh.client.states import CONNECTED_AFTER_ACK, DISCONNECTED, ErrorReason
+
+    async def handle_messages() -> None:
+        while True:
+            message = await connection._pop_message()
+            if message is None:
+                await connection._transition_to_disconnected(
+                    DISCONNECTED(ErrorReason.HTTP_ERROR, 500, "Internal server error."))
+                return
+            if message.msgtype == "PATCH-DOC":
+                connection._session._handle_patch(message)
+            predicate = connection._until_predicate
+            if predicate is not None and predicate():
+                connection._until_predicate = None
+                connection._loop.stop()
+                return
+            if not isinstance(connection._state, CONNECTED_AFTER_ACK):
+                await connection._next()
+                return
+
+    connection._handle_messages = handle_messages
 
 
 def record_sessions(monkeypatch):
@@ -124,6 +154,29 @@ def until(condition, timeout: float = 60.0, what: str = "condition") -> float:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.02)
     return time.monotonic() - start
+
+
+def rss_mb() -> float:
+    """Resident memory after giving freed heap back to the OS (glibc ``malloc_trim``), so
+    that what is measured is memory still in use, not the allocator's free lists."""
+    import ctypes
+    from pathlib import Path
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: plain RSS
+        pass
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def open_fds() -> int:
+    """File descriptors this process holds (the server's sockets, files, epoll handles)."""
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
 
 
 def client_text(document) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from auth_moto import auth_moto_server
 from served_sessions import (
-    LiveClient, client_text, on_loop, record_sessions, until,
+    LiveClient, client_text, on_loop, record_sessions, rss_mb, until,
 )
 
 from dashboard.app import RunningServer
@@ -51,21 +51,6 @@ def expected_frame(user: int, index: int) -> np.ndarray:
 
 def value_range(user: int) -> tuple[int, int]:
     return 5000 * (user + 1), 5000 * (user + 1) + 10 * N_FRAMES + 8
-
-
-def rss_mb() -> float:
-    """Resident memory after giving freed heap back to the OS (glibc ``malloc_trim``), so
-    that what is measured is memory still in use, not the allocator's free lists."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: plain RSS
-        pass
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")

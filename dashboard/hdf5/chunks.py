@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from .decode import decode_chunk, pipeline, supported
+from .errors import HDF5Error
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class DirectReader:
     def __init__(self, source, dset: h5py.Dataset, layout: str):
         self.source = source
         self.dset = dset
+        self.name = dset.name
         self.layout = layout
         self.shape = tuple(dset.shape)
         self.dtype = dset.dtype
@@ -177,16 +179,18 @@ class DirectReader:
         return np.full(shape, self.fillvalue if self.fillvalue is not None else 0, self.dtype)
 
     def read(self, coords: tuple, rows: tuple[int, int] | None = None,
-             cols: tuple[int, int] | None = None) -> tuple[np.ndarray, FrameCost]:
+             cols: tuple[int, int] | None = None, *,
+             stop: threading.Event | None = None) -> tuple[np.ndarray, FrameCost]:
         """The frame at leading coordinates ``coords`` (a tuple, one int per leading axis).
 
         ``rows``/``cols`` (half-open ``(start, stop)``, inside the frame) ask for a region
         only: then only the chunks that intersect it are fetched and decoded (for a contiguous
-        dataset, one GET from the region's first to its last pixel).
+        dataset, one GET from the region's first to its last pixel). Once ``stop`` is set (the
+        stack closed: its session ended) a frame of many chunks stops between them.
         """
         if self.layout == "contiguous":
             return self._read_contiguous(coords, rows, cols)
-        return self._read_chunked(coords, rows, cols)
+        return self._read_chunked(coords, rows, cols, stop)
 
     def _read_contiguous(self, coords, rows=None, cols=None):
         cost = FrameCost()
@@ -210,7 +214,7 @@ class DirectReader:
             flat, shape=(r1 - r0, c1 - c0), strides=(width * itemsize, itemsize), writeable=False)
         return rows_view.copy(), cost
 
-    def _read_chunked(self, coords, rows=None, cols=None):
+    def _read_chunked(self, coords, rows=None, cols=None, stop=None):
         chunks = self.chunks
         lead_chunks = chunks[:-2]
         lead_start = tuple((c // n) * n for c, n in zip(coords, lead_chunks))
@@ -226,6 +230,8 @@ class DirectReader:
         decoded: dict[tuple, np.ndarray | None] = {}
         wanted: list[tuple] = []  # (coord, offset, size, mask)
         for y, x in tiles:
+            if stop is not None and stop.is_set():
+                raise HDF5Error(f"{self.name} was closed while a frame was being read.")
             coord = lead_start + (y, x)
             if spans_frames:
                 cached = self._chunk_cache.get(coord)
@@ -238,7 +244,7 @@ class DirectReader:
             else:
                 wanted.append((coord, *entry))
                 cost.stored_bytes += entry[1]
-        for coord, raw, mask in self._fetch(wanted, cost):
+        for coord, raw, mask in self._fetch(wanted, cost, stop):
             array = decode_chunk(raw, self.filters, mask, self.dtype, chunks)
             decoded[coord] = array
             if spans_frames:
@@ -261,7 +267,7 @@ class DirectReader:
                 target[...] = array[within][ys - y : ye - y, xs - x : xe - x]
         return out, cost
 
-    def _fetch(self, wanted: list[tuple], cost: FrameCost):
+    def _fetch(self, wanted: list[tuple], cost: FrameCost, stop=None):
         """Yield ``(coord, raw_bytes, filter_mask)``: nearby chunks merged into one ranged GET."""
         if not wanted:
             return
@@ -275,6 +281,8 @@ class DirectReader:
                 groups.append([item])
 
         def get(group):
+            if stop is not None and stop.is_set():
+                raise HDF5Error(f"{self.name} was closed while a frame was being read.")
             start = group[0][1]
             end = max(offset + size for _c, offset, size, _m in group)
             return start, self.source.read_range(start, end - start)

@@ -4,6 +4,7 @@ Supported filters (the ones X-ray detectors write): gzip (1, libdeflate via imag
 shuffle (2), Blosc (32001), LZ4 (32004, HDF5 LZ4 framing), Bitshuffle (32008, with or without
 LZ4/Zstd; the 12-byte header of 8-byte big-endian size + 4-byte block size) and Zstd (32015).
 Anything else (Blosc2's frames, fletcher32, szip, scaleoffset, nbit, ZFP, ...) is read by h5py.
+No decoder writes more than the chunk's size, whatever a compressed stream's header claims.
 """
 
 from __future__ import annotations
@@ -59,19 +60,19 @@ def _shuffle(data: bytes, nbytes: int, f: Filter, itemsize: int) -> bytes:
 def _blosc(data: bytes, nbytes: int, f: Filter, itemsize: int) -> bytes:
     import imagecodecs
 
-    return imagecodecs.blosc_decode(data)
+    return imagecodecs.blosc_decode(data, out=nbytes)  # never more than the chunk
 
 
 def _zstd(data: bytes, nbytes: int, f: Filter, itemsize: int) -> bytes:
     import imagecodecs
 
-    return imagecodecs.zstd_decode(data)
+    return imagecodecs.zstd_decode(data, out=nbytes)  # never more than the chunk
 
 
 def _lz4(data: bytes, nbytes: int, f: Filter, itemsize: int) -> bytes:
     import imagecodecs
 
-    return imagecodecs.lz4h5_decode(data)
+    return imagecodecs.lz4h5_decode(data, out=nbytes)  # never more than the chunk
 
 
 def _bitshuffle(data: bytes, nbytes: int, f: Filter, itemsize: int) -> bytes:
@@ -82,6 +83,8 @@ def _bitshuffle(data: bytes, nbytes: int, f: Filter, itemsize: int) -> bytes:
     compression = cd[4] if len(cd) > 4 else 0
     if compression in (2, 3):  # LZ4, Zstd: 8-byte BE total size + 4-byte BE block size
         total, block_bytes = struct.unpack(">QI", data[:12])
+        if total != nbytes:  # a header claiming more than the chunk: never allocated
+            raise DecodeError(f"Bitshuffle header claims {total} bytes, the chunk has {nbytes}")
         n = total // elem
         body = np.frombuffer(data, np.uint8, offset=12)
         if compression == 2:

@@ -6,6 +6,7 @@ from ..storage.listing import human_size
 from .stacks import candidates_of, default_stack
 from .tree import DEFAULT_NODE_LIMIT, walk
 
+
 def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=None,
              limit: int = DEFAULT_NODE_LIMIT) -> dict:
     """The ``info --json`` document of a file (or of an open Source / FrameStack: no new GETs
@@ -15,8 +16,9 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
     -------
     dict
         ``{"url", "default_stack": path or None, "nodes": [...], "truncated": bool,
-        "node_limit": limit}``; ``nodes`` lists at most ``limit`` nodes breadth-first from
-        the root, ``truncated`` says whether more exist.
+        "node_limit": limit, "notes": [...]}``; ``nodes`` lists at most ``limit`` nodes
+        breadth-first from the root, ``truncated`` says whether more exist; ``notes`` says,
+        in sentences, where the listing stopped early for time or a group's size.
     """
     from .source import H5PY_ERRORS, Source, open_source
 
@@ -28,8 +30,9 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
         if own else url_or_path
     )
     try:
-        nodes = list(walk(source, limit=limit + 1))
-        truncated = len(nodes) > limit
+        notes: list[str] = []
+        nodes = list(walk(source, limit=limit + 1, stopped=notes))
+        truncated = len(nodes) > limit or bool(notes)
         nodes = nodes[:limit]
         default = default_stack(source, candidates=candidates_of(nodes))
         return {
@@ -38,6 +41,7 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
             "nodes": [n.to_json() for n in nodes],
             "truncated": truncated,
             "node_limit": limit,
+            "notes": notes,
         }
     except H5PY_ERRORS as exc:
         raise source.translate(exc, "inspect") from None
@@ -80,7 +84,8 @@ def format_tree(description: dict) -> str:
     for node in sorted(description["nodes"], key=lambda n: n["path"].strip("/").split("/")):
         depth = 0 if node["path"] == "/" else node["path"].count("/")
         lines.append("  " * depth + format_node(node))
-    if description.get("truncated"):
+    lines += [f"… {note}" for note in description.get("notes") or []]
+    if description.get("truncated") and not description.get("notes"):
         lines.append(
             f"… only the first {description['node_limit']} nodes (breadth-first) are listed."
         )

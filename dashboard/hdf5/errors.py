@@ -41,3 +41,20 @@ class NotAnImageStack(HDF5Error):
 
 class ObjectChanged(HDF5Error):
     """The object was replaced on the server while it was open (its ETag changed)."""
+
+
+class OutsideObject(HDF5Error):
+    """A dataset of an object keeps its pixels in files outside the object (external raw
+    storage): they would be looked up on the server's file system, so they are never read."""
+
+
+class TooLarge(HDF5Error):
+    """A frame (or its chunks) is beyond what this process reads at once (the pixel budget).
+
+    ``what`` names it ("frame 40000×20000"), ``limit`` is the budget it is over (pixels).
+    """
+
+    def __init__(self, message: str, *, what: str = "", limit: int | None = None):
+        super().__init__(message)
+        self.what = what
+        self.limit = limit

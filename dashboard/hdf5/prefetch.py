@@ -5,7 +5,7 @@ cancelled (or skipped when they start)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +14,46 @@ import numpy as np
 PREFETCH_RADIUS = 2
 #: Background threads prefetching neighbours (per stack).
 PREFETCH_WORKERS = 2
+
+
+class Counters:
+    """A stack's read counters (under ``lock``): cache hits, frames read, prefetches, regions."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.frames_read = 0
+        self.direct_frames = 0
+        self.h5py_frames = 0
+        self.prefetched = 0
+        self.prefetch_cancelled = 0
+        self.last_frame: dict | None = None
+        self.regions_read = 0
+        self.last_region: dict | None = None
+
+
+
+def read_ahead(order: list[int], fetch, workers: int) -> Iterator:
+    """``fetch(i)`` for each ``i`` of ``order``, yielded in order, up to ``workers`` at once
+    (one: one by one, on the caller's thread)."""
+    if workers <= 1:
+        for i in order:
+            yield fetch(i)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="echo-frames") as pool:
+        pending: dict[int, Future] = {}
+        try:
+            for k in range(min(workers, len(order))):
+                pending[k] = pool.submit(fetch, order[k])
+            for k in range(len(order)):
+                result = pending.pop(k).result()
+                if k + workers < len(order):
+                    pending[k + workers] = pool.submit(fetch, order[k + workers])
+                yield result
+        finally:
+            for future in pending.values():
+                future.cancel()
 
 
 class Prefetcher:
@@ -99,6 +139,14 @@ class Prefetcher:
         """Block until no prefetch is queued or running; ``False`` on timeout."""
         with self._idle:
             return self._idle.wait_for(lambda: not self._inflight, timeout)
+
+    def stop(self) -> None:
+        """Cancel what is queued and run nothing more; never waits."""
+        self._closed = True
+        with self._idle:
+            futures = list(self._inflight.values())
+        for future in futures:
+            future.cancel()
 
     def close(self) -> None:
         """Cancel what is queued, wait for what runs."""

@@ -7,14 +7,26 @@ file's URL, and raises or returns one of :mod:`.errors`' exceptions with a sente
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import h5py
 
 from .decode import DECODERS, pipeline
-from .errors import FilterUnavailable, HDF5Error, LinkUnreachable, NotAnImageStack
+from .errors import (
+    FilterUnavailable,
+    HDF5Error,
+    LinkUnreachable,
+    NotAnImageStack,
+    OutsideObject,
+    TooLarge,
+)
 from .source import h5py_error
-from .tree import FILTER_NAMES, filters_of
+from .tree import FILTER_NAMES, filters_of, through_external
+
+#: Chunks one frame may be split into, at most, on a server (``max_frame_chunks``): each is an
+#: index lookup and a request, so a frame of thousands kept "View Last Frame" busy for minutes.
+MAX_CHUNKS_PER_FRAME = 1024
 
 
 def _external_exists(url: str, filename: str) -> bool:
@@ -24,8 +36,19 @@ def _external_exists(url: str, filename: str) -> bool:
 
 def resolve_dataset(source, path: str) -> h5py.Dataset:
     """The dataset at ``path``, following soft links; external links only to local files that
-    exist (never from S3). Call inside ``source.h5()``."""
+    exist (never from an object store, not even behind a soft link). Call inside
+    ``source.h5()``."""
     f, url = source.file, source.url
+    crossed = through_external(f, path) if source.is_s3 else None
+    if crossed is not None:  # an object's external links are never followed (soft links too)
+        parent, name = crossed.rsplit("/", 1)
+        link = f[parent or "/"].get(name, getlink=True)
+        target = getattr(link, "filename", "another file")
+        if crossed == "/" + "/".join(p for p in path.split("/") if p):
+            raise LinkUnreachable(f"{crossed} in {url} is an external link to {target}, "
+                                  "which cannot be reached from here.")
+        raise LinkUnreachable(f"{path} in {url} leads through {crossed}, an external link to "
+                              f"{target}, which cannot be reached from here.")
     parts = [p for p in path.split("/") if p]
     current = ""
     for part in parts:
@@ -60,6 +83,38 @@ def check_virtual(source, dset: h5py.Dataset) -> None:
                 f"{dset.name} in {source.url} is a virtual dataset whose source file "
                 f"{vs.file_name} cannot be reached from here."
             )
+
+
+def check_contained(source, dset: h5py.Dataset) -> None:
+    """Refuse, in an object from the store, a dataset whose pixels live in other files: HDF5
+    would look for them on this machine's file system (``/proc/self/environ``, another user's
+    files). Local files keep their external storage (the user's own machine)."""
+    if source.is_s3 and dset.id.get_create_plist().get_external_count() > 0:
+        raise OutsideObject(f"{dset.name} in {source.url} keeps its pixels in external files "
+                            "outside the object, which are never read from here.")
+    check_virtual(source, dset)
+
+
+def check_budget(dset: h5py.Dataset, *, max_pixels: int, max_chunks: int | None = None) -> None:
+    """Refuse a dataset whose frame (or chunk) is over ``max_pixels``, or whose frame is split
+    into more than ``max_chunks`` chunks, before anything is read or allocated."""
+    height, width = (int(n) for n in dset.shape[-2:])
+    if height * width > max_pixels:
+        what = f"frame {width}×{height}"
+        raise TooLarge(f"{what} is larger than this server displays; use the CLI on a machine "
+                       "with enough memory.", what=what, limit=max_pixels)
+    chunks = dset.chunks
+    if not chunks:
+        return
+    if math.prod(chunks) > max_pixels:
+        what = f"{dset.name}'s chunk of {'×'.join(str(n) for n in chunks)} values"
+        raise TooLarge(f"{what} is larger than this server reads at once; use the CLI on a "
+                       "machine with enough memory.", what=what, limit=max_pixels)
+    per_frame = math.ceil(height / chunks[-2]) * math.ceil(width / chunks[-1])
+    if max_chunks is not None and per_frame > max_chunks:
+        raise TooLarge(f"{dset.name} splits each frame into {per_frame} chunks (more than "
+                       f"{max_chunks}), too many to read here; use the CLI, or store whole "
+                       "frames per chunk.")
 
 
 def filter_message(dset: h5py.Dataset, url: str, filter_id: int,

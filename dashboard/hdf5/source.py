@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import logging
 import os
+import stat
 import threading
 import weakref
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -36,151 +34,54 @@ from .errors import HDF5Error, NotHDF5File, ObjectChanged, TruncatedFile
 
 log = logging.getLogger(__name__)
 
-#: Bytes fetched by the first metadata read (superblock, root group, usually the object headers).
-FIRST_BLOCK = 256 * 1024
-#: Block size of the metadata cache after the first block.
-BLOCK_SIZE = 64 * 1024
-#: Reads of this many bytes or more skip the block cache and fetch exactly what is asked.
-DIRECT_READ = 4 * BLOCK_SIZE
-#: Upper bound of the metadata block cache per open file.
-MAX_CACHED_BLOCKS = 512
+from .rangefile import (  # noqa: F401 (constants re-exported)
+    BLOCK_SIZE,
+    DIRECT_READ,
+    FIRST_BLOCK,
+    MAX_CACHED_BLOCKS,
+    IOStats,
+    OverBudget,
+    RangeFile,
+)
 
 
-@dataclass
-class IOStats:
-    """Requests and bytes that crossed the network (or the disk) for one open file.
-
-    ``requests``/``bytes`` count everything; ``metadata_*`` is the part h5py asked for
-    (superblock, object headers, chunk indexes) and ``data_*`` the exact chunk reads.
-    """
-
-    metadata_requests: int = 0
-    metadata_bytes: int = 0
-    data_requests: int = 0
-    data_bytes: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, nbytes: int, *, metadata: bool) -> None:
-        with self._lock:
-            if metadata:
-                self.metadata_requests += 1
-                self.metadata_bytes += nbytes
-            else:
-                self.data_requests += 1
-                self.data_bytes += nbytes
-
-    @property
-    def requests(self) -> int:
-        return self.metadata_requests + self.data_requests
-
-    @property
-    def bytes(self) -> int:
-        return self.metadata_bytes + self.data_bytes
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {
-                "get_requests": self.metadata_requests + self.data_requests,
-                "bytes_fetched": self.metadata_bytes + self.data_bytes,
-                "metadata_requests": self.metadata_requests,
-                "metadata_bytes": self.metadata_bytes,
-                "data_requests": self.data_requests,
-                "data_bytes": self.data_bytes,
-            }
-
-
-class RangeFile(io.RawIOBase):
-    """A read-only, seekable file object over ``fetch(start, length)`` with a small block cache.
-
-    Given to ``h5py.File`` for metadata. The first read fetches :data:`FIRST_BLOCK` bytes (the
-    superblock and usually every object header), later ones :data:`BLOCK_SIZE` blocks, missing
-    neighbours merged into one request; reads of :data:`DIRECT_READ` bytes or more (h5py's own
-    data path) fetch exactly the bytes asked for. Thread-safe.
-    """
-
-    def __init__(self, fetch, size: int, *, name: str = "", first: bytes | None = None):
-        super().__init__()
-        self._fetch = fetch
-        self._size = size
-        self._pos = 0
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        if first:
-            self._store_first(first)
-        self._lock = threading.RLock()
-        self.name = name
-        self.error: BaseException | None = None  # the last fetch failure (h5py hides it)
-        self.reads = 0  # read calls by HDF5 (cache hits included): how much metadata it touched
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._pos = offset
-        elif whence == io.SEEK_CUR:
-            self._pos += offset
-        elif whence == io.SEEK_END:
-            self._pos = self._size + offset
-        else:
-            raise ValueError(f"bad whence {whence}")
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.pread(self._pos, len(view))
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def pread(self, start: int, length: int) -> bytes:
-        """Bytes ``[start, start + length)`` clipped to the file size."""
-        length = max(0, min(length, self._size - start))
-        self.reads += 1
-        if length == 0:
-            return b""
-        if length >= DIRECT_READ:
-            return self._get(start, length)
-        with self._lock:
-            if not self._blocks and start < FIRST_BLOCK:
-                self._store_first(self._get(0, min(FIRST_BLOCK, self._size)))
-            first_block, last_block = start // BLOCK_SIZE, (start + length - 1) // BLOCK_SIZE
-            missing = [b for b in range(first_block, last_block + 1) if b not in self._blocks]
-            if missing:
-                lo, hi = missing[0], missing[-1]
-                begin = lo * BLOCK_SIZE
-                data = self._get(begin, min((hi + 1) * BLOCK_SIZE, self._size) - begin)
-                for b in range(lo, hi + 1):
-                    chunk = data[(b - lo) * BLOCK_SIZE : (b - lo + 1) * BLOCK_SIZE]
-                    self._blocks.setdefault(b, chunk)
-            parts = []
-            for b in range(first_block, last_block + 1):
-                self._blocks.move_to_end(b)
-                parts.append(self._blocks[b])
-            while len(self._blocks) > MAX_CACHED_BLOCKS:
-                self._blocks.popitem(last=False)
-        joined = b"".join(parts)
-        offset = start - first_block * BLOCK_SIZE
-        return joined[offset : offset + length]
-
-    def _store_first(self, first: bytes) -> None:
-        """Keep the first :data:`FIRST_BLOCK` bytes (whole blocks only, the tail may be short)."""
-        for b in range(0, len(first), BLOCK_SIZE):
-            block = first[b : b + BLOCK_SIZE]
-            if len(block) == BLOCK_SIZE or b + len(block) == self._size:
-                self._blocks[b // BLOCK_SIZE] = block
-
-    def _get(self, start: int, length: int) -> bytes:
+def _writable_by_others(path: Path) -> bool:
+    """Whether another account could put a file at ``path``: it (or, while it does not exist,
+    its nearest existing folder) is group/world-writable or someone else's, or a folder above
+    it is writable by others without the sticky bit."""
+    path = Path(os.path.abspath(path))
+    first = True
+    for folder in (path, *path.parents):
         try:
-            return self._fetch(start, length)
-        except BaseException as exc:
-            self.error = exc
-            raise
+            st = folder.stat()
+        except OSError:
+            continue  # missing: whoever can write its parent can create it
+        others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if first:
+            if others_write or st.st_uid not in (0, os.getuid()):
+                return True
+            first = False
+        elif others_write and not st.st_mode & stat.S_ISVTX:
+            return True
+    return False
+
+
+def _guard_plugin_path() -> None:
+    """Drop HDF5 filter-plugin folders that another account could write to (say
+    ``HDF5_PLUGIN_PATH`` pointing into ``/tmp`` or a user's area): HDF5 loads any library found
+    there when a file names a filter it does not know. hdf5plugin's filters are registered
+    directly and never need the search path."""
+    from h5py import h5pl
+
+    for index in reversed(range(h5pl.size())):
+        folder = os.fsdecode(h5pl.get(index))
+        if _writable_by_others(Path(folder)):
+            h5pl.remove(index)
+            log.warning("HDF5 plugin folder %s is writable by other accounts: not searched",
+                        folder)
+
+
+_guard_plugin_path()
 
 
 def make_s3(
@@ -262,6 +163,23 @@ class Source:
         finally:
             self.lock.release()
 
+    @contextlib.contextmanager
+    def metadata_budget(self, nbytes: int):
+        """Inside the block (holding :meth:`h5`), no single metadata read of HDF5 may be over
+        ``nbytes``: a larger one (a 100 MB attribute, a huge string in the global heap) fails
+        before anything is fetched (h5py raises). Local files have no budget (the user's own)."""
+        rangefile = self._rangefile
+        if rangefile is None:
+            yield
+            return
+        old, rangefile.max_read = rangefile.max_read, nbytes
+        try:
+            yield
+        finally:
+            rangefile.max_read = old
+            if isinstance(rangefile.error, OverBudget):
+                rangefile.error = None  # said where it happened; not the next read's error
+
     @property
     def waiting(self) -> int:
         """Threads queueing in :meth:`h5` right now."""
@@ -301,9 +219,9 @@ class Source:
                 self.file.close()
             except Exception:  # closing twice or after a failed read
                 pass
-        for closer in self._closers:
+            closers, self._closers = self._closers, []  # once, even when two threads close
+        for closer in closers:
             closer()
-        self._closers.clear()
 
     def __enter__(self) -> Source:
         return self

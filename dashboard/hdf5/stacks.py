@@ -13,7 +13,19 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .tree import SEARCH_LIMIT, Node, _file, _join, _lock, frame_count, is_stack_shape_dtype, walk
+from .metadata import metadata_budget, small_attr
+from .tree import (
+    SEARCH_LIMIT,
+    Node,
+    _file,
+    _join,
+    _lock,
+    frame_count,
+    is_stack_shape_dtype,
+    through_external,
+    walk,
+)
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -36,7 +48,7 @@ class Candidate:
 def _candidate(f: h5py.File, path: str) -> Candidate | None:
     try:
         link = f.get(path, getlink=True)
-        if link is None or isinstance(link, h5py.ExternalLink):
+        if link is None or through_external(f, path) is not None:
             return None
         obj = f.get(path)
     except (KeyError, OSError, ValueError, RuntimeError):
@@ -57,17 +69,21 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _member(group: str, name: str) -> str:
+    return name if name.startswith("/") else _join(group, name)
+
+
 def nexus_default(f: h5py.File) -> str | None:
     """Path of the NeXus default plottable signal (``default`` -> NXdata ``signal``), if any."""
     group = f
     for _level in range(3):  # root -> NXentry -> NXdata (NXentry may point at NXsubentry)
-        cls = _text(group.attrs.get("NX_class"))
-        signal = _text(group.attrs.get("signal"))
+        cls = _text(small_attr(group, "NX_class"))
+        signal = _text(small_attr(group, "signal"))
         if signal and (cls == "NXdata" or cls is None):
-            path = _join(group.name, signal)
-            return path if path in f else None
-        default = _text(group.attrs.get("default"))
-        if not default:
+            path = _member(group.name, signal)
+            return path if through_external(f, path) is None and path in f else None
+        default = _text(small_attr(group, "default"))
+        if not default or through_external(f, _member(group.name, default)) is not None:
             return None
         child = group.get(default)
         if not isinstance(child, h5py.Group):
@@ -137,7 +153,7 @@ def default_stack(source, *, candidates: list[Candidate] | None = None) -> str |
     any walk.
     """
     f = _file(source)
-    with _lock(source):
+    with _lock(source), metadata_budget(source):
         try:
             nexus = nexus_default(f)
         except (KeyError, OSError, ValueError, RuntimeError):

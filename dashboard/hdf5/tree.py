@@ -1,13 +1,17 @@
 """A lazy tree of an HDF5 file: plain :class:`Node` records of groups, datasets and links.
 
 Nothing here walks a whole file eagerly: :func:`children` lists one group on demand and
-:func:`walk` goes breadth-first and stops after ``limit`` nodes. External links are shown, never
-followed. Where the image stacks are is :mod:`.stacks`; the ``info`` document is :mod:`.describe`.
+:func:`walk` goes breadth-first and stops after ``limit`` nodes, after :data:`WALK_SECONDS` or
+after :data:`GROUP_MEMBER_LIMIT` members of one group. External links are shown, never followed
+(nor soft links that lead through one). Attributes larger than :data:`ATTR_READ_BYTES` are named
+with their size, not read. Where the image stacks are is :mod:`.stacks`; the ``info`` document
+is :mod:`.describe`.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,15 +20,19 @@ import h5py
 import numpy as np
 
 from .errors import HDF5Error, NotAnImageStack
+from .metadata import (  # noqa: F401 (attr_value: re-exported)
+    GROUP_MEMBER_LIMIT,
+    WALK_SECONDS,
+    attr_value,
+    attrs_of,
+    member_names,
+    metadata_budget,
+)
 
 #: Nodes that :func:`describe` lists before it stops (breadth-first) and says so.
 DEFAULT_NODE_LIMIT = 500
 #: Objects a stack search visits at most when no well-known path holds a stack.
 SEARCH_LIMIT = 2000
-#: Attribute arrays with more elements than this are shown as a truncated preview.
-ATTR_ARRAY_LIMIT = 16
-#: Strings longer than this are cut (with "…").
-ATTR_TEXT_LIMIT = 200
 #: Chunked datasets with more chunks than this do not report their stored size over S3
 #: (asking HDF5 for it reads the whole chunk index).
 STORED_SIZE_MAX_CHUNKS = 256
@@ -175,36 +183,28 @@ def filters_of(dset: h5py.Dataset) -> list[dict]:
     return out
 
 
-def attr_value(value):
-    """A JSON-friendly preview of an attribute value (decoded text, small arrays, cut previews)."""
-    if isinstance(value, bytes | np.bytes_):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return value if len(value) <= ATTR_TEXT_LIMIT else value[:ATTR_TEXT_LIMIT] + "…"
-    if isinstance(value, np.generic):
-        value = value.item()
-        return attr_value(value) if isinstance(value, bytes) else value
-    if isinstance(value, np.ndarray):
-        if value.dtype.fields is not None:
-            return f"<compound array {value.shape}>"
-        flat = value.ravel()
-        if flat.size <= ATTR_ARRAY_LIMIT:
-            return [attr_value(v) for v in flat]
-        head = ", ".join(str(attr_value(v)) for v in flat[:8])
-        return f"<{value.dtype} array {value.shape}: [{head}, …]>"
-    if isinstance(value, bool | int | float) or value is None:
-        return value
-    return str(value)
-
-
-def attrs_of(obj) -> dict:
-    out = {}
-    for name in obj.attrs:
+def through_external(f: h5py.File, path: str, *, hops: int = 8) -> str | None:
+    """The first external link that resolving ``path`` would cross (soft links followed by
+    path, never by HDF5), or ``None``; links that lead nowhere count as not crossing one."""
+    parts = [p for p in path.split("/") if p]
+    current = ""
+    for k, part in enumerate(parts):
+        parent = current or "/"
         try:
-            out[name] = attr_value(obj.attrs[name])
-        except Exception as exc:  # unsupported HDF5 types (references, odd strings)
-            out[name] = f"<unreadable attribute: {type(exc).__name__}>"
-    return out
+            group = f[parent]
+            link = group.get(part, getlink=True) if isinstance(group, h5py.Group) else None
+        except Exception:
+            return None
+        current = _join(parent, part)
+        if isinstance(link, h5py.ExternalLink):
+            return current
+        if isinstance(link, h5py.SoftLink):
+            if hops <= 0:
+                return current  # a loop of soft links: treat as unreachable
+            target = link.path if link.path.startswith("/") else _join(parent, link.path)
+            rest = "/".join(parts[k + 1:])
+            return through_external(f, f"{target}/{rest}" if rest else target, hops=hops - 1)
+    return None
 
 
 def _dataset_node(path: str, dset: h5py.Dataset, *, cheap_sizes: bool) -> Node:
@@ -240,10 +240,14 @@ def _child_node(group: h5py.Group, path: str, name: str, *, cheap_sizes: bool) -
     if isinstance(link, h5py.ExternalLink):
         return Node(path=path, kind="external_link", target=f"{link.filename}:{link.path}")
     if isinstance(link, h5py.SoftLink):
+        crossed = None
         try:
-            target_obj = group.get(name)
+            crossed = through_external(group.file, path)
+            target_obj = group.get(name) if crossed is None else None
         except Exception:
             target_obj = None
+        if crossed is not None:
+            return Node(path=path, kind="soft_link", target=link.path)
         kind = "soft_link" if target_obj is not None else "dangling_link"
         return Node(path=path, kind=kind, target=link.path)
     try:
@@ -264,10 +268,11 @@ def _group(f: h5py.File, path: str) -> h5py.Group:
     return group
 
 
-def child_names(source, path: str = "/") -> list[str]:
-    """Names of a group's members: reads only the group's own index, no member's header."""
+def child_names(source, path: str = "/", *, limit: int = GROUP_MEMBER_LIMIT) -> list[str]:
+    """Names of a group's members (at most ``limit``): reads only the group's own index, no
+    member's header."""
     with _lock(source):
-        return list(_group(_file(source), path))
+        return member_names(_group(_file(source), path), limit)[0]
 
 
 def children(source, path: str = "/", *, offset: int = 0, limit: int | None = None,
@@ -280,8 +285,9 @@ def children(source, path: str = "/", *, offset: int = 0, limit: int | None = No
     path : str
         Path of a group.
     offset, limit : int
-        A page of the members (``limit=None``: all); only the page's object headers are read,
-        so a group of thousands of members can be shown page by page.
+        A page of the members (``limit=None``: all, up to :data:`GROUP_MEMBER_LIMIT`); only the
+        page's object headers are read, so a group of thousands of members can be shown page
+        by page.
     """
     from .source import H5PY_ERRORS
 
@@ -289,12 +295,17 @@ def children(source, path: str = "/", *, offset: int = 0, limit: int | None = No
     if cheap_sizes is None:
         cheap_sizes = not getattr(source, "is_s3", False)
     try:
-        names = child_names(source, path)
+        names = child_names(source, path, limit=GROUP_MEMBER_LIMIT if limit is None
+                            else min(GROUP_MEMBER_LIMIT, offset + limit))
         page = names[offset:] if limit is None else names[offset : offset + limit]
         with _lock(source):
             group = _group(f, path)
-            return [_child_node(group, _join(path, name), name, cheap_sizes=cheap_sizes)
-                    for name in page]
+            nodes = []
+            for name in page:
+                with metadata_budget(source):
+                    nodes.append(_child_node(group, _join(path, name), name,
+                                             cheap_sizes=cheap_sizes))
+            return nodes
     except H5PY_ERRORS as exc:
         raise _translate(source, exc) from None
 
@@ -310,16 +321,22 @@ def _translate(source, exc: BaseException):
 
 
 def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = None,
-         ) -> Iterator[Node]:
+         seconds: float | None = None, stopped: list | None = None) -> Iterator[Node]:
     """Nodes breadth-first from the root (root first), at most ``limit`` of them.
 
-    Hard-linked groups seen before are not entered again, so cycles end.
+    Hard-linked groups seen before are not entered again, so cycles end. The walk also stops
+    after ``seconds`` (default :data:`WALK_SECONDS`; ``math.inf``: never) and lists at most :data:`GROUP_MEMBER_LIMIT` members per group; each
+    node's metadata is read within :data:`ATTR_READ_BYTES` (larger attributes are named, not
+    read). When it stops for time or a group's size, a sentence saying so is appended to
+    ``stopped``.
     """
     f = _file(source)
     if cheap_sizes is None:
         cheap_sizes = not getattr(source, "is_s3", False)
+    seconds = WALK_SECONDS if seconds is None else seconds
+    deadline = time.monotonic() + seconds
     emitted = 0
-    with _lock(source):
+    with _lock(source), metadata_budget(source):
         root = Node(path="/", kind="group", attrs=attrs_of(f), n_children=len(f))
         seen = {h5py.h5o.get_info(f.id).addr}
     yield root
@@ -329,12 +346,20 @@ def walk(source, *, limit: int = DEFAULT_NODE_LIMIT, cheap_sizes: bool | None = 
         parent = queue.popleft()
         with _lock(source):
             group = f[parent] if parent != "/" else f
-            names = list(group)
+            names, more = member_names(group, GROUP_MEMBER_LIMIT)
+        if more and stopped is not None:
+            stopped.append(f"{parent} has more than {GROUP_MEMBER_LIMIT} members: only the "
+                           f"first {GROUP_MEMBER_LIMIT} are listed.")
         for name in names:
             if emitted >= limit:
                 return
+            if time.monotonic() > deadline:
+                if stopped is not None:
+                    stopped.append(f"Listing stopped after {seconds:g} s: the file has more "
+                                   "entries than can be read in that time.")
+                return
             path = _join(parent, name)
-            with _lock(source):
+            with _lock(source), metadata_budget(source):
                 node = _child_node(group, path, name, cheap_sizes=cheap_sizes)
                 if node.kind == "group":
                     addr = h5py.h5o.get_info(group[name].id).addr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import param
 
-from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_OBJECTS
+from ..config import DEFAULT_ENDPOINT, DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MAX_OBJECTS
 from ..storage.credentials import (
     Credentials, CredentialsError, from_json_file, from_json_text, load_credentials, mask,
 )
@@ -102,6 +102,8 @@ class BrowserState(param.Parameterized):
     view_last_frame = param.Event(label="View Last Frame")
     thumbnail = param.Parameter(default=None, precedence=-1, doc="Last frame (2-D ndarray).")
     thumbnail_title = param.String(default="")
+    max_frame_pixels = param.Integer(default=DEFAULT_MAX_FRAME_PIXELS, bounds=(1, None),
+                                     precedence=-1, doc="The session's pixel budget per frame.")
 
     def __init__(self, *, tasks: Tasks | None = None, area: UserArea | None = None,
                  deliveries=None, user: str | None = None, **params):
@@ -218,6 +220,7 @@ class BrowserState(param.Parameterized):
         if self.provider is not None and self.provider is not provider:
             self.provider.close()
         self.provider, self._credentials = provider, credentials
+        provider.max_frame_pixels = self.max_frame_pixels
         if credentials is None:
             who = "in-memory files"
         else:

@@ -13,7 +13,12 @@ connected; the state models reach S3 and HDF5 only through it:
   selecting and then loading a file still costs one;
 * :meth:`Provider.reopen` gives a long job (batch, preview, ROI series, thumbnail) a handle of
   its own from the stack's :class:`~dashboard.hdf5.stack.StackSpec`: the job closes it, and
-  nothing it uses is closed by anyone else (opening another file in the viewer included).
+  nothing it uses is closed by anyone else (opening another file in the viewer included) —
+  until the session ends: :meth:`Provider.shutdown` closes every handle it gave out (their
+  reads stop between chunks) and the S3 connections;
+* every stack it opens keeps to the session's budgets (:attr:`Provider.max_frame_pixels`,
+  :data:`~dashboard.hdf5.readable.MAX_CHUNKS_PER_FRAME` chunks per frame), and at most
+  :attr:`Provider.max_jobs` job handles are open at once.
 
 :class:`MemoryProvider` serves HDF5 files held in memory through the same code paths, so the
 state tests run without an S3 server.
@@ -23,14 +28,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ..config import allowed_endpoint
+from ..config import DEFAULT_MAX_FRAME_PIXELS, allowed_endpoint
 from ..errors import EchoError
+from ..hdf5.describe import describe
+from ..hdf5.readable import MAX_CHUNKS_PER_FRAME
 from ..hdf5.source import Source, open_bytes, open_source
 from ..hdf5.stack import FrameStack, StackSpec, open_stack
-from ..hdf5.describe import describe
 from ..storage.credentials import Credentials
 from ..storage.s3 import S3, Listing, ObjectInfo, parse_s3_url
 
@@ -58,11 +65,21 @@ class Provider:
     endpoint: str = ""
     #: The S3 connection for ``s3://`` outputs and downloads (``None`` in memory).
     s3: S3 | None = None
+    #: The pixel budget of every stack opened here (the session sets its ``Settings``').
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    #: Frames split into more chunks than this are refused (each chunk is a lookup and a GET).
+    max_frame_chunks: int | None = MAX_CHUNKS_PER_FRAME
+    #: Job handles (:meth:`stack`, :meth:`reopen`) open at once, at most: a session's worker
+    #: threads are never all busy with long jobs.
+    max_jobs: int = 3
 
     def __init__(self):
         self._kept: tuple[str, Source, dict] | None = None  # the last inspected file
         self._kept_lock = threading.Lock()  # per provider: nothing shared between sessions
         self._closed = False  # a describe finishing after close() keeps nothing
+        self._shut = False  # the session ended: nothing more is opened
+        self._stacks: weakref.WeakSet[FrameStack] = weakref.WeakSet()  # every handle given out
+        self._jobs: weakref.WeakSet[FrameStack] = weakref.WeakSet()
 
     # -- listing -----------------------------------------------------------------------------
 
@@ -77,10 +94,38 @@ class Provider:
     def _source(self, url: str) -> Source:
         raise NotImplementedError
 
+    def _open_source(self, url: str) -> Source:
+        if self._shut:
+            raise EchoError("This session has ended.")
+        return self._source(url)
+
+    def _stack(self, source: Source, dataset: str | None, *, prefetch: bool,
+               job: bool) -> FrameStack:
+        """Open ``dataset`` of ``source`` within the budgets, and remember the handle."""
+        with self._kept_lock:
+            busy = job and sum(not s._closed for s in self._jobs) >= self.max_jobs
+        if busy:
+            source.close()
+            raise EchoError(f"{self.max_jobs} long jobs (batch, preview, ROI series, last "
+                            "frame, locked contrast) are running in this session: wait for one "
+                            "to finish or cancel it.")
+        stack = open_stack(source, dataset, prefetch=prefetch,
+                           max_frame_pixels=self.max_frame_pixels,
+                           max_frame_chunks=self.max_frame_chunks)  # takes the Source over
+        with self._kept_lock:
+            self._stacks.add(stack)
+            if job:
+                self._jobs.add(stack)
+            shut = self._shut
+        if shut:  # the session ended while it opened
+            stack.close()
+            raise EchoError("This session has ended.")
+        return stack
+
     def inspect(self, url: str) -> dict:
         """The tree of ``url``; its Source stays open for a following :meth:`open` of ``url``
         (which takes it over), until another file is inspected or the provider is closed."""
-        source = self._source(url)
+        source = self._open_source(url)
         try:
             description = describe(source)
         except BaseException:
@@ -114,7 +159,7 @@ class Provider:
 
     def describe(self, url: str) -> dict:
         """The tree of ``url`` (``info --json``'s document); the file is closed afterwards."""
-        with self._source(url) as source:
+        with self._open_source(url) as source:
             return describe(source)
 
     def open(self, url: str, dataset: str | None = None, *, tree: bool = True,
@@ -124,14 +169,14 @@ class Provider:
         but whose stack cannot be opened comes back with ``stack=None`` and ``error``."""
         source, description = self._take(url)
         if source is None:
-            source = self._source(url)
+            source = self._open_source(url)
             try:
                 description = describe(source) if tree else None
             except BaseException:
                 source.close()
                 raise
         try:
-            stack = open_stack(source, dataset, prefetch=prefetch)  # takes the Source over
+            stack = self._stack(source, dataset, prefetch=prefetch, job=False)
         except Exception as exc:  # noqa: BLE001 - the tree is still worth showing
             if description is None:
                 raise
@@ -142,7 +187,7 @@ class Provider:
               prefetch: bool = False) -> FrameStack:
         """A handle of the caller's own on ``url``'s stack (default: the default stack); it
         never takes over the Source :meth:`inspect` keeps for the Load."""
-        return open_stack(self._source(url), dataset, prefetch=prefetch)
+        return self._stack(self._open_source(url), dataset, prefetch=prefetch, job=True)
 
     def reopen(self, spec: StackSpec, *, prefetch: bool = False) -> FrameStack:
         """A new handle on the stack of ``spec``, owned by the caller (a job closes its own).
@@ -162,6 +207,30 @@ class Provider:
             old, self._kept = self._kept, None
         if old is not None:
             old[1].close()
+
+    def stop(self) -> None:
+        """The session ended: open nothing more, and make every handle given out stop reading
+        (at once, never waiting: safe on the event loop). :meth:`shutdown` then releases them."""
+        with self._kept_lock:
+            self._shut = self._closed = True
+            stacks = list(self._stacks)
+        for stack in stacks:
+            stack.stop()
+
+    def shutdown(self) -> None:
+        """:meth:`stop`, then close every handle given out and the S3 connection's sockets
+        (waits for reads in flight to end: call it off the event loop)."""
+        self.stop()
+        self.close()
+        with self._kept_lock:
+            stacks = list(self._stacks)
+        for stack in stacks:
+            try:
+                stack.close()
+            except Exception:  # closing what is left, whatever state it is in
+                log.debug("closing a stack at shutdown failed", exc_info=True)
+        if self.s3 is not None:
+            self.s3.close()
 
 
 class S3Provider(Provider):

@@ -77,6 +77,7 @@ class Session(param.Parameterized):
         self._provider = provider
         self.tasks = Tasks()
         self._restore: _Restore | None = None
+        self._released = threading.Event()
         browser = BrowserState(
             tasks=self.tasks,
             endpoint=settings.endpoint if settings.endpoint_given else "",
@@ -85,6 +86,7 @@ class Session(param.Parameterized):
             max_objects=settings.max_objects,
             server_keys=settings.server_keys,
             area=area, deliveries=deliveries, user=user, server_folders=folders,
+            max_frame_pixels=settings.max_frame_pixels,
         )
         viewer = ViewerState(tasks=self.tasks, browser=browser)
         processor = ProcessorState(tasks=self.tasks, viewer=viewer, area=area,
@@ -192,14 +194,39 @@ class Session(param.Parameterized):
         return not self.restoring
 
     def close(self) -> None:
-        """Cancel jobs, close files, stop the worker threads (the browser tab went away)."""
+        """The browser tab went away: stop everything at once, release it all soon after.
+
+        Runs on the event loop, so it never waits and never calls HDF5: jobs are cancelled
+        (batch, ROI series, queued tasks), every handle the session opened stops reading
+        between chunks, playback and read-ahead stop. A short-lived thread then closes the
+        files, the S3 connections' sockets and the download (:meth:`wait_released`).
+        """
         if self._restore is not None:
             self._restore.stop()
+        provider = self.browser.provider
+        if provider is not None:
+            provider.stop()
         self.processor.close()
         self.analysis.close()
-        self.browser.close()
-        self.viewer.close()
+        self.viewer.stop()
         self.tasks.shutdown()
+        threading.Thread(target=self._release, args=(provider,), name="echo-session-release",
+                         daemon=True).start()
+
+    def _release(self, provider) -> None:
+        try:
+            self.browser.close()
+            self.viewer.close()
+            if provider is not None:
+                provider.shutdown()
+        except Exception:  # a thread of its own: log, never raise
+            log.exception("Releasing a closed session failed")
+        finally:
+            self._released.set()
+
+    def wait_released(self, timeout: float | None = 60.0) -> bool:
+        """Block until the session is closed and has released its files and sockets (tests)."""
+        return self._released.wait(timeout)
 
 
 def _endpoint(text: str) -> str:

@@ -105,10 +105,20 @@ class Tasks:
         with self._lock:
             return bool(self._futures)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the session has ended (no new work starts; long loops should stop)."""
+        return self._closed
+
     def shutdown(self) -> None:
-        """Stop accepting work; running tasks finish on their own (they watch cancel flags)."""
+        """Stop accepting work and drop what is queued, without waiting (safe on the event
+        loop); running tasks end on their own (they watch cancel flags and closed handles),
+        then the worker threads exit."""
         with self._lock:
             self._closed = True
+            pending = list(self._futures)
+        for future in pending:
+            future.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -140,7 +150,8 @@ class LatestOnly:
     def _drain(self) -> None:
         while True:
             with self._lock:
-                if not self._pending:
+                if not self._pending or self._tasks.closed:
+                    self._pending.clear()
                     self._running = False
                     return
                 value = self._pending.pop()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import threading
 
 import param
@@ -14,6 +12,7 @@ from ..analysis.contrast import (
 )
 from ..text import labels
 from .browser import BrowserState
+from .checked import FiniteNumber, FiniteRange  # noqa: F401 (FiniteNumber: re-exported)
 from .playback import Player, RateMeter
 from .tasks import LatestOnly, Tasks, user_message
 
@@ -26,31 +25,6 @@ DIRECTIONS = ("forward", "backward")
 #: (every 2nd row and column of a 1024² frame; the 1st/99th percentiles move by well under a
 #: grey level) so that the limits cost a few ms per step.
 LIMIT_PIXELS = 1 << 18
-
-
-def _refuse_non_finite(parameter: param.Parameter, values) -> None:
-    # NaN passes every comparison-based check (bounds, order): refuse it, and ±inf, here.
-    if any(isinstance(v, numbers.Real) and not math.isfinite(v) for v in values):
-        shown = values if len(values) > 1 else values[0]
-        raise ValueError(f"{parameter.label or parameter.name} must be finite, not {shown!r}.")
-
-
-class FiniteRange(param.Range):
-    """A :class:`param.Range` that refuses NaN and ±inf (``Range`` accepts ``(nan, 100)``)."""
-
-    def _validate_value(self, value, allow_None):
-        super()._validate_value(value, allow_None)
-        if value is not None:
-            _refuse_non_finite(self, tuple(value))
-
-
-class FiniteNumber(param.Number):
-    """A :class:`param.Number` that refuses NaN and ±inf even without bounds."""
-
-    def _validate_value(self, value, allow_None):
-        super()._validate_value(value, allow_None)
-        if value is not None and not callable(value):
-            _refuse_non_finite(self, (value,))
 
 
 class ViewerState(param.Parameterized):
@@ -175,6 +149,7 @@ class ViewerState(param.Parameterized):
             self.tasks.post(self.param.update, loading=False,
                             status=user_message(exc, f"open {url}"))
             return
+        opened.stack.candidates  # noqa: B018 - the stack search runs here, never on the event loop
         self.tasks.post(self._opened, opened.stack, url, tree)
 
     def _opened(self, stack, url: str, tree) -> None:
@@ -220,10 +195,13 @@ class ViewerState(param.Parameterized):
         if self.contrast_mode == "locked" and stack is not None:
             self._lock_contrast()
         if old is not None and old is not stack:
-            try:
-                old.close()
-            except Exception:  # noqa: BLE001
-                log.debug("closing the previous stack failed", exc_info=True)
+            # Here on the event loop only told to stop; closed on a worker (closing waits for
+            # its reads in flight and for HDF5, which another session may be holding).
+            stop = getattr(old, "stop", None)
+            if stop is not None:
+                stop()
+            if self.tasks.submit(_close_quietly, old) is None:
+                _close_quietly(old)
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -481,12 +459,25 @@ class ViewerState(param.Parameterized):
         if wanted != tuple(self.loop_range):
             self.loop_range = wanted
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """The session ended: stop playback and every read of the open stack, at once (never
+        waits, never calls HDF5: safe on the event loop)."""
         self.playing = False
         self.player.stop()
         self._lock_generation += 1
+        stop = getattr(self.stack, "stop", None)  # a FrameStack (stand-ins in tests may lack it)
+        if stop is not None:
+            stop()
+
+    def close(self) -> None:
+        """:meth:`stop`, then close the stack (waits for reads in flight: off the event loop)."""
+        self.stop()
         if self.stack is not None:
-            try:
-                self.stack.close()
-            except Exception:  # noqa: BLE001
-                log.debug("closing the stack failed", exc_info=True)
+            _close_quietly(self.stack)
+
+
+def _close_quietly(stack) -> None:
+    try:
+        stack.close()
+    except Exception:  # noqa: BLE001 - a stack closed under a failed read, say
+        log.debug("closing a stack failed", exc_info=True)

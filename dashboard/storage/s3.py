@@ -163,6 +163,12 @@ class S3:
             config=Config(**kwargs),
         )
 
+    def close(self) -> None:
+        """Close the client's pooled connections (their sockets); a later request reconnects."""
+        client = self.__dict__.get("client")
+        if client is not None:
+            client.close()
+
     # -- requests ---------------------------------------------------------------------
 
     def list_buckets(self) -> list[str]:
