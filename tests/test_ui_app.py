@@ -98,6 +98,9 @@ def test_tree_html_escapes_file_contents():
     assert "<script>" not in html and "<img src=x>" not in html and "<evil>" not in html
     assert "3×4×5" in html and "chunks 1×4×5" in html and "bitshuffle" in html
     assert "(shown)" in html and "Only the first 2 entries" in html
+    # The walk's own notes (what was cut by a budget, and why) are shown as text.
+    noted = tree_html({**description, "notes": ["<b>attrs</b> of /x not read (2.0 MB)"]})
+    assert "&lt;b&gt;attrs&lt;/b&gt; of /x not read (2.0 MB)" in noted
     assert "No file loaded yet" in tree_html(None)
 
 

@@ -83,9 +83,11 @@ def tree_html(description: dict | None, current: str | None = None) -> str:
 
     root = next((n for n in nodes if n["path"] == "/"), {"path": "/", "kind": "group"})
     text = render(root, 0)
-    if description.get("truncated"):
-        text += (f"<p><i>Only the first {description.get('node_limit')} entries are shown "
-                 "(the file has more).</i></p>")
+    notes = description.get("notes") or []
+    if description.get("truncated") and not notes:
+        notes = [f"Only the first {description.get('node_limit')} entries are shown "
+                 "(the file has more)."]
+    text += "".join(f"<p><i>{plain(note)}</i></p>" for note in notes)  # what was cut, and why
     url = plain(description.get("url", ""))
     return f"<div class='echo-tree'><p><b>{url}</b></p>{text}</div>"
 
