@@ -187,7 +187,7 @@ def session_threads() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)  # a hang guard: 8 sessions share the cores with 3 other test workers
 def test_eight_sessions_with_different_keys_twice(served, store, monkeypatch, tmp_path,
                                                    caplog):
     by_id, closed_ids = record_sessions(monkeypatch)

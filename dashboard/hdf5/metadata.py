@@ -20,8 +20,11 @@ ATTR_READ_BYTES = 1024**2
 ATTR_COUNT_LIMIT = 64
 #: Members of one group that are listed at most (a group of 100 000 is cut and says so).
 GROUP_MEMBER_LIMIT = 10_000
-#: Seconds a walk (the tree, the stack search) may take before it stops and says so.
-WALK_SECONDS = 10.0
+#: Seconds a walk (the tree, the stack search) may take before it stops and says so. Generous:
+#: the node and member limits bound a hostile file already, and a walk cut by time finds no
+#: stack in the part it did not reach (10 s cut the search of an ordinary Data Exchange file
+#: on a busy machine: one metadata read per node, over the network).
+WALK_SECONDS = 60.0
 
 def attr_value(value):
     """A JSON-friendly preview of an attribute value (decoded text, small arrays, cut previews)."""
