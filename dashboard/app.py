@@ -58,12 +58,17 @@ def create_app(settings: Settings | None = None, *, credentials=None, deliveries
     if login and not user:
         return _error_page("this server needs a login, and the session has no user.")
     session = Session(settings, connect=False, user=user, deliveries=deliveries)
+    page = EchoS3Viewer(session=session).template()
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
         session.tasks.dispatch = _scheduler(doc)
         pn.state.on_session_destroyed(lambda context: session.close())
-    page = EchoS3Viewer(session=session).template()
-    session.start(credentials=credentials)
+        # The work starts once the page is there: a change made while the browser was still
+        # pulling the document could be lost (a link opened with server keys stayed on the
+        # Browse tab, its frames loaded behind it).
+        pn.state.onload(lambda: session.start(credentials=credentials))
+    else:
+        session.start(credentials=credentials)
     return page
 
 

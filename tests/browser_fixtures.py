@@ -26,7 +26,7 @@ TIMEOUT_MS = 60_000
 
 __all__ = ["browser", "dashboard_server", "page", "new_page", "shot", "connect", "keys_json",
            "TIMEOUT_MS", "status", "click", "tab", "re", "everything_on_the_page", "LONG_KEY",
-           "upload_long_stack"]
+           "upload_long_stack", "tick"]
 
 _ALL_TEXT = """() => {
   const parts = [location.href, document.title];
@@ -147,6 +147,22 @@ def click(page, name: str) -> None:
 
 def tab(page, title: str) -> None:
     page.locator(".bk-tab", has_text=title).first.click()
+
+
+def tick(page, key: str, *, selected: int = 1, on: bool = True) -> None:
+    """Tick (or untick) the table row showing ``key``; wait until the server counts ``selected``.
+
+    The count line is the server's word, so a Load pressed next finds the selection there.
+    """
+    from playwright.sync_api import expect as pw_expect
+
+    box = page.locator(".tabulator-row", has_text=key).first.locator("input[type=checkbox]")
+    box.check() if on else box.uncheck()
+    count = status(page, "echo-count")
+    if selected:
+        pw_expect(count).to_contain_text(f", {selected} selected")
+    else:
+        pw_expect(count).not_to_contain_text("selected")
 
 
 def connect(page, *, endpoint: str, credentials, expect: str = "Connected to") -> None:

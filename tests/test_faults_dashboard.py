@@ -192,8 +192,7 @@ def test_browser_session_survives_the_store_vanishing(browser, proxy, stored, cr
                 .select_option(bucket)
             click(page, "List Objects")  # noqa: F405
             expect(status(page, "echo-browse-status")).to_contain_text("Listed")  # noqa: F405
-            page.locator(".tabulator-row", has_text=KEY).first.locator(
-                "input[type=checkbox]").check()
+            tick(page, KEY)  # noqa: F405
             tab(page, "Frames")  # noqa: F405
             click(page, "Load Selected H5 File")  # noqa: F405
             label = status(page, "echo-frame-label")  # noqa: F405

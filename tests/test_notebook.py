@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_fixtures import browser  # noqa: F401 - the fixture
+from browser_fixtures import browser, tick  # noqa: F401 - the fixture
 from conftest import ACCESS_KEY, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,8 +206,9 @@ def test_the_readme_cell_in_jupyterlab_offline(browser, tmp_path, moto_server, d
         expect(page.locator(".echo-count").first).to_contain_text("objects shown")
         page.locator(".bk-input-group", has_text="Directory").locator("select").first \
             .select_option("beamline/2026-11/")
-        page.locator(".tabulator-row", has_text=SHORT_KEY).first \
-            .locator("input[type=checkbox]").check()
+        expect(page.locator(".tabulator-row").filter(has_not_text="beamline/2026-11/")) \
+            .to_have_count(0)
+        tick(page, SHORT_KEY)
         page.locator(".bk-tab", has_text="Frames").first.click()
         page.get_by_role("button", name="Load Selected H5 File", exact=True).click()
         label = page.locator(".echo-frame-label").first

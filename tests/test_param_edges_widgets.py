@@ -29,7 +29,7 @@ import numpy as np
 import panel as pn
 import param
 import pytest
-from browser_fixtures import browser  # noqa: F401 - the Chromium fixture
+from browser_fixtures import browser, tick  # noqa: F401 - the Chromium fixture
 
 from dashboard.config import Settings
 from dashboard.demo.store import DEMO_BUCKET, NEXUS_DATASET, NEXUS_KEY
@@ -549,8 +549,7 @@ def test_typing_out_of_range_numbers_in_chromium(browser, moto_server, credentia
         keyword.fill("scan_0001.nxs")
         keyword.press("Enter")
         expect(page.locator(".tabulator-row")).to_have_count(1)
-        page.locator(".tabulator-row", has_text=NEXUS_KEY).locator("input[type=checkbox]") \
-            .first.check()
+        tick(page, NEXUS_KEY)
         tab(page, "Frames")
         click(page, "Load Selected H5 File")
         expect(status(page, "echo-viewer-status")).to_contain_text("40 frames")

@@ -202,8 +202,7 @@ def test_no_key_in_logs_websocket_page_urls_files_or_cli(browser, alice, tmp_pat
             connect(page, endpoint=alice.endpoint, credentials=creds)  # noqa: F405
             click(page, "List Objects")  # noqa: F405
             expect(status(page, "echo-browse-status")).to_contain_text("Listed")  # noqa: F405
-            page.locator(".tabulator-row", has_text=KEY).first.locator(
-                "input[type=checkbox]").check()
+            tick(page, KEY)  # noqa: F405
             field = page.locator(".bk-input-group", has_text="Download folder").locator("input")
             field.first.fill(str(downloads))
             field.first.press("Enter")
@@ -239,10 +238,8 @@ def test_no_key_in_logs_websocket_page_urls_files_or_cli(browser, alice, tmp_pat
 
             # An error path: a file that is not HDF5.
             tab(page, "1 · Browse")  # noqa: F405
-            page.locator(".tabulator-row", has_text=KEY).first.locator(
-                "input[type=checkbox]").uncheck()
-            page.locator(".tabulator-row", has_text=NOT_HDF5).first.locator(
-                "input[type=checkbox]").check()
+            tick(page, KEY, selected=0, on=False)  # noqa: F405
+            tick(page, NOT_HDF5)  # noqa: F405
             tab(page, "Frames")  # noqa: F405
             click(page, "Load Selected H5 File")  # noqa: F405
             expect(status(page, "echo-viewer-status")).to_contain_text(  # noqa: F405

@@ -105,7 +105,10 @@ def test_list_filter_sort(session, demo):
     assert b.truncated_notice == ""
     assert "beamline/2026-11/" in b.param.directory.objects.values()
     assert all(o.is_hdf5 for o in b.objects())
-    assert b.count_text().startswith(f"{len(b.objects())} of {n_all} objects shown")
+    assert b.count_text() == f"{len(b.objects())} of {n_all} objects shown"
+    b.selection = [NEXUS_KEY]
+    assert b.count_text() == f"{len(b.objects())} of {n_all} objects shown, 1 selected"
+    b.selection = []
 
     b.directory = "beamline/2026-11/"
     keys = [o.key for o in b.objects()]

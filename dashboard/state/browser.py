@@ -134,12 +134,14 @@ class BrowserState(param.Parameterized):
         return sort_objects(kept, by=self.sort_by, descending=self.descending)
 
     @param.depends("listing", "directory", "keyword", "sort_by", "descending", "hdf5_only",
-                   "truncated_notice")
+                   "truncated_notice", "selection")
     def count_text(self) -> str:
-        """``"12 of 40 objects shown"`` plus the truncation notice."""
+        """``"12 of 40 objects shown, 1 selected"`` plus the truncation notice."""
         if not self.listing:
             return "No objects listed yet." if not self.bucket else ""
         text = f"{len(self.objects())} of {len(self.listing)} objects shown"
+        if self.selection:
+            text += f", {len(self.selection)} selected"
         if self.truncated_notice:
             text += f" ({self.truncated_notice})"
         return text
