@@ -173,8 +173,20 @@ strong { font-weight: 600; }
 """
 
 
+class StatusHTML(pn.pane.HTML):
+    """An HTML pane whose new text is sent as just that.
+
+    Panel's markup panes send every property again when their object changes, stylesheets
+    included: new stylesheet models, so Bokeh walks the session's whole document (about a
+    thousand models) for each new status message, and the page restyles the line.
+    """
+
+    def _update(self, ref: str, model) -> None:
+        model.text = self._transform_object(self.object)["object"]
+
+
 def status_line(text, *, css_class: str, error=None, label: str | None = None,
-                **kwargs) -> pn.pane.HTML:
+                **kwargs) -> StatusHTML:
     """A one-line status message (a string, or a parameter or function to follow), shown as
     text (:func:`~dashboard.ui.text.text_html`): never Markdown or HTML, whatever names and
     replies it quotes.
@@ -195,4 +207,4 @@ def status_line(text, *, css_class: str, error=None, label: str | None = None,
     kwargs["stylesheets"] = [STATUS_CSS, *kwargs.get("stylesheets", [])]
     shown = (text_html(text, label=label) if isinstance(text, str) else
              pn.bind(lambda value: text_html(value, label=label), text))
-    return pn.pane.HTML(shown, margin=(0, 10), **kwargs)
+    return StatusHTML(shown, margin=(0, 10), **kwargs)
