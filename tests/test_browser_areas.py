@@ -132,8 +132,8 @@ def list_bucket(page, bucket: str, *, hdf5_only: bool = True) -> None:
     expect(status(page, "echo-count")).to_contain_text("objects shown")
 
 
-def untick(page, key: str) -> None:
-    page.locator(".tabulator-row", has_text=key).first.locator("input[type=checkbox]").uncheck()
+def untick(page, key: str, *, selected: int) -> None:
+    tick(page, key, selected=selected, on=False)
 
 
 def load_stack(page) -> None:
@@ -157,8 +157,8 @@ def test_write_anywhere_attempts_are_refused_and_results_never_collide(browser, 
     page = login(browser, area_server, "alice")
     try:
         list_bucket(page, world.buckets["alice"], hdf5_only=False)
-        for key in HOSTILE:
-            tick(page, key)
+        for n, key in enumerate(HOSTILE, 1):
+            tick(page, key, selected=n)
         for folder in (str(world.home), "~", "~/.ssh", "../bob", "downloads/../../..",
                        str(world.srv / "bob")):
             type_in(page, "Download folder (in your area)", folder)
@@ -180,8 +180,8 @@ def test_write_anywhere_attempts_are_refused_and_results_never_collide(browser, 
         assert oct((alice_area).stat().st_mode & 0o777) == "0o700"
 
         # Output folders pointed outside: refused before anything runs.
-        for key in HOSTILE:
-            untick(page, key)
+        for n, key in enumerate(HOSTILE, 1):
+            untick(page, key, selected=len(HOSTILE) - n)
         load_stack(page)
         for folder in (str(world.home), "~/out", "../bob/processed", str(bob_area)):
             type_in(page, "Output folder (in your area", folder)
@@ -235,7 +235,7 @@ def test_without_user_root_files_go_to_the_browser_and_outputs_to_s3(browser,
             "Download finished: your browser saved sitecustomize.py")
         expect(page.locator(".echo-download-progress progress")).to_have_attribute("value", "100")
 
-        tick(page, ".bashrc")
+        tick(page, ".bashrc", selected=2)
         with page.expect_download() as info:
             click(page, "Download Selected")
         archive = info.value
@@ -247,8 +247,8 @@ def test_without_user_root_files_go_to_the_browser_and_outputs_to_s3(browser,
         expect(status(page, "echo-download-status")).to_contain_text("2 objects")
         shot(page, "areas-03-browser-download")
 
-        untick(page, ".bashrc")
-        untick(page, "sitecustomize.py")
+        untick(page, ".bashrc", selected=1)
+        untick(page, "sitecustomize.py", selected=0)
         load_stack(page)
         output = field(page, "Output (s3://bucket/prefix)")
         expect(output).to_have_value(f"s3://{bucket}/processed/alice/")

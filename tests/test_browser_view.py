@@ -27,6 +27,7 @@ LABEL = re.compile(r"Frame (\d+) of 39")
 def open_stack(page, moto_server) -> None:
     list_demo(page, moto_server)
     type_in(page, "Keyword", NEXUS_KEY.rsplit("/", 1)[-1])
+    expect(status(page, "echo-count")).to_have_text(re.compile(r"^1 of \d+ objects shown$"))
     tick(page, NEXUS_KEY)
     tab(page, "Frames")
     click(page, "Load Selected H5 File")
