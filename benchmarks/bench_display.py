@@ -488,7 +488,7 @@ def run_tree(label: str, tree: Path, args) -> dict:
     return out
 
 
-def table(results: list[dict], sizes: list[int]) -> str:
+def table(results: list[dict], sizes: list[int], sessions: int = 8) -> str:
     this = next(r for r in results if r["label"] == "this")
     lines = [
         "| size | code | Equalize | step p50 ms | step p90 ms | p50 / floor | p90 / floor |",
@@ -516,7 +516,7 @@ def table(results: list[dict], sizes: list[int]) -> str:
                          f"{d['bytes_per_frame'] / 1e3:,.0f} kB | {d['viewport_px']:,.0f} | "
                          f"{d['bytes_per_px']:.2f} |")
     if any("sessions" in r for r in results):
-        lines += ["", "| code | 8 sessions stepping: step p50 ms | p90 ms | frames (no answer "
+        lines += ["", f"| code | {sessions} sessions stepping: step p50 ms | p90 ms | frames (no answer "
                   "in 20 s) | server CPU ms per frame |", "| --- | ---: | ---: | ---: | ---: |"]
         for r in results:
             if "sessions" in r:
@@ -553,7 +553,7 @@ def main(argv=None) -> int:
         results.append(result)
     meta = {"started": started.isoformat(timespec="minutes"), "cpus": os.cpu_count(),
             "machine": platform.machine(), "load_before": load0, "load_after": os.getloadavg()}
-    text = table(results, args.sizes)
+    text = table(results, args.sizes, args.sessions)
     print(json.dumps(meta))
     print(text)
     if args.json:
