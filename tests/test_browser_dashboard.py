@@ -136,7 +136,10 @@ def settled(page, last: int, timeout: float = 15.0) -> int:
 
 
 def wait_frame(page, index: int, last: int) -> None:
+    """Wait until the label names frame ``index`` and the number box shows it (before typing
+    into the box: a number typed while the box's own update is on its way is overwritten)."""
     expect(status(page, "echo-frame-label")).to_have_text(f"Frame {index} of {last}")
+    expect(field(page, "Frame number")).to_have_value(str(index))
 
 
 def list_demo(page, moto_server):

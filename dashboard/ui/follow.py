@@ -45,8 +45,10 @@ class ShownFrame(param.Parameterized):
         self._copying = False
         self.param.index.bounds = state.param.index.bounds
         state.param.watch(self._bounds, "index", what="bounds")
+        # After the frame's own watchers (default precedence 0): the image goes to the page
+        # before the controls that name it.
         state.param.watch(self._changed, ["index", "shown_index", "n_frames", "achieved_fps",
-                                          "playing"])
+                                          "playing"], precedence=5)
         self.param.watch(self._chosen, "index")
         self._copy()
 
@@ -75,7 +77,10 @@ class ShownFrame(param.Parameterized):
         state = self.state
         self._copying = True
         try:
-            self.param.update(index=state.index, label=state.frame_label(),
-                              rate=state.achieved_fps)
+            # The number first, "Frame i of n" last: once the label names a frame, the slider
+            # and the number box show it too (a number typed after reading the label is not
+            # overwritten by the box's own update arriving late).
+            self.index = state.index
+            self.param.update(label=state.frame_label(), rate=state.achieved_fps)
         finally:
             self._copying = False
