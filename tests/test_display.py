@@ -154,3 +154,59 @@ def test_frame_display_is_freed_with_its_owner():
     del view
     gc.collect()
     assert ref() is None
+
+
+class _Doc:
+    """What FrameDisplay uses of a served document: callbacks, run when the test says."""
+
+    def __init__(self):
+        self.due: list = []
+
+    def add_next_tick_callback(self, fn):
+        self.due.append(fn)
+
+    def add_timeout_callback(self, fn, ms):
+        self.due.append(fn)
+
+    def run(self) -> None:
+        while self.due:
+            self.due.pop(0)()
+
+
+def test_colorbar_labels_change_with_the_exact_rendering_only(monkeypatch):
+    """New labels make the browser lay the whole figure out again: moving frames (playback,
+    a drag) leave them alone, the exact rendering that follows brings them."""
+    from dashboard.ui import plots
+
+    doc = _Doc()
+    view = plots.FrameDisplay(box=(200, 200))
+    view._document = lambda: doc
+    low = np.tile(np.arange(300, dtype=np.uint16), (300, 1))
+    high = low * 200
+    view.reset(low.shape, (200, 200))
+    view.show(low, None, equalize=False)
+    doc.run()
+    labels_low = dict(view.colorbar.major_label_overrides)
+    assert labels_low and view.raw_source.data["value"][0].size  # exact: labels and raw values
+
+    view.show(high, None, equalize=False, moving=True)
+    follow, settle = doc.due  # the follow-up, then the settle timer
+    follow()
+    assert view.colorbar.major_label_overrides == labels_low  # moving: no new labels
+    assert view.raw_source.data["value"][0].size == 0  # nor raw values of a coarse sample
+    settle()
+    doc.run()
+    labels_high = dict(view.colorbar.major_label_overrides)
+    assert labels_high != labels_low and view.raw_source.data["value"][0].size
+
+    # Playing: the labels follow at most every TICKS_PLAYING_PERIOD.
+    view.playing = lambda: True
+    monkeypatch.setattr(plots, "TICKS_PLAYING_PERIOD", 3600.0)
+    view.show(low, None, equalize=False, moving=True)
+    doc.run()
+    assert view.colorbar.major_label_overrides == labels_high
+    monkeypatch.setattr(plots, "TICKS_PLAYING_PERIOD", 0.0)
+    view.show(low, None, equalize=False, moving=True)
+    doc.run()
+    labels = view.colorbar.major_label_overrides
+    assert labels != labels_high and max(float(v) for v in labels.values()) < 300

@@ -34,7 +34,7 @@ PAINT_TIMEOUT = 1.0
 RECHECK_S = 0.005
 #: Frames shown but not yet reported painted that playback lets be on their way (the server
 #: prepares the next frames while the browser paints and reports the last).
-FRAMES_IN_FLIGHT = 2
+FRAMES_IN_FLIGHT = 3
 
 
 def next_index(index: int, loop_range: tuple[int, int], direction: str = "forward") -> int:

@@ -9,6 +9,7 @@ panels) are HoloViews elements through Datashader's ``rasterize``; histograms ar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import holoviews as hv
@@ -87,6 +88,10 @@ def _format_value(value: float) -> str:
     return f"{value:.5g}"
 
 
+#: While playing, the colour bar's labels follow the frames at most this often (seconds).
+TICKS_PLAYING_PERIOD = 1.0
+
+
 class FrameDisplay:
     """The main frame view: a Bokeh image of 8-bit palette indices mapped on the server.
 
@@ -99,7 +104,10 @@ class FrameDisplay:
     sample is taken at :attr:`moving_scale` of the screen resolution (about half the bytes);
     once they stay still, :meth:`settle` (called by the owner after :attr:`settle_s`) sends the
     exact rendering again. The raw values of the displayed pixels follow in a second, later
-    message (see ``later``), for the hover's *value*.
+    message (see ``later``), for the hover's *value*, and so do the colour bar's labels, with
+    the exact rendering only (while playing, at most every :data:`TICKS_PLAYING_PERIOD`): new
+    labels change the colour bar's width, and the browser then lays the whole figure out
+    again, which cost more than drawing the frame (playback at 1024²: 8 → 15 frames/s).
 
     Zoom and pan are the figure's own (wheel zoom, pan, box zoom, reset); each range change
     re-renders the frame for the new viewport (coalesced, see ``later``), so the zoom survives
@@ -130,6 +138,7 @@ class FrameDisplay:
         self._value_due = None
         self._render_due = False
         self._settle_serial = 0
+        self._ticks_at = 0.0
         #: Whether frames keep coming (the owner's playback): no settling meanwhile.
         self.playing = lambda: False
         self.lut = display.display_lut(np.zeros(0), (0, 1), equalize=False)
@@ -258,7 +267,12 @@ class FrameDisplay:
             return
         values, limits, lut = due
         exact = self._exact and self.source.data["image"][0].shape == values.shape
-        self.raw_source.data = dict(value=[display.raw_copy(values) if exact else _NO_VALUES])
+        if exact or self.raw_source.data["value"][0].size:  # no message for "still none"
+            self.raw_source.data = dict(value=[display.raw_copy(values) if exact else _NO_VALUES])
+        now = time.monotonic()
+        if not (exact or (self.playing() and now - self._ticks_at >= TICKS_PLAYING_PERIOD)):
+            return
+        self._ticks_at = now
         ticks = display.colorbar_ticks(limits, lut)
         # The same ticker model, changed in place (a new model makes Bokeh walk the document).
         self.colorbar.ticker.ticks = list(ticks)

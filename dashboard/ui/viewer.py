@@ -136,6 +136,10 @@ class PlaybackBridge(JSComponent):
     frame = param.Integer(default=-1, doc="The frame just sent to the page.")
     painted = param.Integer(default=-1, doc="The frame the page has painted.")
 
+    #: Panel holds a change from the page for 50 ms by default (coalescing typing); a paint
+    #: report held that long delays the next frame of playback by as much.
+    _debounce = 0
+
     _esm = """
     export function render({ model, el }) {
       const typing = (t) => t && (t.isContentEditable ||
