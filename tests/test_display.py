@@ -8,6 +8,7 @@ import weakref
 
 import numpy as np
 import pytest
+from served_doc import ServedDoc
 
 from dashboard.analysis import display
 
@@ -156,29 +157,12 @@ def test_frame_display_is_freed_with_its_owner():
     assert ref() is None
 
 
-class _Doc:
-    """What FrameDisplay uses of a served document: callbacks, run when the test says."""
-
-    def __init__(self):
-        self.due: list = []
-
-    def add_next_tick_callback(self, fn):
-        self.due.append(fn)
-
-    def add_timeout_callback(self, fn, ms):
-        self.due.append(fn)
-
-    def run(self) -> None:
-        while self.due:
-            self.due.pop(0)()
-
-
 def test_colorbar_labels_change_with_the_exact_rendering_only(monkeypatch):
     """New labels make the browser lay the whole figure out again: moving frames (playback,
     a drag) leave them alone, the exact rendering that follows brings them."""
     from dashboard.ui import plots
 
-    doc = _Doc()
+    doc = ServedDoc()
     view = plots.FrameDisplay(box=(200, 200))
     view._document = lambda: doc
     low = np.tile(np.arange(300, dtype=np.uint16), (300, 1))

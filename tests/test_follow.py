@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import param
 from panel.io.state import set_curdoc
+from served_doc import ServedDoc
 
 from dashboard.ui.follow import ShownFrame
 
@@ -21,22 +22,6 @@ class Viewer(param.Parameterized):
 
     def frame_label(self) -> str:
         return f"Frame {self.shown_index} of {self.n_frames - 1}"
-
-
-class ServedDoc:
-    """What ShownFrame uses of a served document: timeouts, run when the test says."""
-
-    session_context = object()
-
-    def __init__(self):
-        self.timeouts: list = []
-
-    def add_timeout_callback(self, fn, ms):
-        self.timeouts.append(fn)
-
-    def run(self) -> None:
-        while self.timeouts:
-            self.timeouts.pop(0)()
 
 
 def shown_frame(doc):
@@ -72,7 +57,7 @@ def test_a_page_that_does_not_report_its_paint_gets_the_controls_after_a_wait():
     doc = ServedDoc()
     viewer, shown, _ = shown_frame(doc)
     step(viewer, 5)
-    assert shown.label == "Frame 0 of 9" and len(doc.timeouts) == 1
+    assert shown.label == "Frame 0 of 9" and len(doc.due) == 1
     doc.run()  # PAINT_WAIT later
     assert (shown.index, shown.label) == (5, "Frame 5 of 9")
 
