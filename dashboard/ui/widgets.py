@@ -26,13 +26,13 @@ from .text import text_html
 
 Report = Callable[[str], None]
 
-#: The page's properties that carry the typed number.
-
 #: While playing, the histogram (and the analysis tools' plots, the limit boxes) are redrawn
-#: at most this often (seconds): each costs the server and the browser a few ms per frame, and
-#: the frame matters more.
-HIST_PLAYING_PERIOD = 1.0
+#: at most this often (seconds): each redraw costs the page a layout of its figure (~100 ms at
+#: 1024², measured; once a second it cost playback a tenth of its rate), and the frame
+#: matters more.
+HIST_PLAYING_PERIOD = 2.0
 
+#: The page's properties that carry the typed number.
 _VALUE_KEYS = ("value", "value_throttled")
 
 
