@@ -19,7 +19,9 @@ from ..state.analysis import AnalysisState
 from ..state.viewer import ViewerState
 from ..storage.listing import human_size
 from .text import plain
-from .widgets import HIST_PLAYING_PERIOD, number_input, reporter, status_line
+from .widgets import (
+    HIST_PLAYING_PERIOD, built_when, number_input, reporter, status_line,
+)
 
 ROI_COLOR = "#ff7f0e"
 LINE_COLOR = "#17becf"
@@ -207,31 +209,33 @@ class AnalysisTools(pn.viewable.Viewer):
 
     # -- plots ----------------------------------------------------------------------------
 
-    def _series_plot(self, series):
-        opts = dict(responsive=True, height=280, xlabel="frame", ylabel="intensity in box",
-                    tools=["hover"], show_grid=True, framewise=True, axiswise=True,
-                    toolbar="above")
-        empty = series is None or len(series) == 0
-        frames = np.zeros(0) if empty else series.frames
-        column = (lambda name: np.zeros(0)) if empty else (lambda name: getattr(series, name))
-        # Always the same four layers: a DynamicMap holds one type of element.
+    def _series_pane(self, series):
+        if series is None or len(series) == 0:
+            return None
+        return pn.pane.HoloViews(self._series_plot(series), sizing_mode="stretch_width",
+                                 css_classes=["echo-roi-plot"])
+
+    @staticmethod
+    def _series_plot(series) -> hv.Overlay:
+        frames = series.frames
         curves = [
-            hv.Curve((frames, column("max")), "frame", "intensity", label="max").opts(
+            hv.Curve((frames, series.max), "frame", "intensity", label="max").opts(
                 color="#d62728", line_dash="dashed", line_width=1),
-            hv.Curve((frames, column("mean")), "frame", "intensity", label="mean").opts(
+            hv.Curve((frames, series.mean), "frame", "intensity", label="mean").opts(
                 color=MEAN_COLOR, line_width=2),
-            hv.Curve((frames, column("min")), "frame", "intensity", label="min").opts(
+            hv.Curve((frames, series.min), "frame", "intensity", label="min").opts(
                 color="#2ca02c", line_dash="dashed", line_width=1),
-            hv.Scatter((frames, column("mean")) if len(frames) < 60 else ([], []),
-                       "frame", "intensity").opts(color=MEAN_COLOR, size=4),
         ]
-        if empty:
-            return hv.Overlay(curves).opts(title="ROI time series: none yet",
-                                           legend_position="right", **opts)
+        if len(frames) < 60:  # the frames as dots while they can be told apart
+            curves.append(hv.Scatter((frames, series.mean), "frame", "intensity").opts(
+                color=MEAN_COLOR, size=4))
         step = int(frames[1] - frames[0]) if len(frames) > 1 else 1
         title = (f"Box {series.box.label()} · frames {frames[0]}–{frames[-1]}"
                  + (f" step {step}" if step != 1 else ""))
-        return hv.Overlay(curves).opts(title=title, legend_position="right", **opts)
+        return hv.Overlay(curves).opts(
+            title=title, legend_position="right", responsive=True, height=280, xlabel="frame",
+            ylabel="intensity in box", tools=["hover"], show_grid=True, framewise=True,
+            axiswise=True, toolbar="above")
 
     def _profile_figure(self):
         """The line profile: a plain Bokeh figure whose line is updated in place (it follows
@@ -321,9 +325,8 @@ class AnalysisTools(pn.viewable.Viewer):
                                    sizing_mode="stretch_width", height=14, margin=(4, 10),
                                    css_classes=["echo-roi-progress"]),
             status_line(state.param.roi_status, css_class="echo-roi-status"),
-            # A new plot per series (fresh axes; a series arrives once per run).
-            pn.pane.HoloViews(pn.bind(self._series_plot, state.param.series),
-                              sizing_mode="stretch_width", css_classes=["echo-roi-plot"]),
+            # A new plot per series (fresh axes; a series arrives once per run), none before.
+            built_when(state.param.series, self._series_pane, sizing_mode="stretch_width"),
             title="ROI time series", collapsible=False, sizing_mode="stretch_width",
             css_classes=["echo-roi"],
         )

@@ -12,7 +12,7 @@ from ..state.browser import BrowserState
 from ..storage.listing import human_size
 from ..text import shown
 from . import plots
-from .widgets import status_line
+from .widgets import built_when, status_line
 
 COLUMNS = ["Key", "Size", "Modified (UTC)"]
 KEY_CHARS = 200  # a longer key is shown shortened in the middle (the table keeps the real key)
@@ -205,11 +205,7 @@ class BrowseView(pn.viewable.Viewer):
         thumbnail = pn.Column(
             "### Last frame",
             pn.widgets.Button.from_param(state.param.view_last_frame, width=160),
-            pn.Column(  # visibility on a wrapper: toggling it on a HoloViews pane breaks it
-                pn.pane.HoloViews(pn.bind(plots.thumbnail, state.param.thumbnail),
-                                  width=320, height=320, css_classes=["echo-thumbnail"]),
-                visible=state.param.thumbnail.rx.is_not(None),
-            ),
+            built_when(state.param.thumbnail, _thumbnail_pane),
             status_line(state.param.thumbnail_title, css_class="echo-thumbnail-title"),
             width=340,
         )
@@ -274,3 +270,11 @@ class BrowseView(pn.viewable.Viewer):
 
     def __panel__(self):
         return self._layout
+
+
+def _thumbnail_pane(frame):
+    if frame is None:
+        return None
+    return pn.pane.HoloViews(plots.thumbnail(frame), width=320, height=320,
+                             css_classes=["echo-thumbnail"])
+

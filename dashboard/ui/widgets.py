@@ -208,3 +208,21 @@ def status_line(text, *, css_class: str, error=None, label: str | None = None,
     shown = (text_html(text, label=label) if isinstance(text, str) else
              pn.bind(lambda value: text_html(value, label=label), text))
     return StatusHTML(shown, margin=(0, 10), **kwargs)
+
+
+def built_when(parameter: param.Parameter, build: Callable[[t.Any], t.Any],
+               **kwargs) -> pn.Column:
+    """A column holding ``build(value)`` of ``parameter``'s value, rebuilt when it changes, and
+    nothing while ``build`` returns ``None``: a plot with nothing to show yet (the last-frame
+    thumbnail, the ROI series) costs a new page no models, no server time and no drawing."""
+    owner, name = parameter.owner, parameter.name
+    column = pn.Column(**kwargs)
+
+    def refresh(*_events) -> None:
+        shown = build(getattr(owner, name))
+        column.objects = [] if shown is None else [shown]
+
+    owner.param.watch(refresh, name)
+    refresh()
+    return column
+
