@@ -3,11 +3,9 @@
 Every control that shows the frame number (the slider, the number box, "Frame i of n", the
 achieved rate) costs the page a restyle and a layout when it changes: at 20 frames/s that was
 more of the browser's time than drawing the frames. :class:`ShownFrame` is what those controls
-show. Stepping, it follows the viewer once the page reports the new frame painted (the image
-travels and is painted alone; the controls' updates, arriving with it, had the browser restyle
-the page before painting it); playing, at most every :data:`PLAYING_PERIOD` seconds, always
-ending on the frame shown. Outside a served page (tests, notebooks) it follows at once. What
-the user does with a control goes to the viewer at once.
+show. Stepping, it follows the viewer at once; playing, at most every
+:data:`PLAYING_PERIOD` seconds, always ending on the frame shown. What the user does with a
+control goes to the viewer at once.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ from ..state.viewer import ViewerState
 
 #: While playing, the controls show the frame at most this often (seconds).
 PLAYING_PERIOD = 0.25
-#: Stepping, the controls wait at most this long (seconds) for the page's paint report.
-PAINT_WAIT = 0.25
 
 
 class ShownFrame(param.Parameterized):
@@ -53,7 +49,6 @@ class ShownFrame(param.Parameterized):
         # before the controls that name it.
         state.param.watch(self._changed, ["index", "shown_index", "n_frames", "achieved_fps",
                                           "playing"], precedence=5)
-        state.param.watch(self._painted, "painted_index")
         self.param.watch(self._chosen, "index")
         self._copy()
 
@@ -66,25 +61,15 @@ class ShownFrame(param.Parameterized):
 
     def _changed(self, *events) -> None:
         doc = self._doc
-        if (doc is None or doc.session_context is None or not self.state.paced_by_page
-                or any(event.name == "playing" for event in events)):
-            self._copy()  # Play/Pause: at once (the frame paused on is on screen already)
+        if not self.state.playing or doc is None or doc.session_context is None:
+            self._copy()
             return
-        if self.state.playing:
-            wait = self._last + PLAYING_PERIOD - time.monotonic()
-            if wait <= 0:
-                self._copy()
-                return
-        else:
-            wait = PAINT_WAIT  # or sooner: the paint report (_painted)
-        if not self._due:
+        wait = self._last + PLAYING_PERIOD - time.monotonic()
+        if wait <= 0:
+            self._copy()
+        elif not self._due:
             self._due = True
             doc.add_timeout_callback(self._copy, int(1000 * wait) + 1)
-
-    def _painted(self, event) -> None:
-        state = self.state
-        if self._due and not state.playing and event.new == state.shown_index:
-            self._copy()
 
     def _copy(self) -> None:
         self._due = False
