@@ -16,10 +16,15 @@ from dashboard.demo.store import NEXUS_KEY, SHORT_KEY
 from dashboard.hdf5.stack import open_stack
 
 
-@settings(max_examples=60, deadline=None)
-@given(arrays(np.uint16, st.tuples(st.integers(1, 30), st.integers(1, 30))),
+SHAPES = st.tuples(st.integers(1, 30), st.integers(1, 30))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([np.uint8, np.uint16, np.int32]).flatmap(lambda dtype: arrays(dtype, SHAPES))
+       | arrays(np.float32, SHAPES, elements=st.floats(-1e6, 1e6, width=32)),
        st.floats(0, 50), st.floats(50, 100))
 def test_percentile_limits_equal_numpy(frame, low, high):
+    """Small unsigned integers are counted, other types sorted: both as numpy's percentile."""
     original = frame.copy()
     lo, hi = percentile_limits(frame, low, high)
     expected = np.percentile(frame, [low, high])
