@@ -287,6 +287,19 @@ _FRAME_STATE = """() => {
 }"""
 
 
+_BAR_STATE = """() => {
+  for (const view of Bokeh.index.all_views ? Bokeh.index.all_views() : []) {
+    if (view.model.name !== 'echo-colorbar' || !view.frame) continue;
+    const rect = view.el.getBoundingClientRect();
+    const b = view.frame.bbox;
+    const labels = view.model.right[0].major_label_overrides;
+    return {left: rect.left + b.left, top: rect.top + b.top, width: b.width, height: b.height,
+            labels: Array.from(labels instanceof Map ? labels.values() : Object.values(labels))};
+  }
+  return null;
+}"""
+
+
 def frame_state(page) -> dict:
     got = page.evaluate(_FRAME_STATE)
     assert got is not None, "no frame figure on the page"
@@ -358,6 +371,20 @@ def test_frame_pixels_hover_and_zoom_follow_every_step(page, moto_server, demo):
     points = [(20, 30), (100, 100), (200, 60), (70, 220), (250, 250), (30, 140)]
     grey = canvas_grey(page, state, points)
     assert all(abs(g - int(state["image"][y, x])) <= 2 for g, (x, y) in zip(grey, points)), grey
+    # The colour bar (a figure of its own) stands right of the frame, as tall, labelled from
+    # the low to the high limit.
+    from dashboard.ui.plots import _format_value
+
+    bar = page.evaluate(_BAR_STATE)
+    assert bar is not None, "no colour bar on the page"
+    assert abs(bar["top"] - state["top"]) <= 1 and abs(bar["height"] - state["height"]) <= 1, bar
+    assert state["left"] + state["width"] < bar["left"] < state["left"] + state["width"] + 60
+    lo, hi = percentiles_of(data[1])
+    expect_bar = [_format_value(lo), _format_value(hi)]
+    deadline = time.monotonic() + 30
+    while [(bar := page.evaluate(_BAR_STATE))["labels"][i] for i in (0, -1)] != expect_bar:
+        assert time.monotonic() < deadline, (bar, expect_bar)
+        page.wait_for_timeout(100)
 
     # Hover: the raw value of the pixel under the pointer.
     page.mouse.move(*to_page(state, 100, 120))

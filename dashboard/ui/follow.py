@@ -14,6 +14,7 @@ import time
 
 import panel as pn
 import param
+from panel.io.document import unlocked
 
 from ..state.viewer import ViewerState
 
@@ -77,10 +78,13 @@ class ShownFrame(param.Parameterized):
         state = self.state
         self._copying = True
         try:
-            # The number first, "Frame i of n" last: once the label names a frame, the slider
-            # and the number box show it too (a number typed after reading the label is not
+            # One websocket message for all the controls (each would be a message of its own,
+            # and Bokeh walks the whole document for every message). In it, the number comes
+            # first and "Frame i of n" last: once the label names a frame, the slider and the
+            # number box show it too (a number typed after reading the label is not
             # overwritten by the box's own update arriving late).
-            self.index = state.index
-            self.param.update(label=state.frame_label(), rate=state.achieved_fps)
+            with unlocked():
+                self.index = state.index
+                self.param.update(label=state.frame_label(), rate=state.achieved_fps)
         finally:
             self._copying = False

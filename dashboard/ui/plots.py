@@ -90,6 +90,11 @@ def _format_value(value: float) -> str:
 
 #: While playing, the colour bar's labels follow the frames at most this often (seconds).
 TICKS_PLAYING_PERIOD = 1.0
+#: Screen pixels above and below the colour bar's figure's plot area, so that it lines up with
+#: the frame's (whose toolbar is above and x axis below).
+BAR_TOP, BAR_BOTTOM = 30, 40
+#: The colour bar's figure: 14 screen pixels of colours and room for labels of five digits.
+BAR_WIDTH = 90
 
 
 class FrameDisplay:
@@ -106,8 +111,11 @@ class FrameDisplay:
     exact rendering again. The raw values of the displayed pixels follow in a second, later
     message (see ``later``), for the hover's *value*, and so do the colour bar's labels, with
     the exact rendering only (while playing, at most every :data:`TICKS_PLAYING_PERIOD`): new
-    labels change the colour bar's width, and the browser then lays the whole figure out
-    again, which cost more than drawing the frame (playback at 1024²: 8 → 15 frames/s).
+    labels change the colour bar's width, and the browser then lays the figure out again,
+    which cost more than drawing the frame (playback at 1024²: 8 → 15 frames/s). The colour
+    bar is a figure of its own (:attr:`colorbar_figure`, its axis :attr:`colorbar`), so a new
+    frame repaints neither the bar nor its labels. With each new image goes, in the same
+    websocket message, what the owner's :attr:`sent` sends (the page's paint request).
 
     Zoom and pan are the figure's own (wheel zoom, pan, box zoom, reset); each range change
     re-renders the frame for the new viewport (coalesced, see ``later``), so the zoom survives
@@ -125,8 +133,7 @@ class FrameDisplay:
     def __init__(self, *, box: tuple[int, int] = (600, 600)):
         from bokeh.events import RangesUpdate
         from bokeh.models import (
-            ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper,
-            Range1d,
+            ColumnDataSource, CustomJSHover, FixedTicker, HoverTool, LinearColorMapper, Range1d,
         )
         from bokeh.plotting import figure
 
@@ -141,6 +148,8 @@ class FrameDisplay:
         self._ticks_at = 0.0
         #: Whether frames keep coming (the owner's playback): no settling meanwhile.
         self.playing = lambda: False
+        #: Called with each new image, in the same websocket message.
+        self.sent = lambda: None
         self.lut = display.display_lut(np.zeros(0), (0, 1), equalize=False)
         self.limits = (0.0, 1.0)
         self.source = ColumnDataSource(data=dict(
@@ -163,11 +172,24 @@ class FrameDisplay:
         raw_value = CustomJSHover(args=dict(raw=self.raw_source), code=RAW_VALUE_JS)
         fig.add_tools(HoverTool(renderers=[self.renderer], tooltips=HOVER_RAW,
                                 formatters={"@image": raw_value}))
-        self.colorbar = ColorBar(color_mapper=self.mapper, ticker=FixedTicker(ticks=[]),
-                                 major_label_overrides={}, width=14, padding=5)
-        fig.add_layout(self.colorbar, "right")
         fig.on_event(RangesUpdate, self._ranges_changed)
         self.figure = fig
+        # The colour bar is a figure of its own: Bokeh repaints a whole figure (every axis
+        # label measured again) for each new image, and a bar inside the frame's figure cost
+        # the page a tenth of the playback rate.
+        bar = figure(width=BAR_WIDTH, frame_height=box[1], x_range=Range1d(0, 1),
+                     y_range=Range1d(-0.5, display.LEVELS - 0.5), tools="",
+                     toolbar_location=None, x_axis_location=None, y_axis_location="right",
+                     outline_line_color=None, min_border_left=5, min_border_right=5,
+                     min_border_top=BAR_TOP, min_border_bottom=BAR_BOTTOM,
+                     name="echo-colorbar")
+        bar.grid.visible = False
+        bar.image(image=[np.arange(display.LEVELS, dtype=np.uint8)[:, None]], x=0, y=-0.5,
+                  dw=1, dh=display.LEVELS, color_mapper=self.mapper)
+        self.colorbar = bar.yaxis[0]
+        self.colorbar.update(ticker=FixedTicker(ticks=[]), major_label_overrides={},
+                             major_tick_out=4, minor_tick_line_color=None)
+        self.colorbar_figure = bar
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -196,6 +218,7 @@ class FrameDisplay:
         self.shape, self.box, self.ranges, self._shown = (rows, cols), box, None, None
         fig = self.figure
         fig.update(frame_width=int(box[0]), frame_height=int(box[1]))
+        self.colorbar_figure.frame_height = int(box[1])
         fig.x_range.update(start=-0.5, end=cols - 0.5, reset_start=-0.5, reset_end=cols - 0.5)
         fig.y_range.update(start=rows - 0.5, end=-0.5, reset_start=rows - 0.5, reset_end=-0.5)
         self.source.data = dict(image=[np.zeros((1, 1), np.uint8)], x=[-0.5], y=[-0.5],
@@ -248,9 +271,11 @@ class FrameDisplay:
             from panel.io.document import unlocked
 
             # Written to the websocket now, ahead of the label, widgets and everything else
-            # this update changes (Bokeh would send it at the end of the callback, last).
+            # this update changes (Bokeh would send it at the end of the callback, last), in
+            # one message with what the owner sends along (``sent``: the paint request).
             with unlocked():
                 self.source.data = data
+                self.sent()
         # After the frame: its raw values (hover) and the colour bar's ticks.
         first = self._value_due is None
         self._value_due = (values, limits, lut)

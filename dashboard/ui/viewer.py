@@ -225,8 +225,10 @@ class FramesView(pn.viewable.Viewer):
         self.bridge.param.watch(lambda event: setattr(state, "toggle_play", True), "presses")
         self.bridge.param.watch(self._painted, "painted")
         state.param.watch(self._on_playing, "playing")
-        # After the plot's own watchers (precedence), so the report follows the image.
-        state.param.watch(self._sent, "shown_index", precedence=10)
+        # The paint request goes with the image (one message); the watcher is for a frame
+        # that brings no image (after the plot's own watchers: the request follows the image).
+        self.display.sent = lambda: self._sent(state.shown_index)
+        state.param.watch(lambda event: self._sent(event.new), "shown_index", precedence=10)
         state.paced_by_page = True
         playback = pn.Row(
             self.play_button,
@@ -297,6 +299,7 @@ class FramesView(pn.viewable.Viewer):
                 # One Bokeh figure for the life of the view: new stacks reset its axes, new
                 # frames replace its pixels, so the zoom survives frames, colormap, contrast.
                 pn.Column(pn.pane.Bokeh(self.display.figure), css_classes=["echo-frame"]),
+                pn.pane.Bokeh(self.display.colorbar_figure, margin=(5, 0)),
                 side,
                 sizing_mode="stretch_width",
             ),
@@ -386,8 +389,8 @@ class FramesView(pn.viewable.Viewer):
 
     # -- playback -----------------------------------------------------------------------------
 
-    def _sent(self, event) -> None:
-        self.bridge.frame = event.new
+    def _sent(self, index: int) -> None:
+        self.bridge.frame = index
 
     def _painted(self, event) -> None:
         self.state.painted_index = event.new
