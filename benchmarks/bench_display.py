@@ -191,7 +191,7 @@ def dash_app(frames: np.ndarray):
     return page
 
 
-def serve(port: int, sizes: list[int]) -> None:
+def serve(port: int, sizes: list[int], procs: int = 1) -> None:
     import panel as pn
 
     stacks = {size: make_frames(size) for size in sizes}
@@ -200,14 +200,14 @@ def serve(port: int, sizes: list[int]) -> None:
         apps[f"dash{size}"] = (lambda frames=stacks[size]: dash_app(frames))
         apps[f"floor{size}"] = (lambda frames=stacks[size]: floor_app(frames))
     server = pn.serve(apps, port=port, address="127.0.0.1", show=False, start=False,
-                      websocket_max_message_size=200 * 2 ** 20)
+                      websocket_max_message_size=200 * 2 ** 20, num_procs=procs)
     print("READY", flush=True)
     server.start()
     server.io_loop.start()
 
 
 class Server:
-    def __init__(self, tree: Path, sizes: list[int]):
+    def __init__(self, tree: Path, sizes: list[int], procs: int = 1):
         import socket
 
         with socket.socket() as s:
@@ -215,7 +215,8 @@ class Server:
             self.port = s.getsockname()[1]
         env = dict(os.environ, PYTHONPATH=str(tree))
         self.process = subprocess.Popen(
-            [sys.executable, str(HERE), "--serve", str(self.port), "--sizes", *map(str, sizes)],
+            [sys.executable, str(HERE), "--serve", str(self.port), "--sizes", *map(str, sizes),
+             "--procs", str(procs)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(tree))
         for line in self.process.stdout:  # Panel announces itself first
             if line.strip() == "READY":
@@ -228,8 +229,15 @@ class Server:
         self.ps = psutil.Process(self.process.pid)
 
     def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return times.user + times.system
+        """CPU seconds of the server (all its processes with ``--procs``)."""
+        total = 0.0
+        for proc in [self.ps, *self.ps.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except Exception:  # psutil.NoSuchProcess: gone meanwhile
+                continue
+            total += times.user + times.system
+        return total
 
     def stop(self) -> None:
         self.process.terminate()
@@ -488,6 +496,20 @@ def run_tree(label: str, tree: Path, args) -> dict:
     return out
 
 
+def sessions_only(args) -> int:
+    """The concurrent sessions alone, against a server of ``--procs`` processes."""
+    started = dt.datetime.now(dt.timezone.utc)
+    server = Server(ROOT, args.sizes[:1], args.procs)
+    try:
+        time.sleep(2.0)  # every process up
+        result = measure_sessions(server, args.sizes[0], args.sessions, args.session_steps)
+    finally:
+        server.stop()
+    print(json.dumps({"started": started.isoformat(timespec="minutes"), "procs": args.procs,
+                      "sessions": args.sessions, "size": args.sizes[0], **result}))
+    return 0
+
+
 def table(results: list[dict], sizes: list[int], sessions: int = 8) -> str:
     this = next(r for r in results if r["label"] == "this")
     lines = [
@@ -536,10 +558,16 @@ def main(argv=None) -> int:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--session-steps", type=int, default=6)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--procs", type=int, default=1,
+                        help="server processes (Panel's --num-procs) for the sessions' server")
+    parser.add_argument("--sessions-only", action="store_true",
+                        help="only the concurrent sessions (no browser)")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.sizes)
+        serve(args.serve, args.sizes, args.procs)
         return 0
+    if args.sessions_only:
+        return sessions_only(args)
     started = dt.datetime.now(dt.timezone.utc)
     load0 = os.getloadavg()
     results = []
