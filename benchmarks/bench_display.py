@@ -240,11 +240,17 @@ class Server:
         return total
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        import psutil
+
+        children = self.ps.children(recursive=True)  # the forked servers of --procs
+        for proc in [self.ps, *children]:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs([self.ps, *children], timeout=20)
+        for proc in alive:
+            proc.kill()
 
 
 # -- the page side ---------------------------------------------------------------------------
@@ -252,6 +258,13 @@ class Server:
 FIND = """
 window.__echo = window.__echo || {};
 window.__echo.source = () => {
+  // The dashboard's frame figure by name (its colour bar is an image too), else (the floor
+  // app) the largest image.
+  for (const doc of Bokeh.documents) for (const m of doc._all_models.values()) {
+    if (m.name === 'echo-frame-figure')
+      for (const r of m.renderers) if (r.data_source && r.data_source.data.image)
+        return r.data_source;
+  }
   let best = null, area = -1;
   for (const doc of Bokeh.documents) for (const m of doc._all_models.values()) {
     if (m.data && m.data.image && m.data.image.length) {
@@ -404,16 +417,19 @@ def measure_sessions(server: Server, size: int, n_sessions: int, steps: int) -> 
             def hook(doc, k=k):
                 deadline = time.monotonic() + 120
                 while True:
-                    sources = [m for m in doc.select({"type": ColumnDataSource})
-                               if "image" in m.data and len(m.data["image"])
-                               and np.size(m.data["image"][0]) > 100]
+                    # The frame figure's image, once the frame is there (the colour bar, a
+                    # figure of its own, is an image too).
+                    sources = [r.data_source for fig in doc.select({"name": "echo-frame-figure"})
+                               for r in fig.renderers
+                               if isinstance(getattr(r, "data_source", None), ColumnDataSource)
+                               and np.size(r.data_source.data.get("image", [[]])[0]) > 100]
                     buttons = [m for m in doc.select({"type": Button}) if m.label == "Next"]
                     if sources and buttons:
                         break
                     if time.monotonic() > deadline:
                         raise TimeoutError("no frame in the client")
                     return None
-                source = max(sources, key=lambda m: np.size(m.data["image"][0]))
+                source = sources[0]
                 source.on_change("data", lambda attr, old, new: arrived[k].set())
                 return buttons[0]
 

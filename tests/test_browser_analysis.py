@@ -171,11 +171,14 @@ _FRAME_PLOT_ID = """() => {
 _FRAME_IMAGE_SUM = """() => {
   // The sum of the palette indices the frame's image holds in the browser.
   for (const view of Bokeh.index.all_views ? Bokeh.index.all_views() : []) {
-    const source = view.model.data_source;
-    if (source && source.data && 'image' in source.data && source.data.image.length) {
-      let sum = 0;
-      for (const v of source.data.image[0]) sum += v;
-      return sum;
+    if (view.model.name !== 'echo-frame-figure') continue;  // not the colour bar's image
+    for (const r of view.model.renderers) {
+      const source = r.data_source;
+      if (source && source.data && 'image' in source.data && source.data.image.length) {
+        let sum = 0;
+        for (const v of source.data.image[0]) sum += v;
+        return sum;
+      }
     }
   }
   return null;
