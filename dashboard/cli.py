@@ -150,10 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("process", parents=[common], help="run the processing pipeline over frames")
     p.add_argument("url", help="s3://BUCKET/KEY or a local path")
     p.add_argument("--dataset", help="dataset path (default: the detected image stack)")
-    p.add_argument("--start", type=int, default=20, help="first frame (>= 20; default 20)")
+    p.add_argument("--start", type=int,
+                   help="first frame (default: 20 with the flat of the frames before Start, "
+                        "which needs >= 20; else 0)")
     p.add_argument("--end", type=int, help="last frame, inclusive (default: the last frame)")
     p.add_argument("--step", type=int, default=1, help="every STEP-th frame (default 1)")
     p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma in pixels (default 4.0)")
+    p.add_argument("--flat", default="before-start", metavar="before-start|file|key:PATH|s3://…",
+                   help="the flat field: the mean of the 20 frames before Start (default), the "
+                        "file's own (Data Exchange data_white), a dataset of the file, or "
+                        "another file (s3://BUCKET/KEY or a path, #PATH for its dataset)")
+    p.add_argument("--dark", default="none", metavar="none|file|key:PATH|s3://…",
+                   help="the dark field, from the same choices (default none); with a dark, "
+                        "frames become (I - D) / max(F - D, 1e-6)")
     p.add_argument("--format", choices=("png", "tiff", "npy"), default="png", help="output format")
     p.add_argument("--out", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="output folder")
     p.add_argument("--scheduler", metavar="ADDRESS|local",
@@ -404,13 +413,16 @@ def _cmd_info(args) -> int:
 def _cmd_process(args) -> int:
     from .processing.batch import plan_batch, resolve_scheduler, run_batch
 
-    s3 = _connect(args)[1] if args.url.startswith("s3://") or args.out.startswith("s3://") else None
+    remote = [args.url, args.out, args.flat, args.dark]
+    s3 = _connect(args)[1] if any(str(v).startswith("s3://") for v in remote) else None
     scheduler = resolve_scheduler(args.scheduler)
+    start = args.start if args.start is not None else 20 if args.flat == "before-start" else 0
     with _open_in_budget(args, s3) as stack:
         plan = plan_batch(
-            stack, dataset=args.dataset, start=args.start, end=args.end, step=args.step,
+            stack, dataset=args.dataset, start=start, end=args.end, step=args.step,
             sigma=args.sigma, fmt=args.format, out=args.out, s3=s3, png_level=args.png_level,
             resume=True if args.resume else None,  # None: resume when the last run was incomplete
+            flat=args.flat, dark=args.dark,
         )
         printer = _LinePrinter()
         cancel = threading.Event()

@@ -117,7 +117,8 @@ def test_end_to_end_outputs_equal_in_memory_pipeline(fmt, s3, source, stack_file
     assert record["source"] == {"url": source, "dataset": DATASET, "etag": head.etag,
                                 "size": head.size, "frames": 40, "frame_shape": [64, 64],
                                 "dtype": "uint16"}
-    assert record["frames"] == {"start": 22, "end": 37, "step": 3, "last": 37, "count": 6}
+    assert record["frames"] == {"start": 22, "end": 37, "step": 3, "last": 37, "count": 6,
+                                "numbering": "frames"}
     assert record["flat"]["start"] == 2 and record["flat"]["end"] == 21
     assert record["parameters"]["sigma"] == 2.5 and record["format"] == fmt
     assert record["version"] and record["started"] <= record["finished"]

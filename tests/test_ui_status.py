@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import param
 
-from dashboard.ui.widgets import ERROR_STYLE, status_line
+from dashboard.ui.widgets import ERROR_STYLE, NORMAL_STYLE, status_line
 
 
 class _State(param.Parameterized):
@@ -16,12 +16,12 @@ class _State(param.Parameterized):
 def test_an_error_status_line_has_the_error_class_and_style_until_replaced():
     state = _State()
     line = status_line(state.param.status, css_class="echo-x", error=state.param.failed)
-    assert "echo-error" not in line.css_classes and line.styles == {}
+    assert "echo-error" not in line.css_classes and line.styles == NORMAL_STYLE
     state.param.update(status="Could not open it.", failed=True)
     assert line.css_classes == ["echo-status", "echo-x", "echo-error"]
     assert line.styles == ERROR_STYLE and line.object == "<p>Could not open it.</p>"
     state.param.update(status="Done.", failed=False)
-    assert "echo-error" not in line.css_classes and line.styles == {}
+    assert "echo-error" not in line.css_classes and line.styles == NORMAL_STYLE
 
 
 def test_preview_and_batch_buttons_follow_the_state():

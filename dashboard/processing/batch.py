@@ -38,7 +38,6 @@ from .pipeline import (
     FLAT_FRAMES,
     PERCENTILES,
     TRUNCATE,
-    flat_from_frames,
     floor_flat,
     gaussian_backend,
 )
@@ -135,15 +134,14 @@ def _provenance(plan: BatchPlan, *, status: str, started: str, finished: str | N
             "frames": plan.n_frames, "frame_shape": list(plan.shape), "dtype": plan.dtype,
         },
         "frames": {"start": plan.start, "end": plan.end, "step": plan.step,
-                   "last": plan.last, "count": len(plan.indices)},
-        "flat": {"start": plan.flat_indices[0], "end": plan.flat_indices[-1],
-                 "count": FLAT_FRAMES, "floor": FLAT_FLOOR},
+                   "last": plan.last, "count": len(plan.indices),
+                   "numbering": plan.fields.numbering},
+        "flat": _flat_record(plan),
+        "dark": plan.dark_source.to_json() if plan.dark_source.kind != "none" else None,
         "parameters": {
             "sigma": plan.sigma, "truncate": TRUNCATE, "percentiles": list(PERCENTILES),
             "gaussian_backend": gaussian_backend(),
-            "pipeline": "normalize (dtype max) -> flat field (mean of 20 frames before start, "
-                        "floor 1e-6) -> linear stretch (1st-99th percentile, clipped) -> gaussian "
-                        "(scipy.ndimage.gaussian_filter equivalent, mode reflect)",
+            "pipeline": _pipeline_text(plan),
         },
         "format": plan.fmt,
         "output": {"location": plan.out, "name_pattern": f"{plan.stem}_<index:06d>.{plan.fmt}"},
@@ -165,13 +163,43 @@ def _provenance(plan: BatchPlan, *, status: str, started: str, finished: str | N
     return record
 
 
-def _recipe(plan: BatchPlan, flat: np.ndarray) -> Recipe:
-    floored = floor_flat(flat)
+def _flat_record(plan: BatchPlan) -> dict:
+    if plan.flat_indices is not None:
+        return {"source": "before-start", "start": plan.flat_indices[0],
+                "end": plan.flat_indices[-1], "count": FLAT_FRAMES, "floor": FLAT_FLOOR}
+    return {**plan.flat_source.to_json(), "floor": FLAT_FLOOR}
+
+
+def _pipeline_text(plan: BatchPlan) -> str:
+    if plan.flat_indices is not None:
+        flat = "mean of 20 frames before start"
+    else:
+        flat = f"mean of the flat frames of {plan.flat_source.describe()}"
+    if plan.dark_source.kind == "none":
+        field = f"flat field ({flat}, floor 1e-6)"
+    else:
+        field = (f"dark and flat field ((I - D) / max(F - D, 1e-6); F: {flat}; D: mean of the "
+                 f"dark frames of {plan.dark_source.describe()})")
+    return (f"normalize (dtype max) -> {field} -> linear stretch (1st-99th percentile, "
+            "clipped) -> gaussian (scipy.ndimage.gaussian_filter equivalent, mode reflect)")
+
+
+def _recipe(plan: BatchPlan, flat: np.ndarray, dark: np.ndarray | None = None) -> Recipe:
+    floored = floor_flat(flat, dark)
     floored.setflags(write=False)  # shared by every thread's Workspace
+    if dark is not None:
+        dark = np.asarray(dark, dtype=np.float32)
+        dark.setflags(write=False)
+    fields = None
+    if plan.flat_indices is None or dark is not None:
+        fields = {"flat_source": plan.flat_source.to_json(),
+                  "dark_source": plan.dark_source.to_json()}
+    indices = plan.flat_indices
     return Recipe(stem=plan.stem, fmt=plan.fmt, png_level=plan.png_level, sigma=plan.sigma,
-                   shape=plan.shape, flat=floored, url=plan.url,
-                   dataset=plan.dataset, etag=plan.etag,
-                   flat_range=(plan.flat_indices[0], plan.flat_indices[-1]))
+                  shape=plan.shape, flat=floored, url=plan.url,
+                  dataset=plan.dataset, etag=plan.etag,
+                  flat_range=(indices[0], indices[-1]) if indices is not None else None,
+                  dark=dark, fields=fields, projections=plan.projections)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -297,10 +325,10 @@ def _run(plan, todo, progress, cancel, workers, connection, scheduler_name) -> B
     try:
         tracker.record("incomplete")
         t0 = time.perf_counter()
-        flat = flat_from_frames(plan.stack.frames(plan.flat_indices))
+        flat, dark = plan.read_fields()
         tracker.timings["flat"] = time.perf_counter() - t0
         tracker.report()
-        recipe = _recipe(plan, flat)
+        recipe = _recipe(plan, flat, dark)
         if todo and not cancel.is_set():
             if connection is None:
                 _run_threads(plan, recipe, todo, tracker, cancel, workers)
@@ -374,7 +402,7 @@ def _run_threads(plan, recipe: Recipe, todo: list[int], tracker: _Tracker,
         return True
 
     single_threaded_opencv()
-    frames = plan.stack.frames(todo)
+    frames = plan.stack.frames(plan.raw(todo))
     with ThreadPoolExecutor(n_workers, thread_name_prefix="echo-batch") as pool:
         try:
             for index in todo:

@@ -91,7 +91,7 @@ def _dask_task(context: _DaskContext, indices: list[int]) -> list[tuple]:
     recipe = context.recipe
     target = context.target()
     results = []
-    for index, frame in zip(indices, context.stack().frames(indices)):
+    for index, frame in zip(indices, context.stack().frames(recipe.raw(indices))):
         data, timing = recipe.render(context.workspace(), index, frame)
         if target is not None:
             t0 = time.perf_counter()

@@ -11,7 +11,9 @@ The numbers are fixed (scientists compare them with their MATLAB/Python referenc
    65535); float frames become float32 unchanged.
 2. :func:`flat_from_frames`: the flat is the mean of the 20 normalized frames ``start-20 …
    start-1`` (float64 accumulation, float32 result); :func:`flat_field` divides by
-   ``max(flat, 1e-6)``.
+   ``max(flat, 1e-6)``. A run may take its flat, and a dark, from the file instead
+   (:mod:`~dashboard.processing.flats`); with a dark ``D`` the correction is
+   ``(I - D) / max(F - D, 1e-6)``.
 3. :func:`linear_stretch`: ``lo, hi`` are the 1st and 99th percentiles (numpy's default linear
    interpolation, computed exactly by :func:`percentiles`); ``clip((x - lo) / (hi - lo), 0, 1)``;
    all zeros when ``hi <= lo``.
@@ -142,8 +144,9 @@ def flat_range(start: int) -> range:
     return range(start - FLAT_FRAMES, start)
 
 
-def flat_field(image: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """Divide a normalized frame by the flat, floored at 1e-6.
+def flat_field(image: np.ndarray, flat: np.ndarray, dark: np.ndarray | None = None
+               ) -> np.ndarray:
+    """Divide a normalized frame by the flat, floored at 1e-6 (dark-corrected when given).
 
     Parameters
     ----------
@@ -151,25 +154,38 @@ def flat_field(image: np.ndarray, flat: np.ndarray) -> np.ndarray:
         A normalized frame.
     flat : (M, N) float ndarray
         The flat (see :func:`flat_from_frames`).
+    dark : (M, N) float ndarray, optional
+        The dark, normalized the same way (the mean of the dark frames).
 
     Returns
     -------
     (M, N) float32 ndarray
-        ``image / max(flat, 1e-6)``.
+        ``image / max(flat, 1e-6)``, or ``(image - dark) / max(flat - dark, 1e-6)``.
     """
     image = np.asarray(image, dtype=np.float32)
-    return _flat_field(image, floor_flat(flat))
+    dark = None if dark is None else np.asarray(dark, dtype=np.float32)
+    return _flat_field(image, floor_flat(flat, dark), dark=dark)
 
 
-def floor_flat(flat: np.ndarray) -> np.ndarray:
-    """``max(flat, 1e-6)`` as float32: the divisor of :func:`flat_field`, computed once per run."""
-    return np.maximum(np.asarray(flat, dtype=np.float32), np.float32(FLAT_FLOOR))
+def floor_flat(flat: np.ndarray, dark: np.ndarray | None = None) -> np.ndarray:
+    """``max(flat, 1e-6)`` (or ``max(flat - dark, 1e-6)``) as float32: the divisor of
+    :func:`flat_field`, computed once per run."""
+    flat = np.asarray(flat, dtype=np.float32)
+    if dark is not None:
+        dark = np.asarray(dark, dtype=np.float32)
+        if dark.shape != flat.shape:
+            raise ValueError(f"the dark's shape {dark.shape} does not match the flat's "
+                             f"{flat.shape}")
+        flat = flat - dark
+    return np.maximum(flat, np.float32(FLAT_FLOOR))
 
 
-def _flat_field(image: np.ndarray, floored: np.ndarray,
-                out: np.ndarray | None = None) -> np.ndarray:
+def _flat_field(image: np.ndarray, floored: np.ndarray, out: np.ndarray | None = None, *,
+                dark: np.ndarray | None = None) -> np.ndarray:
     if image.shape != floored.shape:
         raise ValueError(f"frame shape {image.shape} does not match the flat's {floored.shape}")
+    if dark is not None:
+        image = np.subtract(image, dark, out=out, dtype=np.float32)
     return np.divide(image, floored, out=out, dtype=np.float32)
 
 
@@ -371,7 +387,7 @@ class Stages:
 
 
 def process(frame: np.ndarray, flat: np.ndarray, sigma: float = DEFAULT_SIGMA, *,
-            all_stages: bool = True):
+            dark: np.ndarray | None = None, all_stages: bool = True):
     """Run the pipeline on one frame.
 
     Parameters
@@ -382,6 +398,8 @@ def process(frame: np.ndarray, flat: np.ndarray, sigma: float = DEFAULT_SIGMA, *
         The flat of the run (:func:`flat_from_frames`), not yet floored.
     sigma : float
         Gaussian sigma in pixels, > 0.
+    dark : (M, N) float ndarray, optional
+        The run's dark (normalized): the flat field becomes ``(I - D) / max(F - D, 1e-6)``.
     all_stages : bool
         Return every stage (:class:`Stages`) or only the smoothed float32 image.
 
@@ -392,11 +410,11 @@ def process(frame: np.ndarray, flat: np.ndarray, sigma: float = DEFAULT_SIGMA, *
     frame = np.asarray(frame)
     if frame.ndim != 2:
         raise ValueError(f"a frame must be 2-D, got shape {frame.shape}")
-    workspace = Workspace(frame.shape, flat, sigma)
+    workspace = Workspace(frame.shape, flat, sigma, dark=dark)
     if not all_stages:
         return workspace.run(frame).copy()
     normalized = _normalize(frame)
-    corrected = _flat_field(normalized, workspace.floored)
+    corrected = _flat_field(normalized, workspace.floored, dark=workspace.dark)
     stretched = _linear_stretch(corrected, *PERCENTILES)
     smoothed = _gaussian(stretched, sigma, workspace.backend)
     return Stages(frame, normalized, corrected, stretched, smoothed)
@@ -410,13 +428,15 @@ class Workspace:
     """
 
     def __init__(self, shape, flat: np.ndarray, sigma: float, backend: str | None = None, *,
-                 floored: bool = False):
+                 dark: np.ndarray | None = None, floored: bool = False):
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.shape = tuple(shape)
         self.sigma = float(sigma)
-        # floored=True: ``flat`` is already floor_flat()'s float32 result, shared read-only.
-        self.floored = flat if floored else floor_flat(flat)
+        self.dark = None if dark is None else np.asarray(dark, dtype=np.float32)
+        # floored=True: ``flat`` is already floor_flat()'s float32 result (the dark taken off),
+        # shared read-only.
+        self.floored = flat if floored else floor_flat(flat, self.dark)
         if self.floored.shape != self.shape:
             raise ValueError(
                 f"frame shape {self.shape} does not match the flat's {self.floored.shape}")
@@ -432,7 +452,7 @@ class Workspace:
             raise ValueError(f"frame shape {frame.shape} does not match {self.shape}")
         a, b = self._a, self._b
         _normalize(frame, out=a)
-        _flat_field(a, self.floored, out=a)
+        _flat_field(a, self.floored, out=a, dark=self.dark)
         _linear_stretch(a, *PERCENTILES, out=b)
         return _gaussian(b, self.sigma, self.backend, out=a)
 

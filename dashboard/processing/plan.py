@@ -13,9 +13,9 @@ import numpy as np
 
 from ..errors import EchoError
 from ..storage.s3 import is_s3_url
-from . import export
+from . import export, flats
 from .export import FORMATS, OutputError, open_output
-from .pipeline import DEFAULT_SIGMA, FLAT_FRAMES, SIGMA_BOUNDS, flat_range
+from .pipeline import DEFAULT_SIGMA, FLAT_FRAMES, SIGMA_BOUNDS
 
 __all__ = [
     "BatchError",
@@ -70,14 +70,37 @@ class BatchPlan:
     stack: object = field(repr=False)  # the open FrameStack
     output: object = field(repr=False)  # LocalOutput | S3Output
     s3: object = field(default=None, repr=False)
+    fields: flats.Fields | None = field(default=None, repr=False)  # the flat and dark
+
+    @property
+    def flat_source(self) -> flats.FieldSource:
+        return self.fields.flat
+
+    @property
+    def dark_source(self) -> flats.FieldSource:
+        return self.fields.dark
+
+    @property
+    def projections(self) -> tuple[int, ...] | None:
+        """With an NXtomo image key, the stack's index of each projection number."""
+        return self.fields.projections
+
+    def raw(self, indices) -> list[int]:
+        """The stack's frame indices of these (projection) numbers."""
+        return self.fields.raw(indices)
 
     @property
     def indices(self) -> range:
         return range(self.start, self.end + 1, self.step)
 
     @property
-    def flat_indices(self) -> range:
-        return flat_range(self.start)
+    def flat_indices(self) -> range | None:
+        """The frames whose mean is the flat (the 20 before Start), or None: another source."""
+        return self.fields.flat_indices(self.start)
+
+    def read_fields(self):
+        """``(flat, dark)`` read from their sources (see :meth:`.flats.Fields.read`)."""
+        return self.fields.read(self.start, self.shape)
 
     @property
     def todo(self) -> list[int]:
@@ -129,6 +152,9 @@ def plan_batch(
     credentials=None,
     area=None,
     local: bool = True,
+    flat=None,
+    dark=None,
+    field_opener=None,
 ) -> BatchPlan:
     """Validate a batch and return its plan; raise :class:`InvalidBatch` (nothing written).
 
@@ -161,9 +187,24 @@ def plan_batch(
         Used to connect when ``s3`` is not given.
     area, local
         A shared server's rules for local outputs (:func:`~.export.open_output`).
+    flat, dark : str or FieldSource, optional
+        Where the flat and the dark come from (:func:`~.flats.parse_source`): by default the
+        20 frames before Start and no dark; ``"file"``, ``"key:PATH"`` or another file's
+        ``s3://`` URL or path (``#PATH`` for its dataset). With a flat that is not the frames
+        before Start, Start may be any frame.
+    field_opener : callable, optional
+        ``opener(url, dataset)`` for the fields' stacks (see :class:`~.flats.Fields`).
     """
-    _check_parameters(start=start, end=end, step=step, sigma=sigma, fmt=fmt, png_level=png_level)
-    if s3 is None and (is_s3_url(source) or is_s3_url(out)):
+    try:
+        flat_source = flats.parse_source(flat, "flat")
+        dark_source = flats.parse_source(dark, "dark")
+    except flats.FieldUnavailable as exc:
+        raise InvalidBatch(str(exc)) from None
+    before = FLAT_FRAMES if flat_source.kind == "before-start" else 0
+    _check_parameters(start=start, end=end, step=step, sigma=sigma, fmt=fmt, png_level=png_level,
+                      before=before)
+    fields_on_s3 = any(is_s3_url(f.url) for f in (flat_source, dark_source))
+    if s3 is None and (is_s3_url(source) or is_s3_url(out) or fields_on_s3):
         from ..storage.s3 import S3
 
         s3 = S3(endpoint, _load_credentials(credentials))
@@ -178,7 +219,8 @@ def plan_batch(
     try:
         plan = _plan_with_stack(stack, start=start, end=end, step=step, sigma=float(sigma),
                                 fmt=fmt, out={"out": out, "s3": s3, "area": area, "local": local},
-                                png_level=int(png_level), resume=resume, s3=s3)
+                                png_level=int(png_level), resume=resume, s3=s3,
+                                fields=(flat_source, dark_source, field_opener))
     except BaseException:
         if owns:
             stack.close()
@@ -193,16 +235,27 @@ START_MESSAGE = (f"The start frame must be at least {FLAT_FRAMES}, because the f
 
 
 def range_problem(n_frames: int, start: int, end: int, step: int = 1, *,
-                  name: str = "") -> str:
+                  name: str = "", before: int = FLAT_FRAMES, projections: bool = False) -> str:
     """Why frames ``start … end`` (every ``step``-th) of an ``n_frames`` stack cannot be
     processed, in one sentence; ``""`` when they can. The one statement of the range rules.
+
+    ``before``: the frames the flat needs before Start (0 when the flat comes from elsewhere).
+    ``projections``: the numbers count projections (an NXtomo image key), ``n_frames`` of them.
     """
     the = f"The stack {name}" if name else "This stack"
-    if n_frames < FLAT_FRAMES + 1:
+    if projections:
+        if n_frames == 0:
+            return f"The image key of {name or 'this stack'} marks no projections (value 0)."
+        if end >= n_frames:
+            return (f"The end ({end}) must be less than the number of projections in the stack "
+                    f"({n_frames}; Start and End count projections).")
+    if n_frames < before + 1:
         return (f"{the} has {n_frames} frame{'s' if n_frames != 1 else ''}; a batch needs at "
                 f"least {FLAT_FRAMES + 1} ({FLAT_FRAMES} for the flat field and one to process).")
-    if start < FLAT_FRAMES:
+    if start < before:
         return f"{START_MESSAGE} (got {start})."
+    if start < 0:
+        return f"The start frame must be 0 or more (got {start})."
     if step < 1:
         return f"The step must be a whole number of at least 1 (got {step})."
     if start >= n_frames:
@@ -221,13 +274,14 @@ def last_index(start: int, end: int, step: int = 1) -> int:
     return start + (end - start) // step * step
 
 
-def _check_parameters(*, start, end, step, sigma, fmt, png_level) -> None:
+def _check_parameters(*, start, end, step, sigma, fmt, png_level, before=FLAT_FRAMES) -> None:
     if fmt not in FORMATS:
         raise InvalidBatch(f"The output format must be one of {', '.join(FORMATS)} (got {fmt!r}).")
     if not isinstance(step, int | np.integer) or step < 1:
         raise InvalidBatch(f"The step must be a whole number of at least 1 (got {step}).")
-    if not isinstance(start, int | np.integer) or start < FLAT_FRAMES:
-        raise InvalidBatch(f"{START_MESSAGE} (got {start}).")
+    if not isinstance(start, int | np.integer) or start < before:
+        raise InvalidBatch(f"{START_MESSAGE} (got {start})." if before
+                           else f"The start frame must be 0 or more (got {start}).")
     if end is not None and (not isinstance(end, int | np.integer) or end < start):
         raise InvalidBatch(f"The end frame ({end}) must not be before the start frame ({start}).")
     try:
@@ -242,11 +296,17 @@ def _check_parameters(*, start, end, step, sigma, fmt, png_level) -> None:
 
 
 def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out: dict, png_level, resume,
-                     s3) -> BatchPlan:
-    n = len(stack)
+                     s3, fields) -> BatchPlan:
+    try:
+        flat, dark, opener = fields
+        fields = flats.Fields.of(stack, flat, dark, s3=s3, opener=opener)
+    except flats.FieldUnavailable as exc:
+        raise InvalidBatch(str(exc)) from None
+    n = fields.count
     if end is None:
         end = max(n - 1, start)
-    problem = range_problem(n, start, end, step, name=stack.dataset)
+    problem = range_problem(n, start, end, step, name=stack.dataset, before=fields.before,
+                            projections=fields.projections is not None)
     if problem:
         raise InvalidBatch(problem)
     try:
@@ -260,7 +320,12 @@ def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out: dict, png_leve
         etag=str(stack.etag or ""), size=int(stack.size or 0), start=int(start), end=int(end),
         step=int(step), sigma=sigma, fmt=fmt, png_level=png_level, out=output.location,
         resume=False, done=frozenset(), stack=stack, output=output, s3=s3,
+        fields=fields,
     )
+    try:
+        fields.check(plan.shape)
+    except flats.FieldUnavailable as exc:
+        raise InvalidBatch(str(exc)) from None
     try:
         output.check_writable()
     except OutputError as exc:
@@ -309,6 +374,13 @@ def _mismatch(previous: dict, plan: BatchPlan) -> tuple[str, object, object] | N
         ("format", previous.get("format"), plan.fmt),
         ("sigma", params.get("sigma"), plan.sigma),
         ("start frame", previous.get("frames", {}).get("start"), plan.start),
+        ("flat", (previous.get("flat") or {}).get("source", "before-start"),
+         plan.flat_source.kind),
+        ("flat dataset", (previous.get("flat") or {}).get("dataset"), plan.flat_source.dataset),
+        ("flat file", (previous.get("flat") or {}).get("url"), plan.flat_source.url),
+        ("dark", (previous.get("dark") or {}).get("source", "none"), plan.dark_source.kind),
+        ("dark dataset", (previous.get("dark") or {}).get("dataset"), plan.dark_source.dataset),
+        ("dark file", (previous.get("dark") or {}).get("url"), plan.dark_source.url),
     ]
     for what, was, now in checks:
         if was != now:

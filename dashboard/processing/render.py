@@ -10,6 +10,7 @@ import numpy as np
 
 from .._version import __version__
 from . import export
+from .flats import raw_indices
 from .pipeline import PERCENTILES, Workspace
 
 
@@ -22,18 +23,29 @@ class Recipe:
     png_level: int
     sigma: float
     shape: tuple[int, int]
-    flat: np.ndarray  # already floored at 1e-6 (floor_flat)
+    flat: np.ndarray  # already floored at 1e-6, the dark taken off (floor_flat)
     url: str
     dataset: str
     etag: str
-    flat_range: tuple[int, int]
+    flat_range: tuple[int, int] | None  # the frames before Start, or None (another source)
+    dark: np.ndarray | None = None  # normalized, or None (no dark)
+    fields: dict | None = None  # where the flat and dark came from, when not before Start
+    projections: tuple[int, ...] | None = None  # the stack's index of each projection number
+
+    def raw(self, indices) -> list[int]:
+        """The stack's frame indices of these output numbers (projections with an image key)."""
+        return raw_indices(self.projections, indices)
 
     def describe(self, index: int) -> str:
-        return json.dumps({
+        record = {
             "software": f"echo-s3-viewer {__version__}", "source": self.url,
             "dataset": self.dataset, "etag": self.etag, "frame": int(index),
-            "flat": list(self.flat_range), "sigma": self.sigma, "percentiles": list(PERCENTILES),
-        }, sort_keys=True)
+            "flat": list(self.flat_range) if self.flat_range else None, "sigma": self.sigma,
+            "percentiles": list(PERCENTILES),
+        }
+        if self.fields:
+            record.update(self.fields)
+        return json.dumps(record, sort_keys=True)
 
     def render(self, workspace: Workspace, index: int, frame: np.ndarray) -> tuple[bytes, dict]:
         t0 = time.perf_counter()
@@ -52,7 +64,7 @@ class Recipe:
 
     def workspace(self) -> Workspace:
         """Fresh buffers for one thread (the floored flat is shared read-only)."""
-        return Workspace(self.shape, self.flat, self.sigma, floored=True)
+        return Workspace(self.shape, self.flat, self.sigma, dark=self.dark, floored=True)
 
 
 def single_threaded_opencv() -> None:

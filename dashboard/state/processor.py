@@ -14,7 +14,8 @@ import threading
 
 import param
 
-from ..processing.pipeline import DEFAULT_SIGMA, FLAT_FRAMES, SIGMA_BOUNDS, flat_range
+from ..processing.flats import BEFORE_START_LABEL, NO_DARK_LABEL
+from ..processing.pipeline import DEFAULT_SIGMA, FLAT_FRAMES, SIGMA_BOUNDS
 from ..processing.plan import START_MESSAGE, last_index, range_problem
 from .tasks import Tasks, user_message
 from .viewer import ViewerState
@@ -35,6 +36,11 @@ class ProcessorState(param.Parameterized):
     step = param.Integer(default=1, bounds=(1, None), label="Step")
     sigma = param.Number(default=DEFAULT_SIGMA, bounds=SIGMA_BOUNDS, label="Gaussian σ (pixels)")
     format = param.Selector(default="PNG", objects=list(FORMATS), label="Format")
+    flat = param.Selector(default="before-start", objects={BEFORE_START_LABEL: "before-start"},
+                          label="Flat field",
+                          doc="Where the flat comes from: the choices the open file offers.")
+    dark = param.Selector(default="none", objects={NO_DARK_LABEL: "none"}, label="Dark field",
+                          doc="Where the dark comes from (none: the seed's I / F).")
     output = param.String(default="", label="Output folder (local path or s3://bucket/prefix)")
 
     preview = param.Event(label="Preview Last Frame")
@@ -75,6 +81,9 @@ class ProcessorState(param.Parameterized):
         self.tasks = tasks or Tasks()
         self._cancel = threading.Event()
         self._preview_generation = 0
+        self._projections: dict = {}  # option text -> projection count (NXtomo image keys)
+        self._counted = None  # the projection count the range was last set for
+        self.param.watch(self._fields_changed, ["flat", "dark"])
         if self.viewer is not None:
             self.viewer.param.watch(self._on_stack, "stack")
 
@@ -89,15 +98,79 @@ class ProcessorState(param.Parameterized):
         n = len(stack) if stack is not None else 0
         last = max(0, n - 1)
         self._preview_generation += 1  # a preview of the previous file is dropped
+        self._projections, self._counted = {}, None
+        self.param.flat.objects = {BEFORE_START_LABEL: "before-start"}
+        self.param.dark.objects = {NO_DARK_LABEL: "none"}
         self.param.start.bounds = (0, last)
         self.param.end.bounds = (0, last)
-        self.param.update(start=min(FLAT_FRAMES, last), end=last, stages=None, preview_title="",
-                          summary="", previewing=False)
+        self.param.update(flat="before-start", dark="none", start=min(FLAT_FRAMES, last),
+                          end=last, stages=None, preview_title="", summary="",
+                          previewing=False)
+        if stack is not None:
+            self.tasks.submit(self._offer, stack, self._preview_generation)
         if not self.local_outputs and not self.output.strip() and stack is not None:
             self.output = _s3_default(stack.url, self.user)
         problem = self.problem()
         self._say(problem or f"Ready: frames {self.start}–{self.end} of {n}.",
                   failed=bool(problem) and stack is not None)
+
+    # -- the flat and dark the file offers ---------------------------------------------------
+
+    def _offer(self, stack, generation: int) -> None:
+        """Worker: which flats and darks the file carries (a few metadata reads through the
+        viewer's handle, already open: no request of their own for the file's first block)."""
+        from ..processing.flats import offered
+
+        try:
+            offer = offered(stack)
+        except Exception:  # noqa: BLE001 - closed meanwhile: the seed's flat stays the choice
+            log.info("no flat/dark choices for %s", stack.url, exc_info=True)
+            return
+        self.tasks.post(self._offered, generation, offer)
+
+    def _offered(self, generation: int, offer) -> None:
+        if generation != self._preview_generation:
+            return  # another file came meanwhile
+        self._projections = dict(offer.projections)
+        self.param.flat.objects = offer.flat
+        self.param.dark.objects = offer.dark
+        self.param.trigger("flat")
+
+    def projection_count(self) -> int | None:
+        """With a field from an NXtomo image key: how many projections Start and End count."""
+        for text in (self.flat, self.dark):
+            if text in self._projections:
+                return self._projections[text]
+        return None
+
+    def _fields_changed(self, *events) -> None:
+        viewer = self.viewer
+        if viewer is None or viewer.stack is None:
+            return
+        count = self.projection_count()
+        last = max(0, (viewer.n_frames if count is None else count) - 1)
+        self.param.start.bounds = (0, last)
+        self.param.end.bounds = (0, last)
+        if any(event.name == "flat" for event in events) or count != self._counted:
+            # Another flat, or other numbering: the whole range again (from 0 unless the flat
+            # is the frames before Start).
+            start = min(FLAT_FRAMES, last) if self.flat == "before-start" else 0
+            self.param.update(start=start, end=last)
+        else:
+            self.param.update(start=min(self.start, last), end=min(self.end, last))
+        self._counted = count
+
+    def fields_note(self) -> str:
+        """Which flat and dark the run uses, in words ("" for the seed's own)."""
+        if self.flat == "before-start" and self.dark == "none":
+            return ""
+        text = f"Flat: {_label(self.param.flat, self.flat)} ({self.flat[len('key:'):]})"
+        if self.dark != "none":
+            text += f"; dark: {_label(self.param.dark, self.dark)} ({self.dark[len('key:'):]})"
+        count = self.projection_count()
+        if count is not None:
+            text += f"; Start and End count projections ({count})"
+        return text + "."
 
     def problem(self, *, for_preview: bool = False) -> str:
         """Why preview/batch cannot run right now, in plain words ("" when they can)."""
@@ -107,11 +180,14 @@ class ProcessorState(param.Parameterized):
         if viewer.browser is not None and viewer.browser.provider is None:
             return "Connect first: give an endpoint and keys, then press Connect."
         n = viewer.n_frames
-        if n == 1:
+        before = FLAT_FRAMES if self.flat == "before-start" else 0
+        if n == 1 and before:
             return (f"{viewer.stack.dataset} is a single 2-D image, not a stack: processing needs "
                     f"at least {FLAT_FRAMES + 1} frames (20 for the flat field, then the frames "
                     "to process).")
-        message = range_problem(n, self.start, self.end, self.step)
+        count = self.projection_count()
+        message = range_problem(n if count is None else count, self.start, self.end, self.step,
+                                before=before, projections=count is not None)
         if message or for_preview:
             return message
         if not self.output.strip():
@@ -135,22 +211,27 @@ class ProcessorState(param.Parameterized):
                 return str(exc)
         return ""
 
-    @param.depends("start", "end", "step", "format", "output", "viewer.stack", "viewer.n_frames")
+    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "viewer.stack",
+                   "viewer.n_frames")
     def check(self) -> str:
-        """The current problem with the batch parameters, or how many frames a batch would write."""
+        """The current problem with the batch parameters, or how many frames a batch would
+        write (and from which flat and dark, when not the seed's)."""
         message = self.problem()
         if message:
             return message
         count = len(range(self.start, self.end + 1, self.step))
-        return f"{count} frame{'s' if count != 1 else ''} will be written as {self.format}."
+        note = self.fields_note()
+        return (f"{count} frame{'s' if count != 1 else ''} will be written as {self.format}."
+                + (f" {note}" if note else ""))
 
-    @param.depends("start", "end", "step", "viewer.stack", "viewer.n_frames", "previewing")
+    @param.depends("start", "end", "step", "flat", "dark", "viewer.stack", "viewer.n_frames",
+                   "previewing")
     def preview_disabled(self) -> bool:
         """Whether Preview is greyed out (no stack long enough, a bad range, one running)."""
         return self.previewing or bool(self.problem(for_preview=True))
 
-    @param.depends("start", "end", "step", "format", "output", "viewer.stack", "viewer.n_frames",
-                   "running")
+    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "viewer.stack",
+                   "viewer.n_frames", "running")
     def batch_disabled(self) -> bool:
         """Whether Batch is greyed out (a problem with the parameters, or a batch running)."""
         return self.running or bool(self.problem())
@@ -166,32 +247,44 @@ class ProcessorState(param.Parameterized):
         index = last_index(self.start, self.end, self.step)
         self._preview_generation += 1
         request = dict(provider=self.viewer.browser.provider, spec=self.viewer.stack.spec(),
-                       index=index, flat=flat_range(self.start), sigma=float(self.sigma),
-                       generation=self._preview_generation)
+                       index=index, start=self.start, fields=(self.flat, self.dark),
+                       sigma=float(self.sigma), generation=self._preview_generation)
         self._say(f"Computing the preview of frame {index}…", previewing=True)
         self.tasks.submit(self._preview, **request)
 
-    def _preview(self, *, provider, spec, index: int, flat: range, sigma: float,
+    def _preview(self, *, provider, spec, index: int, start: int, fields: tuple, sigma: float,
                  generation: int) -> None:
-        """Worker: everything comes in the request; the result is dropped if stale."""
-        from ..processing.pipeline import flat_from_frames, process
+        """Worker: everything comes in the request; the result is dropped if stale. The flat
+        and dark are read as the batch reads them (:class:`~dashboard.processing.flats.Fields`)."""
+        from ..processing.flats import Fields
+        from ..processing.pipeline import process
 
         try:
             with provider.reopen(spec) as stack:  # this job's own handle
-                frame = stack.frame(index)
-                stages = process(frame, flat_from_frames(stack.frames(flat)), sigma)
+                run = Fields.of(stack, *fields, opener=_opener(provider))
+                shape = tuple(stack.shape[-2:])
+                run.check(shape)
+                flat, dark = run.read(start, shape)
+                frame = stack.frame(run.raw([index])[0])
+                stages = process(frame, flat, sigma, dark=dark)
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self._previewed, generation, None, failed=True,
                             status=user_message(exc, "compute the preview"))
             return
+        before = run.flat_indices(start)
+        if before is not None and run.dark.kind == "none":
+            fields_text = (f"flat field from frames {before[0]}–{before[-1]} (the 20 before "
+                           "Start)")
+        else:
+            fields_text = run.describe()
+        what = "Projection" if run.projections is not None else "Frame"
         self.tasks.post(
             self._previewed, generation, dict(
                 stages=stages, preview_sigma=sigma,
-                preview_title=(f"Frame {index} (the last of the range), flat field from frames "
-                               f"{flat[0]}–{flat[-1]} (the 20 before Start), σ = {sigma:g}: "
-                               "what the batch writes"),
+                preview_title=(f"{what} {index} (the last of the range), {fields_text}, "
+                               f"σ = {sigma:g}: what the batch writes"),
             ),
-            status=f"Preview of frame {index} ready.",
+            status=f"Preview of {what.lower()} {index} ready.",
         )
 
     def _previewed(self, generation: int, result: dict | None, *, status: str,
@@ -216,7 +309,8 @@ class ProcessorState(param.Parameterized):
         self._say(f"Processing {total} frames…", running=True, done=0, total=total, progress=0,
                   frames_per_s=0.0, eta_s=None, summary="")
         params = dict(start=self.start, end=self.end, step=self.step, sigma=float(self.sigma),
-                      fmt=self.format.lower(), out=self.output.strip())
+                      fmt=self.format.lower(), out=self.output.strip(), flat=self.flat,
+                      dark=self.dark)
         self.tasks.submit(self._run, self.viewer.browser.provider, self.viewer.stack.spec(),
                           params)
 
@@ -241,7 +335,8 @@ class ProcessorState(param.Parameterized):
         try:
             with provider.reopen(spec) as stack:
                 plan = plan_batch(stack, s3=provider.s3, area=self.area,
-                                  local=self.local_outputs, **params)
+                                  local=self.local_outputs, field_opener=_opener(provider),
+                                  **params)
                 result = run_batch(plan, progress=progress, cancel=self._cancel)
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self._say, user_message(exc, "run the batch"), failed=True,
@@ -265,6 +360,16 @@ class ProcessorState(param.Parameterized):
 
     def close(self) -> None:
         self._cancel.set()
+
+
+def _label(parameter, value: str) -> str:
+    """The label the choices show for ``value``."""
+    return next((k for k, v in parameter.names.items() if v == value), value)
+
+
+def _opener(provider):
+    """Fields' stacks (another dataset of the open file) through the session's provider."""
+    return lambda url, dataset: provider.stack(url, dataset, prefetch=False)
 
 
 def _duration(seconds: float) -> str:

@@ -27,6 +27,8 @@ class ProcessView(pn.viewable.Viewer):
                    number_input(p.step, report=said, width=90),
                    number_input(p.sigma, report=said, step=0.5, width=150),
                    pn.widgets.Select.from_param(p.format, width=100)),
+            pn.Row(pn.widgets.Select.from_param(p.flat, width=300, css_classes=["echo-flat"]),
+                   pn.widgets.Select.from_param(p.dark, width=300, css_classes=["echo-dark"])),
             pn.widgets.TextInput.from_param(p.output, sizing_mode="stretch_width"),
             status_line(state.check, css_class="echo-process-check"),
             pn.Row(

@@ -164,6 +164,9 @@ def reporter(owner: param.Parameterized, name: str) -> Report:
 
 #: How an error looks in a status line (besides the ``echo-error`` CSS class).
 ERROR_STYLE = {"color": "#b00020", "font-weight": "600"}
+#: A status line's own look, set back explicitly after an error (Panel does not remove inline
+#: styles that a new ``styles`` leaves out: the red stayed on the next message).
+NORMAL_STYLE = {"color": "inherit", "font-weight": "inherit"}
 
 
 #: Status lines look as Panel's Markdown paragraphs did; long names wrap anywhere.
@@ -199,7 +202,8 @@ def status_line(text, *, css_class: str, error=None, label: str | None = None,
     if error is not None:  # fresh list/dict each time: Panel may change what it is given
         kwargs["css_classes"] = pn.bind(
             lambda failed: [*classes, "echo-error"] if failed else [*classes], error)
-        kwargs["styles"] = pn.bind(lambda failed: dict(ERROR_STYLE) if failed else {}, error)
+        kwargs["styles"] = pn.bind(
+            lambda failed: dict(ERROR_STYLE) if failed else dict(NORMAL_STYLE), error)
     else:
         kwargs["css_classes"] = [*classes]
     if inspect.ismethod(text):  # a param.depends method: follow its parameters
