@@ -175,9 +175,10 @@ def resolve(source: FieldSource, which: str, *, dataset: str, n_frames: int,
     sources unchanged. ``info(path)``: ``(shape, dtype kind)`` of a dataset of the file, or
     None."""
     if source.kind == "dataset":
-        if _is_key(info(source.dataset), n_frames):
+        found = info(source.dataset)  # one metadata lookup for both questions
+        if _is_key(found, n_frames):
             return FieldSource("image-key", dataset=source.dataset)
-        if info(source.dataset) is None:
+        if found is None:
             raise FieldUnavailable(f"This file has no dataset {source.dataset} (the {which} "
                                    "asked for).")
         return source
