@@ -23,6 +23,7 @@ ENV_SERVER_KEYS = "ECHO_S3_SERVER_KEYS"
 ENV_USER_ROOT = "ECHO_S3_USER_ROOT"
 ENV_ALLOWED_ENDPOINTS = "ECHO_S3_ALLOWED_ENDPOINTS"
 ENV_MAX_FRAME_PIXELS = "ECHO_S3_MAX_FRAME_PIXELS"
+ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Settings:
         any endpoint, typed freely (one user on their own machine).
     max_frame_pixels : int
         Frames with more pixels are refused before anything is read (the pixel budget).
+    scheduler : str or None
+        The Dask scheduler the Process step offers (``DASK_SCHEDULER_ADDRESS``). On a shared
+        server it is the only one a session may use (none: threads only); alone, the user may
+        type another.
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -68,6 +73,7 @@ class Settings:
     user_root: str | None = None
     allowed_endpoints: tuple[str, ...] | None = None
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    scheduler: str | None = None
 
     def __post_init__(self):
         if self.endpoint_given is None:  # Settings(endpoint=X): given unless it is the default
@@ -106,6 +112,8 @@ class Settings:
             values["server_keys"] = _flag(env[ENV_SERVER_KEYS], ENV_SERVER_KEYS)
         if env.get(ENV_USER_ROOT):
             values["user_root"] = env[ENV_USER_ROOT]
+        if env.get(ENV_SCHEDULER, "").strip():
+            values["scheduler"] = env[ENV_SCHEDULER].strip()
         if env.get(ENV_ALLOWED_ENDPOINTS):
             values["allowed_endpoints"] = endpoint_list(env[ENV_ALLOWED_ENDPOINTS],
                                                         ENV_ALLOWED_ENDPOINTS)

@@ -173,3 +173,16 @@ def connect(page, *, endpoint: str, credentials, expect: str = "Connected to") -
     page.get_by_placeholder('{"access_key"').fill(keys_json(credentials))
     click(page, "Connect")
     pw_expect(status(page, "echo-connect-status")).to_contain_text(expect)
+
+
+def open_in_frames(page, *, endpoint: str, credentials, bucket: str, key: str) -> None:
+    """Connect, list ``bucket``, tick ``key`` and load it in the Frames step."""
+    page.get_by_label("Endpoint").fill(endpoint)
+    page.get_by_placeholder('{"access_key"').fill(keys_json(credentials))
+    click(page, "Connect")
+    page.locator(".bk-input-group", has_text="Bucket").locator("select").first.select_option(
+        bucket)
+    click(page, "List Objects")
+    tick(page, key)
+    tab(page, "Frames")
+    click(page, "Load Selected H5 File")

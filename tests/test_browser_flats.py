@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import pytest
 from browser_fixtures import *  # noqa: F403 - fixtures and helpers
-from browser_fixtures import click, connect, shot, status, tab, tick
+from browser_fixtures import click, open_in_frames, shot, status, tab
 from test_browser_dashboard import _keys, choose, expect, field, type_in, wait_frame
 from test_flats import nxtomo
 
@@ -27,12 +27,8 @@ def test_flats_and_darks_from_the_image_key(page, moto_server, credentials, tmp_
     nxtomo(tmp_path / "tomo.nxs", keys=KEYS, shape=(96, 128))
     s3.client.upload_file(str(tmp_path / "tomo.nxs"), bucket, "tomo.nxs")
 
-    connect(page, endpoint=moto_server.endpoint, credentials=_keys())
-    choose(page, "Bucket", bucket)
-    click(page, "List Objects")
-    tick(page, "tomo.nxs")
-    tab(page, "Frames")
-    click(page, "Load Selected H5 File")
+    open_in_frames(page, endpoint=moto_server.endpoint, credentials=_keys(), bucket=bucket,
+                   key="tomo.nxs")
     wait_frame(page, 0, len(KEYS) - 1)
     tab(page, "Process")
     # 13 frames are too few for the seed's flat; the file's own fields are offered.

@@ -30,10 +30,11 @@ def tree(root):
 def make(moto_server, credentials, demo, tmp_path):
     made = []
 
-    def make(user="alice", user_root="AREAS", deliveries=None):
+    def make(user="alice", user_root="AREAS", deliveries=None, **settings):
         if user_root == "AREAS":
             user_root = str(tmp_path / "srv" / "{user}")
-        session = Session(Settings(endpoint=moto_server.endpoint, user_root=user_root),
+        session = Session(Settings(endpoint=moto_server.endpoint, user_root=user_root,
+                                   **settings),
                           credentials=credentials, user=user, deliveries=deliveries)
         made.append(session)
         assert session.wait(60) and session.browser.connected
@@ -224,3 +225,29 @@ def test_an_object_that_cannot_be_read_is_one_sentence(plain_server):
     code, headers, body = _get(url)
     assert code == 502 and body.decode() == "s3://b/k does not exist."
     assert headers["Content-Type"].startswith("text/plain") and outcome == [body.decode()]
+
+
+def test_batches_run_only_where_the_operator_says(make):
+    """Logged in, the Dask scheduler is the operator's (DASK_SCHEDULER_ADDRESS), fixed; without
+    one, batches run on the server's threads only. Alone, any address may be typed."""
+    operator = "tcp://10.1.2.3:8786"
+    fixed = make("alice", scheduler=operator).processor
+    threads_only = make("bob").processor
+    alone = make(None, user_root=None).processor
+    assert list(threads_only.param.run_on.objects.values()) == ["threads"]
+    assert list(fixed.param.run_on.objects.values()) == ["threads", "dask"]
+    assert fixed.scheduler == operator and fixed.schedulers == [operator]
+    for session_state in (fixed, threads_only, alone):
+        session_state.viewer.browser.selection = [NEXUS_KEY]
+        session_state.viewer.load = True
+        assert session_state.viewer.browser.tasks.wait(60)
+        session_state.output = f"s3://{DEMO_BUCKET}/processed/"
+    fixed.run_on = "dask"
+    assert fixed.check().endswith(f"on the Dask scheduler at {operator}.")
+    fixed.scheduler = "tcp://attacker.example:8786"  # a crafted page message: still refused
+    assert fixed.check() == ("This server runs batches only on its own threads or on the "
+                             "schedulers it offers.") and fixed.batch_disabled()
+    with pytest.raises(ValueError):
+        threads_only.run_on = "dask"
+    alone.param.update(run_on="dask", scheduler="tcp://my-laptop:8786")
+    assert alone.check().endswith("on the Dask scheduler at tcp://my-laptop:8786.")

@@ -303,15 +303,17 @@ def run_batch(
     cancel = cancel if cancel is not None else threading.Event()
     if workers is not None and (not isinstance(workers, int | np.integer) or workers < 1):
         raise InvalidBatch(f"The number of workers must be at least 1 (got {workers}).")
-    scheduler_name = "threads" if scheduler is None else (
-        scheduler if isinstance(scheduler, str) else "dask client")
     todo = plan.todo
     # Connect before writing anything: an unreachable scheduler leaves the output untouched.
     connection = None
-    if scheduler is not None and todo:
+    if scheduler is None:
+        scheduler_name = "threads"
+    else:
         from . import cluster
 
-        connection = cluster.connect(scheduler, workers)
+        scheduler_name = scheduler if isinstance(scheduler, str) else cluster.address(scheduler)
+        if todo:
+            connection = cluster.connect(scheduler, workers)
     try:
         return _run(plan, todo, progress, cancel, workers, connection, scheduler_name)
     finally:

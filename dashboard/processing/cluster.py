@@ -10,18 +10,20 @@ byte-identical to the local path: the same :class:`~.render.Recipe` encodes them
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
 import weakref
 
-from .plan import BatchError
 from .export import S3Output
 from .pipeline import Workspace
+from .plan import BatchError
 from .render import Recipe, single_threaded_opencv
 
 FRAMES_PER_TASK = 4  # frames per task (their reads overlap inside the task)
 CONNECT_TIMEOUT_S = 10
+WORKERS_TIMEOUT_S = 10  # a scheduler without a worker after this long is refused
 
 
 class _DaskContext:
@@ -103,7 +105,13 @@ def _dask_task(context: _DaskContext, indices: list[int]) -> list[tuple]:
 
 
 def connect(scheduler, workers):
-    """``(client, cluster, owns_client)`` for "local", an address or a ``distributed.Client``."""
+    """``(client, cluster, owns_client)`` for "local", an address or a ``distributed.Client``.
+
+    An address must answer within :data:`CONNECT_TIMEOUT_S` and have a worker within
+    :data:`WORKERS_TIMEOUT_S`; otherwise :class:`BatchError` says so in one sentence (nothing is
+    written yet). The client is never made the process's default: other sessions of a server
+    keep their own.
+    """
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -116,26 +124,69 @@ def connect(scheduler, workers):
     if scheduler == "local":
         cluster = LocalCluster(n_workers=int(workers or 2), threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.WARNING)
-        return Client(cluster), cluster, True
+        return Client(cluster, set_as_default=False), cluster, True
     try:
-        return Client(scheduler, timeout=CONNECT_TIMEOUT_S), None, True
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise BatchError(
             f"Could not connect to the Dask scheduler at {scheduler} ({type(exc).__name__}); "
             "nothing was written."
         ) from None
+    try:
+        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        client.close()
+        raise BatchError(
+            f"The Dask scheduler at {scheduler} has no workers (none joined within "
+            f"{WORKERS_TIMEOUT_S} s): start `dask worker {scheduler}`; nothing was written."
+        ) from None
+    return client, None, True
+
+
+def address(client) -> str:
+    """The scheduler's address (what the provenance and the status name)."""
+    return str(getattr(client.scheduler, "address", None) or "a Dask scheduler")
+
+
+def describe(client) -> str:
+    """"the Dask scheduler at tcp://…: 2 workers, 4 threads" (from the scheduler's own count)."""
+    threads = client.nthreads()
+    workers, total = len(threads), sum(threads.values())
+    return (f"the Dask scheduler at {address(client)}: {workers} worker"
+            f"{'s' if workers != 1 else ''}, {total} thread{'s' if total != 1 else ''}")
 
 
 def disconnect(client, cluster, owns: bool) -> None:
     if owns:
-        client.close()
+        client.close(timeout=CONNECT_TIMEOUT_S)
     if cluster is not None:
         cluster.close()
 
 
+class SchedulerLost(BatchError):
+    """The scheduler stopped answering mid-run (the frames written so far are kept)."""
+
+
+def _lost(client, written: int) -> SchedulerLost:
+    return SchedulerLost(
+        f"Lost the Dask scheduler at {address(client)} after {written} frame"
+        f"{'s' if written != 1 else ''}: the frames written are kept, and running the batch "
+        "again resumes from there.")
+
+
 def run(plan, recipe: Recipe, todo: list[int], tracker,
-              cancel: threading.Event, client) -> None:
-    from distributed import wait
+        cancel: threading.Event, client) -> None:
+    """Send ``todo`` to the cluster in blocks of :data:`FRAMES_PER_TASK`, at most two per
+    worker thread queued; write (or count) each block as it comes back.
+
+    A worker that dies mid-run costs only time: the scheduler runs its blocks again elsewhere,
+    and nothing is written until a block is whole. A scheduler that dies raises
+    :class:`SchedulerLost`.
+    """
+    from asyncio import CancelledError
+    from concurrent.futures import CancelledError as FutureCancelled
+
+    from distributed.comm import CommClosedError
 
     output = plan.output
     remote_output = None
@@ -144,6 +195,8 @@ def run(plan, recipe: Recipe, todo: list[int], tracker,
         remote_output = ("s3", s3.endpoint, s3.credentials, output.bucket, output.prefix)
     run_id = uuid.uuid4().hex[:12]
     pending: set = set()
+    finished: queue.Queue = queue.Queue()  # futures as they finish (not distributed.wait,
+    lost = False                           # which needs a default client)
     context = _DaskContext(recipe, plan.spec(), remote_output)
     # hash=False: a random key, not a hash of the context (which holds the credentials)
     [context_future] = client.scatter([context], broadcast=True, hash=False)
@@ -158,16 +211,26 @@ def run(plan, recipe: Recipe, todo: list[int], tracker,
                 future = client.submit(_dask_task, context_future, block, pure=False,
                                        key=f"echo-process-{run_id}-{block[0]:06d}")
                 pending.add(future)
+                future.add_done_callback(finished.put)
                 next_block += 1
             if cancel.is_set():
                 break
             try:
-                done, _ = wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED")
-            except TimeoutError:
+                done = [finished.get(timeout=0.2)]
+            except queue.Empty:
+                if client.status not in ("running", "newly-created"):  # reconnecting or closed
+                    lost = True
+                    raise _lost(client, len(tracker.written)) from None
                 continue
             for future in done:
+                if future not in pending:
+                    continue
                 pending.discard(future)
-                results = future.result()  # raises the task's error
+                try:
+                    results = future.result()  # raises the task's own error
+                except (CancelledError, FutureCancelled, CommClosedError):
+                    lost = True
+                    raise _lost(client, len(tracker.written)) from None
                 future.release()
                 for index, data, timing in results:
                     if data is not None:
@@ -178,6 +241,7 @@ def run(plan, recipe: Recipe, todo: list[int], tracker,
     finally:
         # Queued tasks are dropped; a task already running finishes on its worker (an S3
         # output then still gets its complete objects, which a resume will find).
-        if pending:
+        if pending and not lost:
             client.cancel(list(pending))
-        context_future.release()
+        if not lost:
+            context_future.release()

@@ -10,6 +10,7 @@ in the viewer closes the viewer's handle, never theirs.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import param
@@ -17,12 +18,15 @@ import param
 from ..processing.flats import BEFORE_START_LABEL, NO_DARK_LABEL
 from ..processing.pipeline import DEFAULT_SIGMA, FLAT_FRAMES, SIGMA_BOUNDS
 from ..processing.plan import START_MESSAGE, last_index, range_problem
+from ..text import shown
 from .tasks import Tasks, user_message
 from .viewer import ViewerState
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("PNG", "TIFF", "NPY")
+THREADS_LABEL = "This server (threads)"
+DASK_LABEL = "A Dask scheduler"
 __all__ = ["FLAT_FRAMES", "FORMATS", "START_MESSAGE", "ProcessorState"]
 
 
@@ -42,6 +46,11 @@ class ProcessorState(param.Parameterized):
     dark = param.Selector(default="none", objects={NO_DARK_LABEL: "none"}, label="Dark field",
                           doc="Where the dark comes from (none: the seed's I / F).")
     output = param.String(default="", label="Output folder (local path or s3://bucket/prefix)")
+    run_on = param.Selector(default="threads", objects={THREADS_LABEL: "threads"},
+                            label="Run on", doc="Where the batch runs: threads of this server, "
+                            "or a Dask scheduler's workers.")
+    scheduler = param.String(default="", label="Dask scheduler address",
+                             doc="tcp://host:8786 (DASK_SCHEDULER_ADDRESS by default).")
 
     preview = param.Event(label="Preview Last Frame")
     stages = param.Parameter(default=None, precedence=-1, doc="Stages of the last preview.")
@@ -63,7 +72,13 @@ class ProcessorState(param.Parameterized):
                            doc="`status` reports an error (views style it so).")
 
     def __init__(self, *, tasks: Tasks | None = None, area=None, local_outputs: bool = True,
-                 user: str | None = None, **params):
+                 user: str | None = None, schedulers: list[str] | None = None, **params):
+        if schedulers is not None:  # the operator's: the first, fixed
+            params.setdefault("scheduler", schedulers[0] if schedulers else "")
+        else:
+            from ..processing.plan import resolve_scheduler
+
+            params.setdefault("scheduler", resolve_scheduler() or "")
         if area is not None:
             params.setdefault("output", "processed")
         elif not local_outputs:
@@ -74,6 +89,11 @@ class ProcessorState(param.Parameterized):
         #: (:class:`~dashboard.storage.area.UserArea`), or, without one, ``s3://`` only
         #: (``local_outputs`` False; the default output is then ``s3://<bucket>/processed/<user>/``).
         self.area, self.local_outputs, self.user = area, local_outputs, user
+        #: A shared server's Dask schedulers (the operator's; none: threads only), or ``None``:
+        #: any address, typed (one user on their own machine).
+        self.schedulers = None if schedulers is None else list(schedulers)
+        if self.schedulers != []:
+            self.param.run_on.objects = {THREADS_LABEL: "threads", DASK_LABEL: "dask"}
         if area is not None:
             self.param.output.label = "Output folder (in your area, or s3://bucket/prefix)"
         elif not local_outputs:
@@ -193,7 +213,22 @@ class ProcessorState(param.Parameterized):
         if not self.output.strip():
             return ("Give the output as s3://bucket/prefix." if not self.local_outputs
                     else "Give an output folder (a local path or s3://bucket/prefix).")
-        return self._output_problem(self.output.strip())
+        return self._output_problem(self.output.strip()) or self._scheduler_problem()
+
+    def _scheduler_problem(self) -> str:
+        """Why the batch cannot go to the scheduler given ("" when it can, or runs on threads)."""
+        if self.run_on != "dask":
+            return ""
+        address = self.scheduler.strip()
+        if self.schedulers is not None and address not in self.schedulers:
+            return ("This server runs batches only on its own threads or on the schedulers it "
+                    "offers.")
+        if not address:
+            return "Give the Dask scheduler's address, e.g. tcp://scheduler-host:8786."
+        if not _SCHEDULER_ADDRESS.fullmatch(address):
+            return (f"{shown(address)} is not a Dask scheduler address: give it as "
+                    "tcp://host:port (or tls://host:port).")
+        return ""
 
     def _output_problem(self, text: str) -> str:
         """Why a shared server refuses this output ("" when it takes it); writes nothing."""
@@ -211,8 +246,8 @@ class ProcessorState(param.Parameterized):
                 return str(exc)
         return ""
 
-    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "viewer.stack",
-                   "viewer.n_frames")
+    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "run_on",
+                   "scheduler", "viewer.stack", "viewer.n_frames")
     def check(self) -> str:
         """The current problem with the batch parameters, or how many frames a batch would
         write (and from which flat and dark, when not the seed's)."""
@@ -221,8 +256,10 @@ class ProcessorState(param.Parameterized):
             return message
         count = len(range(self.start, self.end + 1, self.step))
         note = self.fields_note()
-        return (f"{count} frame{'s' if count != 1 else ''} will be written as {self.format}."
-                + (f" {note}" if note else ""))
+        where = (f" on the Dask scheduler at {self.scheduler.strip()}" if self.run_on == "dask"
+                 else "")
+        return (f"{count} frame{'s' if count != 1 else ''} will be written as {self.format}"
+                f"{where}." + (f" {note}" if note else ""))
 
     @param.depends("start", "end", "step", "flat", "dark", "viewer.stack", "viewer.n_frames",
                    "previewing")
@@ -230,8 +267,8 @@ class ProcessorState(param.Parameterized):
         """Whether Preview is greyed out (no stack long enough, a bad range, one running)."""
         return self.previewing or bool(self.problem(for_preview=True))
 
-    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "viewer.stack",
-                   "viewer.n_frames", "running")
+    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "run_on",
+                   "scheduler", "viewer.stack", "viewer.n_frames", "running")
     def batch_disabled(self) -> bool:
         """Whether Batch is greyed out (a problem with the parameters, or a batch running)."""
         return self.running or bool(self.problem())
@@ -311,8 +348,11 @@ class ProcessorState(param.Parameterized):
         params = dict(start=self.start, end=self.end, step=self.step, sigma=float(self.sigma),
                       fmt=self.format.lower(), out=self.output.strip(), flat=self.flat,
                       dark=self.dark)
+        scheduler = self.scheduler.strip() if self.run_on == "dask" else None
+        if scheduler:
+            self._say(f"Connecting to the Dask scheduler at {scheduler}…")
         self.tasks.submit(self._run, self.viewer.browser.provider, self.viewer.stack.spec(),
-                          params)
+                          params, scheduler)
 
     @param.depends("cancel", watch=True)
     def _on_cancel(self) -> None:
@@ -320,8 +360,11 @@ class ProcessorState(param.Parameterized):
             self._cancel.set()
             self._say("Cancelling after the frames in flight…")
 
-    def _run(self, provider, spec, params: dict) -> None:
-        """Worker: the batch opens its own handle from ``spec``; it closes it, nobody else."""
+    def _run(self, provider, spec, params: dict, scheduler: str | None = None) -> None:
+        """Worker: the batch opens its own handle from ``spec``; it closes it, nobody else.
+        With a ``scheduler`` it connects first (nothing is written if that fails), says where
+        the frames go and how many workers take them, and disconnects at the end."""
+        from ..processing import cluster
         from ..processing.batch import plan_batch, run_batch
 
         def progress(p) -> None:
@@ -332,18 +375,27 @@ class ProcessorState(param.Parameterized):
                 frames_per_s=float(p.frames_per_s or 0.0), eta_s=p.eta_s,
             )
 
+        connection, where = None, ""
         try:
             with provider.reopen(spec) as stack:
                 plan = plan_batch(stack, s3=provider.s3, area=self.area,
                                   local=self.local_outputs, field_opener=_opener(provider),
                                   **params)
-                result = run_batch(plan, progress=progress, cancel=self._cancel)
+                if scheduler is not None:
+                    connection = cluster.connect(scheduler, None)
+                    where = f" on {cluster.describe(connection[0])}"
+                    self.tasks.post(self._say, f"Processing {len(plan.todo)} frames{where}…")
+                result = run_batch(plan, progress=progress, cancel=self._cancel,
+                                   scheduler=None if connection is None else connection[0])
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self._say, user_message(exc, "run the batch"), failed=True,
                             running=False)
             return
-        finished = {"complete": "Batch finished.", "incomplete": "Batch cancelled."}
-        self.tasks.post(self._say, finished.get(result.status, "Batch failed."),
+        finally:
+            if connection is not None:
+                cluster.disconnect(*connection)
+        finished = {"complete": "Batch finished", "incomplete": "Batch cancelled"}
+        self.tasks.post(self._say, finished.get(result.status, "Batch failed") + where + ".",
                         failed=result.status not in finished, running=False,
                         summary=result.summary)
 
@@ -360,6 +412,9 @@ class ProcessorState(param.Parameterized):
 
     def close(self) -> None:
         self._cancel.set()
+
+
+_SCHEDULER_ADDRESS = re.compile(r"(tcp|tls)://[A-Za-z0-9.\-\[\]:]+:\d{1,5}")
 
 
 def _label(parameter, value: str) -> str:

@@ -89,8 +89,11 @@ class Session(param.Parameterized):
             max_frame_pixels=settings.max_frame_pixels,
         )
         viewer = ViewerState(tasks=self.tasks, browser=browser)
+        # Alone, any scheduler may be typed; logged in, only the operator's (none: threads).
+        schedulers = None if user is None else [settings.scheduler] if settings.scheduler else []
         processor = ProcessorState(tasks=self.tasks, viewer=viewer, area=area,
-                                   local_outputs=folders, user=user)
+                                   local_outputs=folders, user=user, schedulers=schedulers,
+                                   scheduler=settings.scheduler or "")
         analysis = AnalysisState(viewer)
         super().__init__(browser=browser, viewer=viewer, processor=processor,
                          analysis=analysis, **params)

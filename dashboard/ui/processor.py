@@ -30,6 +30,7 @@ class ProcessView(pn.viewable.Viewer):
             pn.Row(pn.widgets.Select.from_param(p.flat, width=300, css_classes=["echo-flat"]),
                    pn.widgets.Select.from_param(p.dark, width=300, css_classes=["echo-dark"])),
             pn.widgets.TextInput.from_param(p.output, sizing_mode="stretch_width"),
+            self._run_on(state),
             status_line(state.check, css_class="echo-process-check"),
             pn.Row(
                 pn.widgets.Button.from_param(p.preview, color="primary", width=170,
@@ -55,6 +56,19 @@ class ProcessView(pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         self._layout = pn.Column(form, preview, sizing_mode="stretch_width")
+
+    @staticmethod
+    def _run_on(state: ProcessorState):
+        """Run on: this server's threads or a Dask scheduler (typed, or the operator's own,
+        fixed); hidden where the server offers threads only."""
+        p = state.param
+        scheduler = pn.widgets.TextInput.from_param(
+            p.scheduler, placeholder="tcp://scheduler-host:8786", width=330,
+            disabled=state.schedulers is not None, visible=p.run_on.rx() == "dask",
+            css_classes=["echo-scheduler"])
+        return pn.Row(pn.widgets.Select.from_param(p.run_on, width=250,
+                                                   css_classes=["echo-run-on"]),
+                      scheduler, visible=len(p.run_on.objects) > 1)
 
     def _panels(self, ready: bool):
         # Built at the first preview of a frame shape (so the plots start with real data and
