@@ -304,3 +304,13 @@ def test_cached_frames_are_shown_in_the_update_that_asks_and_stale_ones_dropped(
     loop.pop(0)()
     assert viewer.shown_index == 1 and np.array_equal(viewer.frame, frames[1])
     viewer.close()
+
+
+def test_the_files_flat_choices_arriving_late_keep_the_range(session):
+    """The flats a file offers are looked up in the background; a link (or the user) may set
+    the range before they arrive. Their arrival changes the choices, not the range."""
+    load(session, NEXUS_KEY)
+    p = session.processor
+    p.param.update(start=22, end=30)
+    p._offer(session.viewer.stack, p._preview_generation)  # the lookup, finishing late
+    assert (p.start, p.end, p.flat) == (22, 30, "before-start")

@@ -152,9 +152,10 @@ class ProcessorState(param.Parameterized):
         if generation != self._preview_generation:
             return  # another file came meanwhile
         self._projections = dict(offer.projections)
+        # New choices, the same choice (the seed's flat): the range is left as it is (a link
+        # may have set it meanwhile); the Selects follow the objects by themselves.
         self.param.flat.objects = offer.flat
         self.param.dark.objects = offer.dark
-        self.param.trigger("flat")
 
     def projection_count(self) -> int | None:
         """With a field from an NXtomo image key: how many projections Start and End count."""
