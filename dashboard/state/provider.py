@@ -86,7 +86,7 @@ class Provider:
     def buckets(self) -> list[str]:
         raise NotImplementedError
 
-    def list_objects(self, bucket: str, *, limit: int) -> Listing:
+    def list_objects(self, bucket: str, *, limit: int, prefix: str = "") -> Listing:
         raise NotImplementedError
 
     # -- files -------------------------------------------------------------------------------
@@ -248,8 +248,8 @@ class S3Provider(Provider):
     def buckets(self) -> list[str]:
         return self.s3.list_buckets()
 
-    def list_objects(self, bucket: str, *, limit: int) -> Listing:
-        return self.s3.list_objects(bucket, limit=limit)
+    def list_objects(self, bucket: str, *, limit: int, prefix: str = "") -> Listing:
+        return self.s3.list_objects(bucket, prefix, limit=limit)
 
     def _source(self, url: str) -> Source:
         return open_source(url, s3=self.s3)
@@ -289,8 +289,8 @@ class MemoryProvider(Provider):
     def buckets(self) -> list[str]:
         return sorted(self.objects)
 
-    def list_objects(self, bucket: str, *, limit: int) -> Listing:
-        keys = sorted(self.objects.get(bucket, {}))
+    def list_objects(self, bucket: str, *, limit: int, prefix: str = "") -> Listing:
+        keys = sorted(k for k in self.objects.get(bucket, {}) if k.startswith(prefix))
         infos = [ObjectInfo(key, len(self.objects[bucket][key]), self._time, "") for key in keys]
         return Listing(objects=infos[:limit], truncated=len(infos) > limit, limit=limit)
 

@@ -16,6 +16,7 @@ from .analysis import AnalysisState
 from .browser import BrowserState
 from .inspect import Inspector
 from .links import DISPLAY, PROCESSING, Link
+from .live import LiveFollow
 from .processor import ProcessorState
 from .provider import Provider
 from .tasks import Tasks
@@ -98,6 +99,7 @@ class Session(param.Parameterized):
         super().__init__(browser=browser, viewer=viewer, processor=processor,
                          analysis=analysis, **params)
         self.inspector = Inspector(browser, viewer, self.tasks)
+        self.live = LiveFollow(browser, viewer, self.tasks)
         if connect is None:
             connect = (credentials is not None or settings.credentials_path is not None
                        or provider is not None)
@@ -209,6 +211,7 @@ class Session(param.Parameterized):
         provider = self.browser.provider
         if provider is not None:
             provider.stop()
+        self.live.close()
         self.processor.close()
         self.analysis.close()
         self.viewer.stop()

@@ -8,9 +8,14 @@ import threading
 import param
 
 from ..analysis.contrast import (
-    N_SAMPLES, clamp_limits, percentile_limits, sample_limits, stack_sample,
+    N_SAMPLES,
+    clamp_limits,
+    percentile_limits,
+    sample_limits,
+    stack_sample,
 )
-from ..text import labels
+from ..hdf5.errors import ObjectChanged
+from ..text import labels, shown
 from .browser import BrowserState
 from .checked import FiniteNumber, FiniteRange  # noqa: F401 (FiniteNumber: re-exported)
 from .playback import Player, RateMeter
@@ -95,6 +100,10 @@ class ViewerState(param.Parameterized):
     status = param.String(
         default="Select an .h5 file in the browser, then press Load Selected H5 File.")
     loading = param.Boolean(default=False)
+    newer = param.Boolean(default=False, precedence=-1,
+                          doc="The open file's object was replaced on the server: Reload.")
+    reload = param.Event(label="Reload", doc="Open the newest version of the open file, "
+                         "on the same frame (or the last, if it has fewer).")
 
     def __init__(self, *, tasks: Tasks | None = None, **params):
         super().__init__(**params)
@@ -123,8 +132,19 @@ class ViewerState(param.Parameterized):
         if url is None:
             self.status = "Select an .h5 file in the browser first."
             return
+        self.open(url)
+
+    def open(self, url: str, dataset: str | None = None, *, index: int | None = 0) -> None:
+        """Open ``url`` (``dataset``, else the file's image stack) on frame ``index``
+        (``None``: the last frame; an index past the end: the last)."""
         self.param.update(loading=True, status=f"Opening {url} …")
-        self.tasks.submit(self._open, browser.provider, url, None)
+        self.tasks.submit(self._open, self.browser.provider, url, dataset, index=index)
+
+    @param.depends("reload", watch=True)
+    def _on_reload(self) -> None:
+        if self.stack is None or self.browser is None or self.browser.provider is None:
+            return
+        self.open(self.url, self.stack.dataset, index=self.index)
 
     @param.depends("dataset", watch=True)
     def _on_dataset(self) -> None:
@@ -132,11 +152,13 @@ class ViewerState(param.Parameterized):
         if self._opening or stack is None or self.dataset in (None, stack.dataset):
             return
         self.param.update(loading=True, status=f"Opening {self.dataset} …")
-        self.tasks.submit(self._open, self.browser.provider, self.url, self.dataset)
+        self.tasks.submit(self._open, self.browser.provider, self.url, self.dataset,
+                          same_file=True)
 
-    def _open(self, provider, url: str, dataset: str | None) -> None:
+    def _open(self, provider, url: str, dataset: str | None, *, index: int | None = 0,
+              same_file: bool = False) -> None:
         # One Source for the tree and the stack: one first-block GET per load.
-        same = dataset is not None and (self.tree or {}).get("url") == url
+        same = same_file and dataset is not None and (self.tree or {}).get("url") == url
         tree = self.tree if same else None
         try:
             opened = provider.open(url, dataset, tree=tree is None)
@@ -150,11 +172,12 @@ class ViewerState(param.Parameterized):
                             status=user_message(exc, f"open {url}"))
             return
         opened.stack.candidates  # noqa: B018 - the stack search runs here, never on the event loop
-        self.tasks.post(self._opened, opened.stack, url, tree)
+        self.tasks.post(self._opened, opened.stack, url, tree, index)
 
-    def _opened(self, stack, url: str, tree) -> None:
+    def _opened(self, stack, url: str, tree, index: int | None = 0) -> None:
         self._replace_stack(stack, url=url, tree=tree)
         n = len(stack)
+        index = n - 1 if index is None else min(index, n - 1)
         size = f"{stack.shape[-1]}×{stack.shape[-2]} {stack.dtype}"
         name = url.rsplit("/", 1)[-1]
         self.param.update(
@@ -163,7 +186,26 @@ class ViewerState(param.Parameterized):
                     if len(stack.shape) == 2
                     else f"{name}: {stack.dataset}, {n} frames of {size}."),
         )
-        self._frames.request(self._frame_request(0))
+        if index > 0:
+            self._opening = True  # the index only: the read is requested just below
+            try:
+                self.index = index
+            finally:
+                self._opening = False
+        self._frames.request(self._frame_request(index))
+
+    def mark_newer(self, etag: str) -> None:
+        """The listing says the open file's object now has ``etag``: if that is not the
+        version open, say so (once) and offer Reload."""
+        stack = self.stack
+        if stack is not None and etag and etag != stack.etag:
+            self._offer_reload()
+
+    def _offer_reload(self) -> None:
+        if not self.newer:
+            name = shown(self.url.rsplit("/", 1)[-1])
+            self.param.update(newer=True, status=f"A newer version of {name} exists: press "
+                                                 "Reload to open it.")
 
     def _replace_stack(self, stack, *, url: str, tree) -> None:
         old = self.stack
@@ -185,6 +227,7 @@ class ViewerState(param.Parameterized):
                 )
             self.param.update(
                 stack=stack, tree=tree, dataset=stack.dataset if stack is not None else None,
+                newer=False,
                 index=0, frame=None, shown_index=-1, frame_serial=self.frame_serial + 1,
                 loop_range=(0, max(0, n - 1)),
             )
@@ -252,6 +295,9 @@ class ViewerState(param.Parameterized):
                 frame = stack.frame(index)
             limits = (percentile_limits(frame, *percentiles, max_pixels=LIMIT_PIXELS)
                       if percentiles is not None else None)
+        except ObjectChanged:
+            self.tasks.post(self._replaced, stack, index)
+            return
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self._read_failed, stack, index, user_message(exc, f"read frame {index}"))
             return
@@ -278,6 +324,14 @@ class ViewerState(param.Parameterized):
         self.param.update(playing=False, status=message)
         if stack is self.stack and self.index == index and self.shown_index >= 0:
             self.index = self.shown_index  # cached: no new request
+
+    def _replaced(self, stack, index: int) -> None:
+        """A read found the object replaced (its ETag pins every read): not an error, the
+        file has moved on. Offer Reload; the frame on screen stays."""
+        if stack is not self.stack:
+            return
+        self._offer_reload()
+        self._read_failed(stack, index, self.status)
 
     def _show_latest(self) -> None:
         with self._lock:

@@ -31,6 +31,7 @@ __all__ = [
     "HDF5_SUFFIXES",
     "SORT_KEYS",
     "ListingError",
+    "changes",
     "directories",
     "filter_objects",
     "human_size",
@@ -117,6 +118,27 @@ def sort_objects(
     primary = (lambda o: o.size) if by == "size" else (lambda o: o.last_modified)
     # Python's sort is stable even with reverse=True, so equal sizes/dates stay in key order.
     return sorted(by_key, key=primary, reverse=descending)
+
+
+def changes(before: dict[str, ObjectInfo], after: Iterable[ObjectInfo]) -> dict[str, str]:
+    """What a new listing says happened since ``before`` (key → object): ``{key: "new"}`` for
+    a key not listed before, ``{key: "changed"}`` for one whose ETag, size or date differs
+    (a replaced object; a file written again as it grows). Removed keys are not reported.
+
+    >>> from datetime import datetime, timezone
+    >>> t = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    >>> old = {"a.h5": ObjectInfo("a.h5", 10, t, "e1")}
+    >>> changes(old, [ObjectInfo("a.h5", 12, t, "e2"), ObjectInfo("b.h5", 5, t, "e3")])
+    {'a.h5': 'changed', 'b.h5': 'new'}
+    """
+    found = {}
+    for obj in after:
+        was = before.get(obj.key)
+        if was is None:
+            found[obj.key] = "new"
+        elif (was.etag, was.size, was.last_modified) != (obj.etag, obj.size, obj.last_modified):
+            found[obj.key] = "changed"
+    return found
 
 
 def directories(objects: Iterable[ObjectInfo]) -> list[str]:

@@ -148,7 +148,7 @@ class EchoS3Viewer(pn.viewable.Viewer):
             session.tasks.dispatch = self._dispatch = _KernelDispatch()
         self.session = session
         self.connect_view = ConnectView(session.browser)
-        self.browse_view = BrowseView(session.browser)
+        self.browse_view = BrowseView(session.browser, session.live)
         self.inspect_view = InspectView(session.viewer)
         self.frames_view = FramesView(
             session.viewer, tools=AnalysisTools(session.viewer, state=session.analysis))

@@ -12,32 +12,38 @@ from ..state.browser import BrowserState
 from ..storage.listing import human_size
 from ..text import shown
 from . import plots
+from .live import follow_row
 from .widgets import built_when, status_line
 
 COLUMNS = ["Key", "Size", "Modified (UTC)"]
+FRESH_COLUMN = "Since following"
 KEY_CHARS = 200  # a longer key is shown shortened in the middle (the table keeps the real key)
 #: Tabulator's "plaintext" formatter escapes the cell: a key is never HTML.
-PLAIN_COLUMNS = {name: "plaintext" for name in COLUMNS}
+PLAIN_COLUMNS = {name: "plaintext" for name in [*COLUMNS, FRESH_COLUMN]}
+#: The look of a row that landed or changed while following.
+FRESH_STYLE = "background-color: #fff3c4"
 
 
-def objects_frame(objects) -> pd.DataFrame:
+def objects_frame(objects, fresh: dict | None = None) -> pd.DataFrame:
     """The table rows: key (as text: :func:`~dashboard.text.shown`), human-readable size
-    and date (UTC) of each object.
+    and date (UTC) of each object; with ``fresh`` (key → "new"/"changed", while following)
+    a column saying which landed or changed.
 
     UTC, not the server's local time: a hosted dashboard's server clock says nothing about
     where its users are, and S3 itself reports UTC."""
-    return pd.DataFrame(
-        {
-            "Key": [shown(o.key, KEY_CHARS) for o in objects],
-            "Size": [human_size(o.size) for o in objects],
-            "Modified (UTC)": [
-                o.last_modified.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
-                for o in objects
-            ],
-        },
-        columns=COLUMNS,
-        dtype=object,  # plain strings: Tabulator shows pandas' newer string dtype as NaN
-    )
+    columns = {
+        "Key": [shown(o.key, KEY_CHARS) for o in objects],
+        "Size": [human_size(o.size) for o in objects],
+        "Modified (UTC)": [
+            o.last_modified.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"
+                                                              if fresh else "%Y-%m-%d %H:%M")
+            for o in objects
+        ],
+    }
+    if fresh:
+        columns[FRESH_COLUMN] = [fresh.get(o.key, "") for o in objects]
+    return pd.DataFrame(columns, columns=list(columns),
+                        dtype=object)  # plain strings: Tabulator shows pandas' string dtype as NaN
 
 
 # Runs in the page when the session offers a download: the browser fetches it (and shows its
@@ -155,9 +161,9 @@ class ConnectView(pn.viewable.Viewer):
 class BrowseView(pn.viewable.Viewer):
     """Bucket, listing, filters, the objects table, download and the last-frame thumbnail."""
 
-    def __init__(self, state: BrowserState, **params):
+    def __init__(self, state: BrowserState, live=None, **params):
         super().__init__(**params)
-        self.state = state
+        self.state, self.live = state, live
         self._syncing = False
         self._keys: list[str] = []
         self._table = pn.widgets.Tabulator(
@@ -167,6 +173,9 @@ class BrowseView(pn.viewable.Viewer):
             css_classes=["echo-objects"], theme="bootstrap5", formatters=dict(PLAIN_COLUMNS),
         )
         self._table.param.watch(self._selection_from_table, "selection")
+        self._table.style.apply(self._fresh_style, axis=1)
+        if live is not None:
+            live.param.watch(self._refresh_table, "fresh")
         state.param.watch(self._refresh_table, ["listing", "directory", "keyword", "sort_by",
                                                 "descending", "hdf5_only"])
         state.param.watch(self._selection_to_table, "selection")
@@ -211,6 +220,7 @@ class BrowseView(pn.viewable.Viewer):
         )
         self._layout = pn.Column(
             controls,
+            *([follow_row(live)] if live is not None else []),
             status_line(state.param.status, css_class="echo-browse-status",
                         error=state.param.failed),
             pn.Row(
@@ -238,12 +248,22 @@ class BrowseView(pn.viewable.Viewer):
         selected = [k for k in self.state.selection if k in set(self._keys)]
         self._syncing = True
         try:
-            self._table.value = objects_frame(objects)
+            self._table.value = objects_frame(objects, self._fresh())
             self._table.selection = [self._keys.index(k) for k in selected]
         finally:
             self._syncing = False
         if selected != self.state.selection:
             self.state.selection = selected
+
+    def _fresh(self) -> dict:
+        return self.live.fresh if self.live is not None else {}
+
+    def _fresh_style(self, row) -> list[str]:
+        """Rows that landed or changed while following stand out."""
+        keys, fresh = self._keys, self._fresh()
+        position = int(row.name)
+        marked = position < len(keys) and keys[position] in fresh
+        return [FRESH_STYLE if marked else ""] * len(row)
 
     def _selection_from_table(self, event) -> None:
         if self._syncing:

@@ -287,6 +287,9 @@ class FramesView(pn.viewable.Viewer):
         self._layout = pn.Column(
             pn.Row(
                 pn.widgets.Button.from_param(state.param.load, color="primary", width=200),
+                pn.widgets.Button.from_param(state.param.reload, color="warning", width=100,
+                                             visible=state.param.newer,
+                                             css_classes=["echo-reload"]),
                 pn.indicators.LoadingSpinner(value=True, visible=state.param.loading, size=24,
                                              width=24, height=24, margin=(12, 5)),
                 status_line(state.param.status, css_class="echo-viewer-status",
