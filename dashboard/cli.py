@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the flat field: the mean of the 20 frames before Start (default), the "
                         "file's own (Data Exchange data_white), a dataset of the file, or "
                         "another file (s3://BUCKET/KEY or a path, #PATH for its dataset)")
+    p.add_argument("--flat-interpolate", action="store_true",
+                   help="with an NXtomo image key: interpolate the flats taken before and "
+                        "after the scan by each frame's position (default: average them all)")
     p.add_argument("--dark", default="none", metavar="none|file|key:PATH|s3://…",
                    help="the dark field, from the same choices (default none); with a dark, "
                         "frames become (I - D) / max(F - D, 1e-6)")
@@ -422,7 +425,7 @@ def _cmd_process(args) -> int:
             stack, dataset=args.dataset, start=start, end=args.end, step=args.step,
             sigma=args.sigma, fmt=args.format, out=args.out, s3=s3, png_level=args.png_level,
             resume=True if args.resume else None,  # None: resume when the last run was incomplete
-            flat=args.flat, dark=args.dark,
+            flat=args.flat, dark=args.dark, flat_interpolate=args.flat_interpolate,
         )
         printer = _LinePrinter()
         cancel = threading.Event()

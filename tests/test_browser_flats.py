@@ -58,4 +58,11 @@ def test_flats_and_darks_from_the_image_key(page, moto_server, credentials, tmp_
     written = sorted(p.name for p in (tmp_path / "out").glob("*.npy"))
     assert written == [f"tomo_{i:06d}.npy" for i in range(7)]
     assert np.load(tmp_path / "out" / "tomo_000006.npy").shape == (96, 128)
+    # The flats before and after the scan, interpolated by position instead of averaged.
+    choose(page, "Flats before and after the scan", "Interpolated by position")
+    expect(status(page, "echo-process-check")).to_contain_text(
+        "before and after the scan interpolated by position")
+    click(page, "Preview Last Frame")
+    expect(status(page, "echo-preview-title")).to_contain_text(
+        "before and after the scan, interpolated by position")
     assert "Traceback" not in page.content()

@@ -20,13 +20,17 @@ DX = "dataexchange_example5.h5"  # uint16 projections, 2 white and 10 dark frame
 TOOTH = "aps_tooth_dataexchange.h5"  # float32 projections, 10 white and 10 dark frames
 
 
-def reference(frame, flat_frames, dark_frames=None, sigma=4.0):
-    """The pipeline written out in float64 from its description (no project code)."""
-    def norm(a):
-        a = np.asarray(a)
-        return a / np.iinfo(a.dtype).max if a.dtype.kind in "ui" else a.astype(np.float64)
+def norm(a):
+    a = np.asarray(a)
+    return a / np.iinfo(a.dtype).max if a.dtype.kind in "ui" else a.astype(np.float64)
 
-    image, flat = norm(frame), np.mean([norm(f) for f in flat_frames], axis=0)
+
+def reference(frame, flat_frames, dark_frames=None, sigma=4.0, flat=None):
+    """The pipeline written out in float64 from its description (no project code); ``flat``:
+    the frame's flat itself (normalized), instead of the mean of ``flat_frames``."""
+    image = norm(frame)
+    if flat is None:
+        flat = np.mean([norm(f) for f in flat_frames], axis=0)
     if dark_frames is not None:
         dark = np.mean([norm(d) for d in dark_frames], axis=0)
         image, flat = image - dark, flat - dark
@@ -161,9 +165,10 @@ def test_a_file_without_fields_of_its_own_gets_one_sentence(testdata, tmp_path, 
         plan_batch(str(testdata / DX), start=3, end=4, out=str(tmp_path / "x"))
 
 
-def nxtomo(path, *, keys, shape=(24, 20), seed=9):
+def nxtomo(path, *, keys, shape=(24, 20), seed=9, drift=0.0):
     """An NXtomo-style file: one stack of darks, flats and projections marked by image_key
-    (the detector's data linked into NXdata, as NeXus writers do)."""
+    (the detector's data linked into NXdata, as NeXus writers do). ``drift``: the beam
+    brightens linearly over the stack by this fraction (flats after the scan are brighter)."""
     rng = np.random.default_rng(seed)
     keys = np.asarray(keys)
     dark = rng.integers(80, 120, shape)
@@ -171,7 +176,8 @@ def nxtomo(path, *, keys, shape=(24, 20), seed=9):
     frames = np.empty((len(keys), *shape), np.uint16)
     for i, k in enumerate(keys):
         level = {2: 0.0, 1: 1.0, 0: rng.uniform(0.3, 0.8)}[int(k)]
-        frames[i] = dark + (flat - dark) * level + rng.integers(0, 30, shape)
+        beam = (flat - dark) * (1 + drift * i / (len(keys) - 1))
+        frames[i] = dark + beam * level + rng.integers(0, 30, shape)
     with h5py.File(path, "w") as f:
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = "NXentry"
@@ -256,8 +262,23 @@ def test_the_process_step_offers_the_files_fields_and_previews_what_the_batch_wr
             "tomo_000002.npy", "tomo_000004.npy", "tomo_000006.npy"]
         assert np.array_equal(np.load(tmp_path / "out" / "tomo_000006.npy"), p.stages.smoothed)
 
+        # Flats before and after the scan: interpolated by position, preview = batch.
+        assert p.interpolable
+        p.param.update(flat_mode="interpolate", output=str(tmp_path / "interpolated"))
+        assert "before and after the scan interpolated by position" in p.check()
+        assert (p.start, p.end) == (2, 6)  # the same flat, another way: the range stays
+        p.preview = True
+        assert session.wait(60) and p.stages is not None, p.status
+        assert "before and after the scan, interpolated by position" in p.preview_title
+        p.batch = True
+        assert session.wait(120) and p.status == "Batch finished.", p.status
+        written = np.load(tmp_path / "interpolated" / "tomo_000006.npy")
+        assert np.array_equal(written, p.stages.smoothed)
+        assert not np.array_equal(written, np.load(tmp_path / "out" / "tomo_000006.npy"))
+
         load(session, "dx.h5")
         assert session.wait(30)
+        assert not p.interpolable and p.flat_mode == "average"
         assert list(p.param.flat.objects.values()) == ["before-start",
                                                        "key:/exchange/data_white"]
         assert list(p.param.dark.objects.values()) == ["none", "key:/exchange/data_dark"]
@@ -270,3 +291,34 @@ def test_the_process_step_offers_the_files_fields_and_previews_what_the_batch_wr
                              "(/exchange/data_dark).")
     finally:
         session.close()
+
+
+def test_flats_before_and_after_the_scan_interpolated_by_position(tmp_path):
+    """``--flat-interpolate``: each projection's flat is the flats before and after the scan
+    (each group averaged) weighted by where it lies between them, against a formula."""
+    keys = [2, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
+    frames = nxtomo(tmp_path / "tomo.nxs", keys=keys, drift=0.25)
+    projections = [i for i, k in enumerate(keys) if k == 0]
+    out = tmp_path / "out"
+    assert main(["process", str(tmp_path / "tomo.nxs"), "--flat", "file", "--dark", "file",
+                 "--flat-interpolate", "--format", "npy", "--out", str(out)]) == 0
+    before = np.mean([norm(f) for f in frames[[1, 2]]], axis=0)
+    after = np.mean([norm(f) for f in frames[[9, 10]]], axis=0)
+    for number, raw in enumerate(projections):
+        w = (raw - 1.5) / (9.5 - 1.5)
+        expected = reference(frames[raw], None, frames[[0]], flat=(1 - w) * before + w * after)
+        got = np.load(out / f"tomo_{number:06d}.npy")
+        np.testing.assert_allclose(got, expected[1], atol=1e-4)
+    averaged = reference(frames[projections[0]], frames[[1, 2, 9, 10]], frames[[0]])[1]
+    assert np.abs(np.load(out / "tomo_000000.npy") - averaged).max() > 1e-3  # not the average
+    record = json.loads((out / "tomo_processing.json").read_text())
+    assert record["flat"]["interpolated"]["before"] == [1, 2]
+    assert record["flat"]["interpolated"]["after"] == [9, 10]
+    assert "interpolated linearly by stack index" in record["parameters"]["pipeline"]
+
+    # Flats on one side only: nothing to interpolate between, one sentence, nothing written.
+    nxtomo(tmp_path / "once.nxs", keys=[2, 1, 1, 0, 0, 0])
+    with pytest.raises(InvalidBatch, match="marks flats only before the projections"):
+        plan_batch(str(tmp_path / "once.nxs"), flat="file", dark="file", flat_interpolate=True,
+                   start=0, fmt="npy", out=str(tmp_path / "once"))
+    assert not (tmp_path / "once").exists()

@@ -31,11 +31,12 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import EchoError
-from . import export
+from . import export, flats
 from .export import OutputError  # noqa: F401  (re-exported: tests raise it through here)
 from .pipeline import (
     FLAT_FLOOR,
     FLAT_FRAMES,
+    InterpolatedFlat,
     PERCENTILES,
     TRUNCATE,
     floor_flat,
@@ -167,12 +168,20 @@ def _flat_record(plan: BatchPlan) -> dict:
     if plan.flat_indices is not None:
         return {"source": "before-start", "start": plan.flat_indices[0],
                 "end": plan.flat_indices[-1], "count": FLAT_FRAMES, "floor": FLAT_FLOOR}
-    return {**plan.flat_source.to_json(), "floor": FLAT_FLOOR}
+    record = {**plan.flat_source.to_json(), "floor": FLAT_FLOOR}
+    if plan.fields.interpolate:
+        before, after = flats.flat_groups(plan.fields.image_key)
+        record["interpolated"] = {"before": before.tolist(), "after": after.tolist(),
+                                  "by": "stack index (linear, clipped)"}
+    return record
 
 
 def _pipeline_text(plan: BatchPlan) -> str:
     if plan.flat_indices is not None:
         flat = "mean of 20 frames before start"
+    elif plan.fields.interpolate:
+        flat = (f"the flats of {plan.flat_source.describe()} before and after the scan, "
+                "each group averaged, interpolated linearly by stack index")
     else:
         flat = f"mean of the flat frames of {plan.flat_source.describe()}"
     if plan.dark_source.kind == "none":
@@ -184,7 +193,10 @@ def _pipeline_text(plan: BatchPlan) -> str:
             "clipped) -> gaussian (scipy.ndimage.gaussian_filter equivalent, mode reflect)")
 
 
-def _recipe(plan: BatchPlan, flat: np.ndarray, dark: np.ndarray | None = None) -> Recipe:
+def _recipe(plan: BatchPlan, flat, dark: np.ndarray | None = None) -> Recipe:
+    interpolated = flat if isinstance(flat, InterpolatedFlat) else None
+    if interpolated is not None:
+        flat = interpolated.before
     floored = floor_flat(flat, dark)
     floored.setflags(write=False)  # shared by every thread's Workspace
     if dark is not None:
@@ -199,7 +211,8 @@ def _recipe(plan: BatchPlan, flat: np.ndarray, dark: np.ndarray | None = None) -
                   shape=plan.shape, flat=floored, url=plan.url,
                   dataset=plan.dataset, etag=plan.etag,
                   flat_range=(indices[0], indices[-1]) if indices is not None else None,
-                  dark=dark, fields=fields, projections=plan.projections)
+                  dark=dark, fields=fields, projections=plan.projections,
+                  interpolated=interpolated)
 
 
 # -- running ---------------------------------------------------------------------------------

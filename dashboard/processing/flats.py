@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import EchoError
 from ..storage.s3 import is_s3_url
-from .pipeline import FLAT_FRAMES, flat_from_frames, flat_range
+from .pipeline import FLAT_FRAMES, InterpolatedFlat, flat_from_frames, flat_range
 
 __all__ = ["FieldSource", "Fields", "NO_DARK", "BEFORE_START", "FieldUnavailable",
            "parse_source", "read_field", "resolve"]
@@ -209,6 +209,15 @@ def key_frames(key: np.ndarray, which: str) -> np.ndarray:
     return np.flatnonzero(np.asarray(key) == KEY_VALUES[which])
 
 
+def flat_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat frames an image key marks before the first projection and after the last
+    (either may be empty); flats between projections belong to neither."""
+    flats, projections = key_frames(key, "flat"), key_frames(key, "projection")
+    if projections.size == 0:
+        return flats, flats[:0]
+    return flats[flats < projections[0]], flats[flats > projections[-1]]
+
+
 def read_field(source: FieldSource, which: str, *, open_dataset, shape, key=None,
                stack=None, check_only: bool = False) -> np.ndarray | None:
     """The field's image: the mean of its normalized frames (float32), or None (no dark, or
@@ -267,18 +276,25 @@ class Fields:
     stack: object = field(default=None, repr=False)
     s3: object = field(default=None, repr=False)
     opener: object = field(default=None, repr=False)
+    #: Flats before and after the projections interpolated by position (image key only),
+    #: instead of averaged.
+    interpolate: bool = False
 
     @classmethod
-    def of(cls, stack, flat=None, dark=None, *, s3=None, opener=None) -> Fields:
+    def of(cls, stack, flat=None, dark=None, *, s3=None, opener=None,
+           interpolate: bool = False) -> Fields:
         """Parse and resolve ``flat``/``dark`` (option texts or sources) on ``stack``.
 
         ``opener(url, dataset)``, when given, opens the fields' stacks (the dashboard's
         provider); else :func:`~dashboard.hdf5.stack.open_stack` through ``s3``.
+        ``interpolate``: the image key's flats before and after the scan, interpolated by
+        position.
 
         Raises
         ------
         FieldUnavailable
-            A source that names nothing usable in this file (one sentence).
+            A source that names nothing usable in this file (one sentence), or interpolation
+            without flats on both sides of the projections.
         """
         flat_source, dark_source = parse_source(flat, "flat"), parse_source(dark, "dark")
         n = len(stack)
@@ -291,7 +307,18 @@ class Fields:
         if keyed:
             key = _read_key(stack, keyed[0].dataset)
             projections = tuple(int(i) for i in key_frames(key, "projection"))
-        return cls(flat_source, dark_source, key, projections, stack, s3, opener)
+        if interpolate:
+            if flat_source.kind != "image-key":
+                raise FieldUnavailable(
+                    "Flats are interpolated by position only from an NXtomo image key (it says "
+                    f"where each flat was taken); the flat here is {flat_source.describe()}.")
+            before, after = flat_groups(key)
+            if not before.size or not after.size:
+                raise FieldUnavailable(
+                    f"The image key {flat_source.dataset} marks flats only "
+                    f"{'after' if not before.size else 'before'} the projections: there is "
+                    "nothing to interpolate between (average them instead).")
+        return cls(flat_source, dark_source, key, projections, stack, s3, opener, interpolate)
 
     @property
     def before(self) -> int:
@@ -324,11 +351,17 @@ class Fields:
                        stack=self.stack, check_only=True)
 
     def read(self, start: int, shape):
-        """``(flat, dark)``: the flat (mean of its normalized frames, not floored) and the dark
-        (or None), read from their sources for a run starting at ``start``."""
+        """``(flat, dark)``: the flat (mean of its normalized frames, not floored; an
+        :class:`~.pipeline.InterpolatedFlat` when interpolating) and the dark (or None), read
+        from their sources for a run starting at ``start``."""
         before = self.flat_indices(start)
         if before is not None:
             flat = flat_from_frames(self.stack.frames(before))
+        elif self.interpolate:
+            groups = flat_groups(self.image_key)
+            first, last = (flat_from_frames(self.stack.frames(g.tolist())) for g in groups)
+            flat = InterpolatedFlat(first, last, float(groups[0].mean()),
+                                    float(groups[1].mean()))
         else:
             flat = read_field(self.flat, "flat", open_dataset=self._open, shape=shape,
                               key=self.image_key, stack=self.stack)
@@ -339,6 +372,8 @@ class Fields:
     def describe(self) -> str:
         """Which fields, in words (the dashboard's status and preview title)."""
         text = f"flat: {self.flat.describe()}"
+        if self.interpolate:
+            text += ", before and after the scan, interpolated by position"
         return text + (f"; dark: {self.dark.describe()}" if self.dark.kind != "none" else "")
 
     def _open(self, url: str | None, dataset: str | None):
@@ -385,6 +420,7 @@ class Offer:
     flat: dict
     dark: dict
     projections: dict  # option text -> projection count (image-key options only)
+    interpolable: frozenset = frozenset()  # flat options with flats before and after the scan
 
 
 def offered(stack) -> Offer:
@@ -406,12 +442,15 @@ def offered(stack) -> Offer:
             options[f"{EXCHANGE_NAMES[which]} ({count} frame{'s' if count != 1 else ''})"] = (
                 f"key:{beside}")
     key_path = image_key_path(stack.dataset, len(stack), info)
+    interpolable = frozenset()
     if key_path is not None:
         key = _read_key(stack, key_path)
         text = f"key:{key_path}"
+        if all(group.size for group in flat_groups(key)):
+            interpolable = frozenset({text})
         for which, options in (("flat", flat), ("dark", dark)):
             marked = key_frames(key, which).size
             if marked:
                 options[f"image_key ({marked} {which} frame{'s' if marked != 1 else ''})"] = text
         projections[text] = int(key_frames(key, "projection").size)
-    return Offer(flat, dark, projections)
+    return Offer(flat, dark, projections, interpolable)

@@ -167,6 +167,37 @@ def flat_field(image: np.ndarray, flat: np.ndarray, dark: np.ndarray | None = No
     return _flat_field(image, floor_flat(flat, dark), dark=dark)
 
 
+@dataclass(frozen=True)
+class InterpolatedFlat:
+    """Flats taken before and after a scan, interpolated by position: the flat of the frame at
+    stack index ``p`` is ``(1 - w) * before + w * after`` with ``w = (p - first) / (last -
+    first)`` clipped to [0, 1], ``first`` and ``last`` the mean stack index of each group.
+
+    >>> flat = InterpolatedFlat(np.zeros((1, 1), np.float32), np.ones((1, 1), np.float32),
+    ...                         first=1.0, last=11.0)
+    >>> [flat.weight(p) for p in (0, 1, 6, 11, 20)]
+    [0.0, 0.0, 0.5, 1.0, 1.0]
+    >>> float(flat.at(6)[0, 0])
+    0.5
+    """
+
+    before: np.ndarray  # the mean of the normalized flats before the projections (float32)
+    after: np.ndarray  # ... and after them
+    first: float  # the mean stack index of the flats before
+    last: float  # ... and after
+
+    def weight(self, position: float) -> float:
+        return float(min(1.0, max(0.0, (position - self.first) / (self.last - self.first))))
+
+    def at(self, position: float, out: np.ndarray | None = None,
+           delta: np.ndarray | None = None) -> np.ndarray:
+        """The flat of the frame at stack index ``position`` (float32, not floored);
+        ``delta`` (``after - before``) and ``out`` spare a batch's allocations."""
+        delta = np.subtract(self.after, self.before) if delta is None else delta
+        flat = np.multiply(delta, np.float32(self.weight(position)), out=out)
+        return np.add(flat, self.before, out=flat)
+
+
 def floor_flat(flat: np.ndarray, dark: np.ndarray | None = None) -> np.ndarray:
     """``max(flat, 1e-6)`` (or ``max(flat - dark, 1e-6)``) as float32: the divisor of
     :func:`flat_field`, computed once per run."""
@@ -428,12 +459,19 @@ class Workspace:
     """
 
     def __init__(self, shape, flat: np.ndarray, sigma: float, backend: str | None = None, *,
-                 dark: np.ndarray | None = None, floored: bool = False):
+                 dark: np.ndarray | None = None, floored: bool = False,
+                 interpolated: InterpolatedFlat | None = None):
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.shape = tuple(shape)
         self.sigma = float(sigma)
         self.dark = None if dark is None else np.asarray(dark, dtype=np.float32)
+        # With flats before and after, each frame's flat is made (and floored) in its own
+        # buffer: the same arithmetic as InterpolatedFlat.at, then floor_flat.
+        self.interpolated = interpolated
+        if interpolated is not None:
+            self._delta = np.subtract(interpolated.after, interpolated.before)
+            self._flat = np.empty(self.shape, dtype=np.float32)
         # floored=True: ``flat`` is already floor_flat()'s float32 result (the dark taken off),
         # shared read-only.
         self.floored = flat if floored else floor_flat(flat, self.dark)
@@ -445,14 +483,21 @@ class Workspace:
         self._a = np.empty(self.shape, dtype=np.float32)
         self._b = np.empty(self.shape, dtype=np.float32)
 
-    def run(self, frame: np.ndarray) -> np.ndarray:
-        """The smoothed image of one raw frame (a buffer reused by the next call)."""
+    def run(self, frame: np.ndarray, position: int | None = None) -> np.ndarray:
+        """The smoothed image of one raw frame (a buffer reused by the next call);
+        ``position``: its index in the stack (needed with flats interpolated by position)."""
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} does not match {self.shape}")
         a, b = self._a, self._b
+        floored = self.floored
+        if self.interpolated is not None:
+            floored = self.interpolated.at(position, out=self._flat, delta=self._delta)
+            if self.dark is not None:
+                np.subtract(floored, self.dark, out=floored)
+            np.maximum(floored, np.float32(FLAT_FLOOR), out=floored)
         _normalize(frame, out=a)
-        _flat_field(a, self.floored, out=a, dark=self.dark)
+        _flat_field(a, floored, out=a, dark=self.dark)
         _linear_stretch(a, *PERCENTILES, out=b)
         return _gaussian(b, self.sigma, self.backend, out=a)
 

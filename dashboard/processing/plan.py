@@ -155,6 +155,7 @@ def plan_batch(
     flat=None,
     dark=None,
     field_opener=None,
+    flat_interpolate: bool = False,
 ) -> BatchPlan:
     """Validate a batch and return its plan; raise :class:`InvalidBatch` (nothing written).
 
@@ -194,6 +195,9 @@ def plan_batch(
         before Start, Start may be any frame.
     field_opener : callable, optional
         ``opener(url, dataset)`` for the fields' stacks (see :class:`~.flats.Fields`).
+    flat_interpolate : bool
+        With an image-key flat: the flats before and after the scan, interpolated by each
+        frame's position, instead of all flats averaged.
     """
     try:
         flat_source = flats.parse_source(flat, "flat")
@@ -220,7 +224,8 @@ def plan_batch(
         plan = _plan_with_stack(stack, start=start, end=end, step=step, sigma=float(sigma),
                                 fmt=fmt, out={"out": out, "s3": s3, "area": area, "local": local},
                                 png_level=int(png_level), resume=resume, s3=s3,
-                                fields=(flat_source, dark_source, field_opener))
+                                fields=(flat_source, dark_source, field_opener,
+                                        flat_interpolate))
     except BaseException:
         if owns:
             stack.close()
@@ -298,8 +303,9 @@ def _check_parameters(*, start, end, step, sigma, fmt, png_level, before=FLAT_FR
 def _plan_with_stack(stack, *, start, end, step, sigma, fmt, out: dict, png_level, resume,
                      s3, fields) -> BatchPlan:
     try:
-        flat, dark, opener = fields
-        fields = flats.Fields.of(stack, flat, dark, s3=s3, opener=opener)
+        flat, dark, opener, interpolate = fields
+        fields = flats.Fields.of(stack, flat, dark, s3=s3, opener=opener,
+                                 interpolate=interpolate)
     except flats.FieldUnavailable as exc:
         raise InvalidBatch(str(exc)) from None
     n = fields.count
@@ -378,6 +384,8 @@ def _mismatch(previous: dict, plan: BatchPlan) -> tuple[str, object, object] | N
          plan.flat_source.kind),
         ("flat dataset", (previous.get("flat") or {}).get("dataset"), plan.flat_source.dataset),
         ("flat file", (previous.get("flat") or {}).get("url"), plan.flat_source.url),
+        ("flat interpolation", "interpolated" in (previous.get("flat") or {}),
+         plan.fields.interpolate),
         ("dark", (previous.get("dark") or {}).get("source", "none"), plan.dark_source.kind),
         ("dark dataset", (previous.get("dark") or {}).get("dataset"), plan.dark_source.dataset),
         ("dark file", (previous.get("dark") or {}).get("url"), plan.dark_source.url),

@@ -11,7 +11,7 @@ import numpy as np
 from .._version import __version__
 from . import export
 from .flats import raw_indices
-from .pipeline import PERCENTILES, Workspace
+from .pipeline import PERCENTILES, InterpolatedFlat, Workspace
 
 
 @dataclass
@@ -31,6 +31,9 @@ class Recipe:
     dark: np.ndarray | None = None  # normalized, or None (no dark)
     fields: dict | None = None  # where the flat and dark came from, when not before Start
     projections: tuple[int, ...] | None = None  # the stack's index of each projection number
+    #: Flats before and after the scan, interpolated by each frame's position (``flat`` is
+    #: then only the first frame's).
+    interpolated: InterpolatedFlat | None = None
 
     def raw(self, indices) -> list[int]:
         """The stack's frame indices of these output numbers (projections with an image key)."""
@@ -49,7 +52,8 @@ class Recipe:
 
     def render(self, workspace: Workspace, index: int, frame: np.ndarray) -> tuple[bytes, dict]:
         t0 = time.perf_counter()
-        image = workspace.run(frame)
+        position = self.raw([index])[0] if self.interpolated is not None else None
+        image = workspace.run(frame, position)
         t1 = time.perf_counter()
         data = export.encode(
             image, self.fmt, png_level=self.png_level,
@@ -64,7 +68,8 @@ class Recipe:
 
     def workspace(self) -> Workspace:
         """Fresh buffers for one thread (the floored flat is shared read-only)."""
-        return Workspace(self.shape, self.flat, self.sigma, dark=self.dark, floored=True)
+        return Workspace(self.shape, self.flat, self.sigma, dark=self.dark, floored=True,
+                         interpolated=self.interpolated)
 
 
 def single_threaded_opencv() -> None:

@@ -45,6 +45,14 @@ class ProcessorState(param.Parameterized):
                           doc="Where the flat comes from: the choices the open file offers.")
     dark = param.Selector(default="none", objects={NO_DARK_LABEL: "none"}, label="Dark field",
                           doc="Where the dark comes from (none: the seed's I / F).")
+    flat_mode = param.Selector(default="average", objects={"Averaged": "average",
+                                                           "Interpolated by position":
+                                                           "interpolate"},
+                               label="Flats before and after the scan",
+                               doc="With an image key's flats on both sides of the scan: all "
+                                   "averaged, or each frame's flat interpolated by position.")
+    interpolable = param.Boolean(default=False, precedence=-1,
+                                 doc="The chosen flat has flats before and after the scan.")
     output = param.String(default="", label="Output folder (local path or s3://bucket/prefix)")
     run_on = param.Selector(default="threads", objects={THREADS_LABEL: "threads"},
                             label="Run on", doc="Where the batch runs: threads of this server, "
@@ -102,6 +110,7 @@ class ProcessorState(param.Parameterized):
         self._cancel = threading.Event()
         self._preview_generation = 0
         self._projections: dict = {}  # option text -> projection count (NXtomo image keys)
+        self._interpolable: frozenset = frozenset()  # flat options with flats on both sides
         self._counted = None  # the projection count the range was last set for
         self.param.watch(self._fields_changed, ["flat", "dark"])
         if self.viewer is not None:
@@ -119,11 +128,13 @@ class ProcessorState(param.Parameterized):
         last = max(0, n - 1)
         self._preview_generation += 1  # a preview of the previous file is dropped
         self._projections, self._counted = {}, None
+        self._interpolable = frozenset()
         self.param.flat.objects = {BEFORE_START_LABEL: "before-start"}
         self.param.dark.objects = {NO_DARK_LABEL: "none"}
         self.param.start.bounds = (0, last)
         self.param.end.bounds = (0, last)
-        self.param.update(flat="before-start", dark="none", start=min(FLAT_FRAMES, last),
+        self.param.update(flat="before-start", dark="none", flat_mode="average",
+                          interpolable=False, start=min(FLAT_FRAMES, last),
                           end=last, stages=None, preview_title="", summary="",
                           previewing=False)
         if stack is not None:
@@ -152,6 +163,8 @@ class ProcessorState(param.Parameterized):
         if generation != self._preview_generation:
             return  # another file came meanwhile
         self._projections = dict(offer.projections)
+        self._interpolable = offer.interpolable
+        self.interpolable = self.flat in offer.interpolable
         # New choices, the same choice (the seed's flat): the range is left as it is (a link
         # may have set it meanwhile); the Selects follow the objects by themselves.
         self.param.flat.objects = offer.flat
@@ -168,6 +181,9 @@ class ProcessorState(param.Parameterized):
         viewer = self.viewer
         if viewer is None or viewer.stack is None:
             return
+        self.interpolable = self.flat in self._interpolable
+        if not self.interpolable:
+            self.flat_mode = "average"
         count = self.projection_count()
         last = max(0, (viewer.n_frames if count is None else count) - 1)
         self.param.start.bounds = (0, last)
@@ -186,6 +202,8 @@ class ProcessorState(param.Parameterized):
         if self.flat == "before-start" and self.dark == "none":
             return ""
         text = f"Flat: {_label(self.param.flat, self.flat)} ({self.flat[len('key:'):]})"
+        if self.flat_mode == "interpolate":
+            text += ", before and after the scan interpolated by position"
         if self.dark != "none":
             text += f"; dark: {_label(self.param.dark, self.dark)} ({self.dark[len('key:'):]})"
         count = self.projection_count()
@@ -247,8 +265,8 @@ class ProcessorState(param.Parameterized):
                 return str(exc)
         return ""
 
-    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "run_on",
-                   "scheduler", "viewer.stack", "viewer.n_frames")
+    @param.depends("start", "end", "step", "format", "output", "flat", "dark", "flat_mode",
+                   "run_on", "scheduler", "viewer.stack", "viewer.n_frames")
     def check(self) -> str:
         """The current problem with the batch parameters, or how many frames a batch would
         write (and from which flat and dark, when not the seed's)."""
@@ -286,12 +304,13 @@ class ProcessorState(param.Parameterized):
         self._preview_generation += 1
         request = dict(provider=self.viewer.browser.provider, spec=self.viewer.stack.spec(),
                        index=index, start=self.start, fields=(self.flat, self.dark),
+                       interpolate=self.flat_mode == "interpolate",
                        sigma=float(self.sigma), generation=self._preview_generation)
         self._say(f"Computing the preview of frame {index}…", previewing=True)
         self.tasks.submit(self._preview, **request)
 
     def _preview(self, *, provider, spec, index: int, start: int, fields: tuple, sigma: float,
-                 generation: int) -> None:
+                 generation: int, interpolate: bool = False) -> None:
         """Worker: everything comes in the request; the result is dropped if stale. The flat
         and dark are read as the batch reads them (:class:`~dashboard.processing.flats.Fields`)."""
         from ..processing.flats import Fields
@@ -299,11 +318,15 @@ class ProcessorState(param.Parameterized):
 
         try:
             with provider.reopen(spec) as stack:  # this job's own handle
-                run = Fields.of(stack, *fields, opener=_opener(provider))
+                run = Fields.of(stack, *fields, opener=_opener(provider),
+                                interpolate=interpolate)
                 shape = tuple(stack.shape[-2:])
                 run.check(shape)
                 flat, dark = run.read(start, shape)
-                frame = stack.frame(run.raw([index])[0])
+                raw = run.raw([index])[0]
+                if interpolate:
+                    flat = flat.at(raw)  # this frame's own flat, as the batch makes it
+                frame = stack.frame(raw)
                 stages = process(frame, flat, sigma, dark=dark)
         except Exception as exc:  # noqa: BLE001
             self.tasks.post(self._previewed, generation, None, failed=True,
@@ -348,7 +371,7 @@ class ProcessorState(param.Parameterized):
                   frames_per_s=0.0, eta_s=None, summary="")
         params = dict(start=self.start, end=self.end, step=self.step, sigma=float(self.sigma),
                       fmt=self.format.lower(), out=self.output.strip(), flat=self.flat,
-                      dark=self.dark)
+                      dark=self.dark, flat_interpolate=self.flat_mode == "interpolate")
         scheduler = self.scheduler.strip() if self.run_on == "dask" else None
         if scheduler:
             self._say(f"Connecting to the Dask scheduler at {scheduler}…")

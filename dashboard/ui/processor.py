@@ -29,6 +29,8 @@ class ProcessView(pn.viewable.Viewer):
                    pn.widgets.Select.from_param(p.format, width=100)),
             pn.Row(pn.widgets.Select.from_param(p.flat, width=300, css_classes=["echo-flat"]),
                    pn.widgets.Select.from_param(p.dark, width=300, css_classes=["echo-dark"])),
+            pn.widgets.Select.from_param(p.flat_mode, width=300, visible=p.interpolable,
+                                         css_classes=["echo-flat-mode"]),
             pn.widgets.TextInput.from_param(p.output, sizing_mode="stretch_width"),
             self._run_on(state),
             status_line(state.check, css_class="echo-process-check"),
