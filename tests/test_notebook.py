@@ -95,6 +95,37 @@ def test_the_readme_cell_runs_verbatim_in_a_kernel(tmp_path, moto_server, demo):
     assert max(map(len, loads)) > 1_000_000, "Bokeh's scripts are not inline in the output"
 
 
+@pytest.mark.slow
+def test_the_readme_array_recipe_runs_in_a_kernel(tmp_path, moto_server, demo):
+    """README's "The stack as an array" cell, as written but for ``BUCKET`` (the key file names
+    the test endpoint, as a key file may): indexing, a dask reduction, xarray with axes."""
+    from nbclient import NotebookClient
+
+    from dashboard.demo.store import DEMO_BUCKET, NEXUS_KEY
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"\*\*The stack as an array\*\*.*?```python\n(.*?)```", text, re.S)
+    assert found, "README.md has no cell after **The stack as an array**"
+    cell = found.group(1)
+    assert f"s3://BUCKET/{NEXUS_KEY}" in cell
+    cell = cell.replace("s3://BUCKET/", f"s3://{DEMO_BUCKET}/")
+    home = user_home(tmp_path)
+    keys = json.loads((home / ".echo-keys.json").read_text())
+    (home / ".echo-keys.json").write_text(json.dumps({**keys, "endpoint": moto_server.endpoint}))
+    check = ("import numpy as np\n"
+             "expected = np.stack([stack.frame(i) for i in range(10, 30, 5)])[:, 64:192, ::2]\n"
+             "assert np.array_equal(part, expected)\n"
+             "assert np.allclose(mean_frame, np.mean([stack.frame(i) for i in range(len(stack))],"
+             " axis=0))\n"
+             "print(scan.dims, list(scan.coords))")
+    nb = notebook(cell)
+    nb.cells.append(__import__("nbformat").v4.new_code_cell(check))
+    NotebookClient(nb, timeout=240, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute(env=kernel_env(home))
+    printed = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.output_type == "stream")
+    assert printed.strip() == "('frame', 'row', 'column') ['time']"
+
+
 # -- JupyterLab in Chromium, offline -------------------------------------------------------
 
 def free_port() -> int:

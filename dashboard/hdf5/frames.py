@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from ..config import frame_budget
+from .arrays import ArrayAccess
 from .chunks import DirectReader, LRUBytes, direct_reader
 from .decode import DecodeError
 from .errors import HDF5Error
@@ -48,8 +49,9 @@ READ_AHEAD = 4
 FRAME_CACHE = LRUBytes(FRAME_CACHE_BYTES)
 
 
-class FrameStack(RegionReads):
-    """Frames of one dataset: ``len``, ``shape``, ``dtype``, ``frame(i)``, ``frames``, ``mean``.
+class FrameStack(RegionReads, ArrayAccess):
+    """Frames of one dataset: ``len``, ``shape``, ``dtype``, ``frame(i)``, ``frames``, ``mean``;
+    as an array, ``stack[frames, rows, columns]``, ``to_dask()``, ``to_xarray()`` (:mod:`.arrays`).
 
     Axis 0 holds the frames of a 3-D dataset; a 2-D dataset is a one-frame stack; for ndim > 3
     the leading axes are flattened in C order (frame ``i`` is ``dset[np.unravel_index(i,
