@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", parents=[common], help="show an HDF5 file's tree and default stack")
     p.add_argument("url", help="s3://BUCKET/KEY or a local path")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--values", action="store_true",
+                   help="also each dataset's value: small ones whole, larger ones a bounded "
+                        "preview (at most 1 MiB read each), odd types a one-line reason")
 
     p = sub.add_parser("process", parents=[common], help="run the processing pipeline over frames")
     p.add_argument("url", help="s3://BUCKET/KEY or a local path")
@@ -405,7 +408,7 @@ def _cmd_info(args) -> int:
     from .hdf5.describe import describe, format_tree
 
     s3 = _connect(args)[1] if args.url.startswith("s3://") else None
-    description = describe(args.url, s3=s3)
+    description = describe(args.url, s3=s3, values=args.values)
     if args.json:
         print(json.dumps(description, indent=1, default=str))
     else:

@@ -8,7 +8,7 @@ from .tree import DEFAULT_NODE_LIMIT, walk
 
 
 def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=None,
-             limit: int = DEFAULT_NODE_LIMIT) -> dict:
+             limit: int = DEFAULT_NODE_LIMIT, values: bool = False) -> dict:
     """The ``info --json`` document of a file (or of an open Source / FrameStack: no new GETs
     for what is already cached).
 
@@ -18,7 +18,8 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
         ``{"url", "default_stack": path or None, "nodes": [...], "truncated": bool,
         "node_limit": limit, "notes": [...]}``; ``nodes`` lists at most ``limit`` nodes
         breadth-first from the root, ``truncated`` says whether more exist; ``notes`` says,
-        in sentences, where the listing stopped early for time or a group's size.
+        in sentences, where the listing stopped early for time or a group's size. With
+        ``values``, each dataset node has a ``"value"`` (:meth:`.values.Value.to_json`).
     """
     from .source import H5PY_ERRORS, Source, open_source
 
@@ -35,10 +36,17 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
         truncated = len(nodes) > limit or bool(notes)
         nodes = nodes[:limit]
         default = default_stack(source, candidates=candidates_of(nodes))
+        documents = [n.to_json() for n in nodes]
+        if values:
+            from .values import read_value
+
+            for document in documents:
+                if document["kind"] == "dataset":
+                    document["value"] = read_value(source, document["path"]).to_json()
         return {
             "url": source.url,
             "default_stack": default,
-            "nodes": [n.to_json() for n in nodes],
+            "nodes": documents,
             "truncated": truncated,
             "node_limit": limit,
             "notes": notes,
@@ -70,6 +78,9 @@ def format_node(node: dict) -> str:
             text += "  [virtual]"
     else:
         text = f"{name} -> {node.get('target')}  [{kind.replace('_', ' ')}]"
+    if node.get("value"):
+        value = node["value"]["text"]
+        text += f"  = {value if len(value) <= 300 else value[:300] + '…'}"
     attrs = node.get("attrs") or {}
     if attrs:
         shown = ", ".join(f"{k}={v!r}" for k, v in list(attrs.items())[:4])

@@ -90,6 +90,7 @@ class RangeFile(io.RawIOBase):
         self.error: BaseException | None = None  # the last fetch failure (h5py hides it)
         self.reads = 0  # read calls by HDF5 (cache hits included): how much metadata it touched
         self.max_read: int | None = None  # larger reads fail (Source.metadata_budget)
+        self.budget_left: int | None = None  # bytes still allowed in all (metadata_budget)
 
     def readable(self) -> bool:
         return True
@@ -160,6 +161,11 @@ class RangeFile(io.RawIOBase):
             self.error = OverBudget(f"{self.name}: a larger piece of metadata than this viewer "
                                     "reads")
             raise self.error
+        if self.budget_left is not None:
+            if length > self.budget_left:
+                self.error = OverBudget(f"{self.name}: more bytes than this read may take")
+                raise self.error
+            self.budget_left -= length
         try:
             return self._fetch(start, length)
         except BaseException as exc:

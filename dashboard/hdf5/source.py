@@ -164,19 +164,22 @@ class Source:
             self.lock.release()
 
     @contextlib.contextmanager
-    def metadata_budget(self, nbytes: int):
+    def metadata_budget(self, nbytes: int, *, total: int | None = None):
         """Inside the block (holding :meth:`h5`), no single metadata read of HDF5 may be over
         ``nbytes``: a larger one (a 100 MB attribute, a huge string in the global heap) fails
-        before anything is fetched (h5py raises). Local files have no budget (the user's own)."""
+        before anything is fetched (h5py raises). With ``total``, HDF5 may fetch at most that
+        many bytes in all (bytes in the block cache are free). Local files have no budget (the
+        user's own)."""
         rangefile = self._rangefile
         if rangefile is None:
             yield
             return
-        old, rangefile.max_read = rangefile.max_read, nbytes
+        old = rangefile.max_read, rangefile.budget_left
+        rangefile.max_read, rangefile.budget_left = nbytes, total
         try:
             yield
         finally:
-            rangefile.max_read = old
+            rangefile.max_read, rangefile.budget_left = old
             if isinstance(rangefile.error, OverBudget):
                 rangefile.error = None  # said where it happened; not the next read's error
 

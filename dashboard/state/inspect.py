@@ -1,10 +1,14 @@
 """Inspect fills when a file is selected: the selected HDF5 file's tree, described in the
-background (newest selection only), before Load is pressed."""
+background (newest selection only), before Load is pressed; and the value of a dataset chosen
+there (:class:`DatasetValues`)."""
 
 from __future__ import annotations
 
 import logging
 
+import param
+
+from ..text import labels, shown
 from .browser import BrowserState
 from .tasks import LatestOnly, Tasks, user_message
 from .viewer import ViewerState
@@ -52,3 +56,52 @@ class Inspector:
             return
         if self.browser.selected_url() == url:
             self.viewer.tree = tree
+
+
+class DatasetValues(param.Parameterized):
+    """Inspect's values: the datasets of the tree shown, and the value of the one chosen
+    (read in the background, newest choice only, within the value budget)."""
+
+    path = param.Selector(default="", objects={"(choose a dataset)": ""}, label="Value of",
+                          doc="A dataset of the file in Inspect.")
+    value = param.Parameter(default=None, precedence=-1, doc="Its Value (hdf5.values).")
+    status = param.String(default="")
+    failed = param.Boolean(default=False, precedence=-1)
+
+    def __init__(self, browser: BrowserState, viewer: ViewerState, tasks: Tasks, **params):
+        super().__init__(**params)
+        self.browser, self.viewer, self.tasks = browser, viewer, tasks
+        self._runner = LatestOnly(tasks, self._read)
+        viewer.param.watch(self._on_tree, "tree")
+
+    def _on_tree(self, event) -> None:
+        tree = event.new or {}
+        paths = [n["path"] for n in tree.get("nodes", []) if n.get("kind") == "dataset"]
+        self.param.path.objects = {"(choose a dataset)": "", **labels(paths)}
+        self.param.update(path="", value=None, status="", failed=False)
+
+    @param.depends("path", watch=True)
+    def _on_path(self) -> None:
+        tree, provider = self.viewer.tree or {}, self.browser.provider
+        url = tree.get("url")
+        if not self.path or not url or provider is None:
+            self.param.update(value=None, status="")
+            return
+        stack = self.viewer.stack
+        source = stack.source if stack is not None and self.viewer.url == url else None
+        self.status = f"Reading {shown(self.path)} …"
+        self._runner.request((provider, url, self.path, source))
+
+    def _read(self, request) -> None:
+        provider, url, path, source = request
+        try:
+            value = provider.value(url, path, source=source)
+        except Exception as exc:  # noqa: BLE001 - one sentence, the session goes on
+            self.tasks.post(self._shown, path, None, user_message(exc, f"read {path}"), True)
+            return
+        self.tasks.post(self._shown, path, value, "", False)
+
+    def _shown(self, path: str, value, status: str, failed: bool) -> None:
+        if path != self.path:
+            return  # another dataset was chosen meanwhile
+        self.param.update(value=value, status=status, failed=failed)

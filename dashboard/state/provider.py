@@ -157,6 +157,21 @@ class Provider:
             self._kept = None
         return kept[1], kept[2]
 
+    def value(self, url: str, path: str, *, source=None):
+        """The :class:`~dashboard.hdf5.values.Value` of ``path`` in ``url``: read through
+        ``source`` (the open stack's), else the Source kept by :meth:`inspect`, else a Source of
+        its own, closed afterwards."""
+        from ..hdf5.values import read_value
+
+        if source is not None:
+            return read_value(source, path)
+        with self._kept_lock:
+            kept = self._kept if self._kept is not None and self._kept[0] == url else None
+        if kept is not None:
+            return read_value(kept[1], path)
+        with self._open_source(url) as own:
+            return read_value(own, path)
+
     def describe(self, url: str) -> dict:
         """The tree of ``url`` (``info --json``'s document); the file is closed afterwards."""
         with self._open_source(url) as source:

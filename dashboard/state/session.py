@@ -14,7 +14,7 @@ from ..text import shown
 from . import links
 from .analysis import AnalysisState
 from .browser import BrowserState
-from .inspect import Inspector
+from .inspect import DatasetValues, Inspector
 from .links import DISPLAY, PROCESSING, Link
 from .live import LiveFollow
 from .processor import ProcessorState
@@ -99,6 +99,7 @@ class Session(param.Parameterized):
         super().__init__(browser=browser, viewer=viewer, processor=processor,
                          analysis=analysis, **params)
         self.inspector = Inspector(browser, viewer, self.tasks)
+        self.values = DatasetValues(browser, viewer, self.tasks)
         self.live = LiveFollow(browser, viewer, self.tasks)
         if connect is None:
             connect = (credentials is not None or settings.credentials_path is not None

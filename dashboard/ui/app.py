@@ -149,7 +149,7 @@ class EchoS3Viewer(pn.viewable.Viewer):
         self.session = session
         self.connect_view = ConnectView(session.browser)
         self.browse_view = BrowseView(session.browser, session.live)
-        self.inspect_view = InspectView(session.viewer)
+        self.inspect_view = InspectView(session.viewer, session.values)
         self.frames_view = FramesView(
             session.viewer, tools=AnalysisTools(session.viewer, state=session.analysis))
         self.process_view = ProcessView(session.processor)

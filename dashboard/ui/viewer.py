@@ -12,6 +12,7 @@ from ..state.viewer import ViewerState
 from . import plots
 from .follow import ShownFrame
 from .text import plain
+from .values import value_panel
 from .widgets import HIST_PLAYING_PERIOD, number_box, number_input, reporter, status_line
 
 FRAME_BOX = (900, 660)  # the frame view's largest size in screen pixels (aspect kept)
@@ -95,11 +96,12 @@ def tree_html(description: dict | None, current: str | None = None) -> str:
 class InspectView(pn.viewable.Viewer):
     """The open file's tree and the choice of image stack."""
 
-    def __init__(self, state: ViewerState, **params):
+    def __init__(self, state: ViewerState, values=None, **params):
         super().__init__(**params)
         self.state = state
         self._layout = pn.Column(
             pn.widgets.Select.from_param(state.param.dataset, width=360),
+            *([value_panel(values)] if values is not None else []),
             pn.pane.HTML(
                 pn.bind(tree_html, state.param.tree, state.param.dataset),
                 stylesheets=[TREE_CSS], sizing_mode="stretch_width",
