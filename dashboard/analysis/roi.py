@@ -176,12 +176,25 @@ def roi_series(stack, box: Box, indices: Sequence[int], *,
         ``frames`` as int64, ``mean``/``min``/``max`` as float64.
     """
     indices = [int(i) for i in indices]
+    stats = np.empty((len(indices), 3), np.float64)
+    for k, region in each_region(stack, indices, box.rows, box.cols, progress=progress,
+                                 cancelled=cancelled):
+        stats[k] = region_stats(region)
+    return RoiSeries(box=box, frames=np.asarray(indices, np.int64), mean=stats[:, 0],
+                     min=stats[:, 1], max=stats[:, 2])
+
+
+def each_region(stack, indices: Sequence[int], rows, cols, *,
+                progress: Callable[[int, int], None] | None = None,
+                cancelled: Callable[[], bool] | None = None):
+    """``(k, region)`` of each frame of ``indices`` (read ahead by ``stack.regions``), then
+    ``progress(k + 1, total)``; :class:`Cancelled` once ``cancelled()`` says so. The read-ahead
+    stops however the loop ends."""
     total = len(indices)
-    stats = np.empty((total, 3), np.float64)
-    regions = stack.regions(indices, box.rows, box.cols)
+    regions = stack.regions(indices, rows, cols)
     try:
         for k, region in enumerate(regions):
-            stats[k] = region_stats(region)
+            yield k, region
             if progress is not None:
                 progress(k + 1, total)
             if cancelled is not None and cancelled():
@@ -189,9 +202,7 @@ def roi_series(stack, box: Box, indices: Sequence[int], *,
     finally:
         close = getattr(regions, "close", None)
         if close is not None:
-            close()  # stops the read-ahead of a cancelled series
-    return RoiSeries(box=box, frames=np.asarray(indices, np.int64), mean=stats[:, 0],
-                     min=stats[:, 1], max=stats[:, 2])
+            close()  # stops the read-ahead of a cancelled run
 
 
 def series_csv(series: RoiSeries) -> str:

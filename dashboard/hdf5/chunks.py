@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import h5py
@@ -122,6 +122,10 @@ class DirectReader:
         self._index_complete = threading.Event()
         self._index_lock = threading.Lock()
         self._chunk_cache = LRUBytes(CHUNK_CACHE_BYTES)
+        # Chunks holding several frames, being fetched: frames read ahead in parallel wait
+        # for the one fetch instead of each fetching the same chunk.
+        self._inflight: dict[tuple, Future] = {}
+        self._inflight_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -172,6 +176,32 @@ class DirectReader:
         with self._index_lock:
             self._index[coord] = entry
         return entry
+
+    def region_cost(self, coords_list, rows: tuple[int, int] | None = None,
+                    cols: tuple[int, int] | None = None) -> tuple[int, int]:
+        """``(bytes, pieces)`` that reading the region of each frame at ``coords_list`` fetches
+        (nothing cached): the stored size of every distinct chunk the region intersects (a
+        chunk holding several frames counts once), or a contiguous dataset's ranged reads.
+        Builds the chunk index first (its metadata reads, no chunk data)."""
+        (height, width), itemsize = self.frame_shape, self.dtype.itemsize
+        (r0, r1), (c0, c1) = rows or (0, height), cols or (0, width)
+        coords_list = list(coords_list)
+        if self.layout == "contiguous":
+            if self.offset is None:
+                return 0, 0
+            whole = (r0, r1, c0, c1) == (0, height, 0, width)
+            per_frame = (height * width if whole else (r1 - 1) * width + c1 - r0 * width - c0)
+            return per_frame * itemsize * len(coords_list), len(coords_list)
+        self.build_index()
+        chunks = self.chunks
+        (ch, cw), lead_chunks = chunks[-2:], chunks[:-2]
+        tiles = [(y, x) for y in range((r0 // ch) * ch, r1, ch)
+                 for x in range((c0 // cw) * cw, c1, cw)]
+        wanted = {tuple((c // n) * n for c, n in zip(coords, lead_chunks)) + tile
+                  for coords in coords_list for tile in tiles}
+        entries = [self.lookup(coord) for coord in wanted]
+        stored = [entry[1] for entry in entries if entry is not None]
+        return sum(stored), len(stored)
 
     # -- frames -------------------------------------------------------------------------
 
@@ -229,6 +259,8 @@ class DirectReader:
         cost = FrameCost()
         decoded: dict[tuple, np.ndarray | None] = {}
         wanted: list[tuple] = []  # (coord, offset, size, mask)
+        waiting: dict[tuple, Future] = {}  # chunks another frame's read is fetching
+        mine: dict[tuple, Future] = {}  # chunks this read fetches for others too
         for y, x in tiles:
             if stop is not None and stop.is_set():
                 raise HDF5Error(f"{self.name} was closed while a frame was being read.")
@@ -238,17 +270,34 @@ class DirectReader:
                 if cached is not None:
                     decoded[coord] = cached
                     continue
-            entry = self.lookup(coord)
+                with self._inflight_lock:
+                    future = self._inflight.get(coord)
+                    if future is None:
+                        mine[coord] = self._inflight[coord] = Future()
+                if future is not None:
+                    waiting[coord] = future
+                    continue
+            entry = self.lookup(coord) if coord not in waiting else None
             if entry is None:
                 decoded[coord] = None
+                if coord in mine:
+                    self._settle(coord, mine.pop(coord), None)
             else:
                 wanted.append((coord, *entry))
                 cost.stored_bytes += entry[1]
-        for coord, raw, mask in self._fetch(wanted, cost, stop):
-            array = decode_chunk(raw, self.filters, mask, self.dtype, chunks)
-            decoded[coord] = array
-            if spans_frames:
-                self._chunk_cache.put(coord, array)
+        try:
+            for coord, raw, mask in self._fetch(wanted, cost, stop):
+                array = decode_chunk(raw, self.filters, mask, self.dtype, chunks)
+                decoded[coord] = array
+                if spans_frames:
+                    self._chunk_cache.put(coord, array)
+                    self._settle(coord, mine.pop(coord), array)
+        except BaseException as exc:
+            for coord, future in mine.items():
+                self._settle(coord, future, exc)
+            raise
+        for coord, future in waiting.items():
+            decoded[coord] = future.result()
         if not region and len(tiles) == 1 and (ch, cw) == (height, width):
             array = decoded[lead_start + (0, 0)]
             if array is None:
@@ -266,6 +315,16 @@ class DirectReader:
             else:
                 target[...] = array[within][ys - y : ye - y, xs - x : xe - x]
         return out, cost
+
+    def _settle(self, coord: tuple, future: Future, result) -> None:
+        """A shared chunk's fetch ended: hand ``result`` (an array, None or the error) to the
+        frames waiting for it."""
+        with self._inflight_lock:
+            self._inflight.pop(coord, None)
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
     def _fetch(self, wanted: list[tuple], cost: FrameCost, stop=None):
         """Yield ``(coord, raw_bytes, filter_mask)``: nearby chunks merged into one ranged GET."""

@@ -69,6 +69,19 @@ class RegionReads:
         self._count_region(cost)
         return region
 
+    def region_cost(self, indices: Iterable[int], rows: slice | None = None,
+                    cols: slice | None = None) -> dict:
+        """What :meth:`regions` of the same arguments will fetch, said before reading:
+        ``{"bytes", "pieces", "exact"}`` (chunks, or ranged reads of a contiguous dataset).
+        Exact on the direct path (cached frames then cost less); through h5py the bytes are
+        unknown (``None``). Reads only the chunk index."""
+        order = [self._normalize(i) for i in indices]
+        bounds = self._region_bounds(rows, cols)
+        if self._direct is None:
+            return {"bytes": None, "pieces": None, "exact": False}
+        nbytes, pieces = self._direct.region_cost([self._coords(i) for i in order], *bounds)
+        return {"bytes": nbytes, "pieces": pieces, "exact": True}
+
     def regions(self, indices: Iterable[int], rows: slice | None = None,
                 cols: slice | None = None) -> Iterator[np.ndarray]:
         """:meth:`region` of each frame of ``indices`` in order, read ahead in parallel."""

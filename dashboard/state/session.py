@@ -19,6 +19,7 @@ from .links import DISPLAY, PROCESSING, Link
 from .live import LiveFollow
 from .processor import ProcessorState
 from .provider import Provider
+from .sinogram import SinogramState
 from .tasks import Tasks
 from .viewer import ViewerState
 
@@ -101,6 +102,7 @@ class Session(param.Parameterized):
         self.inspector = Inspector(browser, viewer, self.tasks)
         self.values = DatasetValues(browser, viewer, self.tasks)
         self.live = LiveFollow(browser, viewer, self.tasks)
+        self.sinogram = SinogramState(analysis)
         if connect is None:
             connect = (credentials is not None or settings.credentials_path is not None
                        or provider is not None)
@@ -215,6 +217,7 @@ class Session(param.Parameterized):
         self.live.close()
         self.processor.close()
         self.analysis.close()
+        self.sinogram.close()
         self.viewer.stop()
         self.tasks.shutdown()
         threading.Thread(target=self._release, args=(provider,), name="echo-session-release",

@@ -18,9 +18,14 @@ import param
 from ..state.analysis import AnalysisState
 from ..state.viewer import ViewerState
 from ..storage.listing import human_size
+from .sinogram import sinogram_card
 from .text import plain
 from .widgets import (
-    HIST_PLAYING_PERIOD, built_when, number_input, reporter, status_line,
+    HIST_PLAYING_PERIOD,
+    built_when,
+    number_input,
+    reporter,
+    status_line,
 )
 
 ROI_COLOR = "#ff7f0e"
@@ -120,9 +125,10 @@ class AnalysisTools(pn.viewable.Viewer):
         "Follows the viewer's frame_serial; while playing at most twice a second (and on "
         "Pause): the frame matters more."))
 
-    def __init__(self, viewer: ViewerState, *, state: AnalysisState | None = None, **params):
+    def __init__(self, viewer: ViewerState, *, state: AnalysisState | None = None,
+                 sinogram=None, **params):
         super().__init__(**params)
-        self.viewer = viewer
+        self.viewer, self.sinogram = viewer, sinogram
         self._followed = 0.0
         viewer.param.watch(self._follow, ["frame_serial", "playing"])
         self.state = state = state if state is not None else AnalysisState(viewer)
@@ -354,7 +360,9 @@ class AnalysisTools(pn.viewable.Viewer):
             title="Cost inspector", collapsible=False, sizing_mode="stretch_width",
             css_classes=["echo-cost-card"],
         )
-        return pn.Column(pn.Row(roi, line, sizing_mode="stretch_width"), cost,
+        below = (pn.Row(sinogram_card(self.sinogram), cost, sizing_mode="stretch_width")
+                 if self.sinogram is not None else cost)
+        return pn.Column(pn.Row(roi, line, sizing_mode="stretch_width"), below,
                          sizing_mode="stretch_width")
 
     def __panel__(self):

@@ -151,7 +151,8 @@ class EchoS3Viewer(pn.viewable.Viewer):
         self.browse_view = BrowseView(session.browser, session.live)
         self.inspect_view = InspectView(session.viewer, session.values)
         self.frames_view = FramesView(
-            session.viewer, tools=AnalysisTools(session.viewer, state=session.analysis))
+            session.viewer, tools=AnalysisTools(session.viewer, state=session.analysis,
+                                                sinogram=session.sinogram))
         self.process_view = ProcessView(session.processor)
         self.tabs = pn.Tabs(
             (STEPS[0], self.browse_view),
