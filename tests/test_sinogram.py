@@ -55,6 +55,12 @@ def test_the_bytes_read_are_the_forecast(layout, pieces, s3, bucket, tmp_path):
         assert fetched == 6 * (4 * 32 * 32 * 2)
     if layout == "contiguous":
         assert fetched == 6 * 96 * 2  # one row of each frame, nothing more
+    # A column crosses every band of tiles: merged GETs (and their gaps) are forecast too.
+    with open_stack(url, s3=s3, prefetch=False) as stack:
+        column = stack.region_cost(range(5, -1, -1), None, (95, 96))
+        before = stack.stats["data_bytes"]
+        sinogram(stack, Line("column", 95), range(5, -1, -1))
+        assert stack.stats["data_bytes"] - before == column["bytes"]
 
 
 def test_refusals_in_one_sentence():

@@ -125,3 +125,38 @@ def test_to_xarray_has_the_files_axes_as_coordinates(demo, moto_server, credenti
         first = exchange.isel(frame=0).values
         np.testing.assert_array_equal(first, stack[0])
     assert exchange["theta"].values[0] == 0.0 and exchange["theta"].values[-1] == 180.0
+
+
+def test_frames_sharing_a_chunk_fail_together_when_its_fetch_fails(s3, bucket, tmp_path,
+                                                                     moto_server, credentials):
+    """Four frames of one (4, 32, 32) chunk read ahead in parallel wait for one fetch; when
+    the store goes away that fetch fails, and so does every frame waiting for it: an error,
+    never a wait without end."""
+    import threading
+
+    from faultproxy import FaultProxy
+
+    from dashboard.errors import EchoError
+    from dashboard.storage.s3 import S3
+
+    path = write_variant(tmp_path / "tiled.h5", "tiled_chunks")
+    s3.client.upload_file(str(path), bucket, "tiled.h5")
+    with FaultProxy(moto_server.endpoint) as proxy:
+        through = S3(proxy.endpoint, credentials)
+        with open_stack(f"s3://{bucket}/tiled.h5", s3=through, prefetch=False) as stack:
+            stack.region_cost(range(len(stack)), (0, 10), None)  # builds the chunk index
+            proxy.go_down()
+            outcome = []
+
+            def read() -> None:
+                try:
+                    list(stack.regions(range(4), (0, 10), None))
+                    outcome.append("read")
+                except EchoError as exc:
+                    outcome.append(exc)
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            reader.join(120)
+            assert not reader.is_alive(), "the frames waiting for the shared chunk hang"
+    assert len(outcome) == 1 and isinstance(outcome[0], EchoError), outcome

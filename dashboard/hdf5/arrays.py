@@ -12,10 +12,15 @@ Frames are the stack's frames: a 4-D dataset's leading axes count as one.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import threading
 from collections.abc import Iterable
 
 import numpy as np
+
+from .errors import ObjectChanged
+from .values import sibling
 
 #: The axes of the array view, as xarray names them.
 DIMS = ("frame", "row", "column")
@@ -143,23 +148,37 @@ class StackArray:
 
     def __getitem__(self, key) -> np.ndarray:
         stack = self._opened
-        if stack is None or getattr(stack, "_closed", False):
-            stack = _open(self.spec)
-        return stack[key]
+        if stack is not None and not getattr(stack, "_closed", False):
+            return stack[key]
+        name, stack = _open(self.spec)
+        try:
+            return stack[key]
+        except ObjectChanged:
+            _forget(name, stack)  # replaced on the server: the next block opens the new one
+            raise
 
 
+#: Stacks opened on this process (a worker), by a digest of their whole spec (keys included:
+#: two users' arrays of one file never share a handle).
 _OPENED: dict = {}
 _OPENED_LOCK = threading.Lock()
 
 
 def _open(spec):
-    """The stack of ``spec`` in this process, opened once."""
-    key = (spec.url, spec.dataset, spec.endpoint)
+    """``(name, stack)``: the stack of ``spec`` in this process, opened once."""
+    name = hashlib.sha256(pickle.dumps(spec)).hexdigest()
     with _OPENED_LOCK:
-        stack = _OPENED.get(key)
+        stack = _OPENED.get(name)
         if stack is None or stack._closed:
-            stack = _OPENED[key] = spec.open(prefetch=False)
-        return stack
+            stack = _OPENED[name] = spec.open(prefetch=False)
+        return name, stack
+
+
+def _forget(name: str, stack) -> None:
+    with _OPENED_LOCK:
+        if _OPENED.get(name) is stack:
+            del _OPENED[name]
+    stack.close()
 
 
 def axes_of(source, dataset: str, shape) -> Iterable[tuple[int, str, np.ndarray]]:
@@ -179,8 +198,8 @@ def axes_of(source, dataset: str, shape) -> Iterable[tuple[int, str, np.ndarray]
             indices = group.attrs.get(f"{name}_indices")
             if indices is not None and np.ndim(indices) == 0:
                 axis = int(indices)
-            node = group.get(name) if name and name != "." else None
-            if (node is None or not hasattr(node, "shape") or len(node.shape) != 1
+            node = sibling(group, name)
+            if (node is None or len(node.shape) != 1
                     or node.shape[0] != shape[axis] or node.dtype.kind not in "uif"):
                 continue
             found.append((axis, name, np.asarray(node[()])))

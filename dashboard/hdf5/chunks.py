@@ -180,9 +180,10 @@ class DirectReader:
     def region_cost(self, coords_list, rows: tuple[int, int] | None = None,
                     cols: tuple[int, int] | None = None) -> tuple[int, int]:
         """``(bytes, pieces)`` that reading the region of each frame at ``coords_list`` fetches
-        (nothing cached): the stored size of every distinct chunk the region intersects (a
-        chunk holding several frames counts once), or a contiguous dataset's ranged reads.
-        Builds the chunk index first (its metadata reads, no chunk data)."""
+        (nothing cached): the ranged GETs of every distinct chunk the region intersects, merged
+        as the reads merge them (a chunk holding several frames counts once; a gap fetched
+        between merged chunks counts), or a contiguous dataset's ranged reads. Builds the
+        chunk index first (its metadata reads, no chunk data)."""
         (height, width), itemsize = self.frame_shape, self.dtype.itemsize
         (r0, r1), (c0, c1) = rows or (0, height), cols or (0, width)
         coords_list = list(coords_list)
@@ -197,11 +198,25 @@ class DirectReader:
         (ch, cw), lead_chunks = chunks[-2:], chunks[:-2]
         tiles = [(y, x) for y in range((r0 // ch) * ch, r1, ch)
                  for x in range((c0 // cw) * cw, c1, cw)]
-        wanted = {tuple((c // n) * n for c, n in zip(coords, lead_chunks)) + tile
-                  for coords in coords_list for tile in tiles}
-        entries = [self.lookup(coord) for coord in wanted]
-        stored = [entry[1] for entry in entries if entry is not None]
-        return sum(stored), len(stored)
+        # Replay the reads: each frame fetches the chunks it needs that no earlier frame of
+        # the run fetched (shared chunks once), in merged GETs as _fetch makes them.
+        seen: set[tuple] = set()
+        nbytes = pieces = 0
+        for coords in coords_list:
+            lead = tuple((c // n) * n for c, n in zip(coords, lead_chunks))
+            wanted = []
+            for tile in tiles:
+                coord = lead + tile
+                if coord in seen:
+                    continue
+                seen.add(coord)
+                entry = self.lookup(coord)
+                if entry is not None:
+                    wanted.append((coord, *entry))
+            pieces += len(wanted)
+            for group in _merged(wanted) if wanted else []:
+                nbytes += max(o + n for _c, o, n, _m in group) - group[0][1]
+        return nbytes, pieces
 
     # -- frames -------------------------------------------------------------------------
 
@@ -261,31 +276,31 @@ class DirectReader:
         wanted: list[tuple] = []  # (coord, offset, size, mask)
         waiting: dict[tuple, Future] = {}  # chunks another frame's read is fetching
         mine: dict[tuple, Future] = {}  # chunks this read fetches for others too
-        for y, x in tiles:
-            if stop is not None and stop.is_set():
-                raise HDF5Error(f"{self.name} was closed while a frame was being read.")
-            coord = lead_start + (y, x)
-            if spans_frames:
-                cached = self._chunk_cache.get(coord)
-                if cached is not None:
-                    decoded[coord] = cached
-                    continue
-                with self._inflight_lock:
-                    future = self._inflight.get(coord)
-                    if future is None:
-                        mine[coord] = self._inflight[coord] = Future()
-                if future is not None:
-                    waiting[coord] = future
-                    continue
-            entry = self.lookup(coord) if coord not in waiting else None
-            if entry is None:
-                decoded[coord] = None
-                if coord in mine:
-                    self._settle(coord, mine.pop(coord), None)
-            else:
-                wanted.append((coord, *entry))
-                cost.stored_bytes += entry[1]
         try:
+            for y, x in tiles:
+                if stop is not None and stop.is_set():
+                    raise HDF5Error(f"{self.name} was closed while a frame was being read.")
+                coord = lead_start + (y, x)
+                if spans_frames:
+                    cached = self._chunk_cache.get(coord)
+                    if cached is not None:
+                        decoded[coord] = cached
+                        continue
+                    with self._inflight_lock:
+                        future = self._inflight.get(coord)
+                        if future is None:
+                            mine[coord] = self._inflight[coord] = Future()
+                    if future is not None:
+                        waiting[coord] = future
+                        continue
+                entry = self.lookup(coord)
+                if entry is None:
+                    decoded[coord] = None
+                    if coord in mine:
+                        self._settle(coord, mine.pop(coord), None)
+                else:
+                    wanted.append((coord, *entry))
+                    cost.stored_bytes += entry[1]
             for coord, raw, mask in self._fetch(wanted, cost, stop):
                 array = decode_chunk(raw, self.filters, mask, self.dtype, chunks)
                 decoded[coord] = array
@@ -293,11 +308,13 @@ class DirectReader:
                     self._chunk_cache.put(coord, array)
                     self._settle(coord, mine.pop(coord), array)
         except BaseException as exc:
+            # Whatever failed (a lookup, a GET, a decode, the stack closing): the frames
+            # waiting for this read's chunks get the error, never a wait without end.
             for coord, future in mine.items():
                 self._settle(coord, future, exc)
             raise
         for coord, future in waiting.items():
-            decoded[coord] = future.result()
+            decoded[coord] = self._wait(future, stop)
         if not region and len(tiles) == 1 and (ch, cw) == (height, width):
             array = decoded[lead_start + (0, 0)]
             if array is None:
@@ -316,6 +333,16 @@ class DirectReader:
                 target[...] = array[within][ys - y : ye - y, xs - x : xe - x]
         return out, cost
 
+    def _wait(self, future: Future, stop: threading.Event | None):
+        """Another read's chunk; a closed stack stops the wait."""
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except TimeoutError:
+                if stop is not None and stop.is_set():
+                    closed = f"{self.name} was closed while a frame was being read."
+                    raise HDF5Error(closed) from None
+
     def _settle(self, coord: tuple, future: Future, result) -> None:
         """A shared chunk's fetch ended: hand ``result`` (an array, None or the error) to the
         frames waiting for it."""
@@ -330,14 +357,7 @@ class DirectReader:
         """Yield ``(coord, raw_bytes, filter_mask)``: nearby chunks merged into one ranged GET."""
         if not wanted:
             return
-        wanted.sort(key=lambda item: item[1])
-        groups: list[list[tuple]] = [[wanted[0]]]
-        for item in wanted[1:]:
-            last = groups[-1][-1]
-            if item[1] - (last[1] + last[2]) <= MERGE_GAP and item[1] >= last[1] + last[2]:
-                groups[-1].append(item)
-            else:
-                groups.append([item])
+        groups = _merged(wanted)
 
         def get(group):
             if stop is not None and stop.is_set():
@@ -368,6 +388,20 @@ class DirectReader:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
         self._chunk_cache.clear()
+
+
+def _merged(wanted: list[tuple]) -> list[list[tuple]]:
+    """``(coord, offset, size, mask)`` items grouped into ranged GETs: by offset, a neighbour
+    at most :data:`MERGE_GAP` bytes further on joins the group (the gap is fetched too)."""
+    wanted = sorted(wanted, key=lambda item: item[1])
+    groups: list[list[tuple]] = [[wanted[0]]]
+    for item in wanted[1:]:
+        last = groups[-1][-1]
+        if item[1] - (last[1] + last[2]) <= MERGE_GAP and item[1] >= last[1] + last[2]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def direct_reader(source, dset: h5py.Dataset) -> DirectReader | None:

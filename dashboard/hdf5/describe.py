@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import EchoError
 from ..storage.listing import human_size
+from ..text import neutral
 from .stacks import candidates_of, default_stack
 from .tree import DEFAULT_NODE_LIMIT, walk
 
@@ -42,7 +44,11 @@ def describe(url_or_path, *, s3=None, endpoint: str | None = None, credentials=N
 
             for document in documents:
                 if document["kind"] == "dataset":
-                    document["value"] = read_value(source, document["path"]).to_json()
+                    try:
+                        value = read_value(source, document["path"]).to_json()
+                    except EchoError as exc:  # this dataset only: the others are still shown
+                        value = {"kind": "reason", "text": str(exc)}
+                    document["value"] = value
         return {
             "url": source.url,
             "default_stack": default,
@@ -79,7 +85,7 @@ def format_node(node: dict) -> str:
     else:
         text = f"{name} -> {node.get('target')}  [{kind.replace('_', ' ')}]"
     if node.get("value"):
-        value = node["value"]["text"]
+        value = neutral(node["value"]["text"])  # a file's text never drives the terminal
         text += f"  = {value if len(value) <= 300 else value[:300] + '…'}"
     attrs = node.get("attrs") or {}
     if attrs:

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import HDF5Error
 from .metadata import small_attr
 from .rangefile import OverBudget
+from .tree import through_external
 
 #: Bytes a value may fetch at most (cached blocks are free).
 VALUE_BYTES = 1024**2
@@ -92,12 +93,16 @@ def read_value(source, path: str, *, budget: int = VALUE_BYTES) -> Value:
     within ``budget`` bytes. Groups and links that are not followed get a reason."""
     inner = getattr(source, "source", source)
     with inner.h5() as file, inner.metadata_budget(budget, total=budget):
-        link = file.get(path, getlink=True)
+        # Checked link by link first: resolving the path itself would open another file.
+        crossed = through_external(file, path)
+        if crossed is not None:
+            return _reason(path, f"an external link ({crossed}), not followed")
+        try:
+            link = file.get(path, getlink=True)
+        except (KeyError, OSError, RuntimeError):
+            link = None
         if link is None:
             return _reason(path, "not in this file")
-        if isinstance(link, h5py.ExternalLink):
-            return _reason(path, f"an external link to {link.filename}:{link.path} "
-                                 "(not followed)")
         try:
             node = file.get(path)
         except (KeyError, OSError, RuntimeError):
@@ -138,6 +143,10 @@ def _dataset_value(dset: h5py.Dataset, path: str) -> Value:
     if len(shape) > 2:
         return Value(**base, kind="reason", reason=f"{len(shape)}-D, "
                      f"{'×'.join(map(str, shape))}: an image stack, shown in Frames")
+    plain = string is None and dtype.fields is None and h5py.check_enum_dtype(dtype) is None
+    if plain and len(shape) == 2 and (shape[0] > TABLE_ROWS or shape[1] > TABLE_COLUMNS):
+        return Value(**base, kind="reason", reason=f"2-D, {shape[0]}×{shape[1]}: an image, "
+                     "shown in Frames (too large for a table)")
     count, selection, partial = _bounded(shape)
     data = dset[selection]
     if string is not None:
@@ -162,10 +171,7 @@ def _dataset_value(dset: h5py.Dataset, path: str) -> Value:
     if len(shape) == 1:
         return Value(**base, kind="array", data=np.asarray(data), partial=partial,
                      axis=_axis_of(dset, count))
-    if shape[0] <= TABLE_ROWS and shape[1] <= TABLE_COLUMNS:
-        return Value(**base, kind="table", data=np.asarray(data), partial=partial)
-    return Value(**base, kind="reason", reason=f"2-D, {shape[0]}×{shape[1]}: an image, "
-                 "shown in Frames (too large for a table)")
+    return Value(**base, kind="table", data=np.asarray(data), partial=partial)
 
 
 def _bounded(shape) -> tuple[int, tuple, str | None]:
@@ -193,10 +199,23 @@ def _axis_of(dset: h5py.Dataset, count: int):
     axes = small_attr(group, "axes")
     names = [_decode(a) for a in np.ravel(axes)] if axes is not None else []
     for name in names[:1]:
-        node = group.get(name) if name != "." else None
-        if isinstance(node, h5py.Dataset) and node.shape == dset.shape and node.dtype.kind in "uif":
+        node = sibling(group, name)
+        if node is not None and node.shape == dset.shape and node.dtype.kind in "uif":
             return name, np.asarray(node[:count])
     return None
+
+
+def sibling(group: h5py.Group, name: str) -> h5py.Dataset | None:
+    """The dataset ``name`` of ``group`` when it is a plain member (a hard link): a name from
+    the file's own attributes never leads through a link to another file."""
+    if not name or name == "." or "/" in name:
+        return None
+    try:
+        link = group.get(name, getlink=True)
+        node = group.get(name) if isinstance(link, h5py.HardLink) else None
+    except (KeyError, OSError, RuntimeError):
+        return None
+    return node if isinstance(node, h5py.Dataset) else None
 
 
 def _reason(path: str, reason: str) -> Value:

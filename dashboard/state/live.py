@@ -113,6 +113,11 @@ class LiveFollow(param.Parameterized):
         super().__init__(**params)
         self.browser, self.viewer, self.tasks, self._clock = browser, viewer, tasks, clock
         self._run: _Run | None = None
+        # Every listing of the session, whatever woke it (the page's visibility, a new
+        # interval, Follow ticked off and on) and whichever thread makes it: at least
+        # MIN_INTERVAL_S apart.
+        self._listing = threading.Lock()
+        self._listed_at = -MIN_INTERVAL_S
         browser.param.watch(self._place_changed, ["bucket", "directory", "connected"])
 
     # -- on the event loop ----------------------------------------------------------------
@@ -200,10 +205,12 @@ class LiveFollow(param.Parameterized):
             if run.stop.is_set():
                 return
             if run.reset:
-                schedule, run.reset = PollSchedule(run.interval), False
+                run.reset = False  # before reading the interval: a newer one sets it again
+                schedule = PollSchedule(run.interval)
             try:
-                listing = run.provider.list_objects(run.bucket, prefix=run.prefix,
-                                                    limit=run.limit)
+                listing = self._list(run)
+                if listing is None:
+                    return  # stopped while waiting for its turn
             except Exception as exc:  # noqa: BLE001 - said, and tried again later
                 message = user_message(exc, f"list {self._where(run)}")
                 run.polls += 1
@@ -222,6 +229,17 @@ class LiveFollow(param.Parameterized):
             if wait is None:
                 return
 
+    def _list(self, run: _Run):
+        """One listing, at least :data:`MIN_INTERVAL_S` after the session's previous one."""
+        with self._listing:
+            due = self._listed_at + MIN_INTERVAL_S - time.monotonic()
+            if due > 0 and run.stop.wait(due):
+                return None
+            try:
+                return run.provider.list_objects(run.bucket, prefix=run.prefix, limit=run.limit)
+            finally:
+                self._listed_at = time.monotonic()
+
     # -- results, on the event loop ---------------------------------------------------------
 
     def _poll_failed(self, run: _Run, message: str, wait: float | None) -> None:
@@ -238,18 +256,19 @@ class LiveFollow(param.Parameterized):
             return
         browser = self.browser
         others = [o for o in browser.listing if not o.key.startswith(run.prefix)]
-        fresh = {**self.fresh, **found}
-        self.param.update(polls=run.polls, fresh=fresh, failed=False)
         browser.param.update(listing=others + list(listing.objects))
-        self._follow_open_file(run, listing.objects)
+        fresh = {**self.fresh, **found}
         if wait is None:
+            self.param.update(polls=run.polls, fresh=fresh, failed=False)
             self._idle_stop()
             return
+        self._follow_open_file(run, listing.objects)
         counts = [f"{sum(1 for v in fresh.values() if v == kind)} {kind}"
                   for kind in ("new", "changed") if kind in fresh.values()]
-        self.status = (f"Following {self._where(run)}: "
-                       + (", ".join(counts) if counts else "nothing new")
-                       + f"; next check in {_seconds(wait)}.")
+        # Last, in one update: whoever watches the count sees the listing and status with it.
+        self.param.update(polls=run.polls, fresh=fresh, failed=False, status=(
+            f"Following {self._where(run)}: " + (", ".join(counts) if counts else "nothing new")
+            + f"; next check in {_seconds(wait)}."))
 
     def _idle_stop(self) -> None:
         self._stop("Stopped following: nothing changed for an hour. Tick Follow to go on.")

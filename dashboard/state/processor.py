@@ -417,7 +417,10 @@ class ProcessorState(param.Parameterized):
             return
         finally:
             if connection is not None:
-                cluster.disconnect(*connection)
+                try:
+                    cluster.disconnect(*connection)
+                except Exception:  # noqa: BLE001 - a scheduler gone: its client cannot close
+                    log.info("closing the Dask client failed", exc_info=True)
         finished = {"complete": "Batch finished", "incomplete": "Batch cancelled"}
         self.tasks.post(self._say, finished.get(result.status, "Batch failed") + where + ".",
                         failed=result.status not in finished, running=False,
