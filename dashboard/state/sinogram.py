@@ -17,6 +17,7 @@ import param
 
 from ..analysis.roi import Cancelled
 from ..analysis.sinogram import Line, check, forecast, sinogram
+from ..storage.listing import human_size
 from .analysis import PROGRESS_INTERVAL, AnalysisState
 from .tasks import LatestOnly, user_message
 
@@ -151,8 +152,6 @@ class SinogramState(param.Parameterized):
             self.tasks.post(self._ended, generation, None, message, not cancel.is_set())
             return
         seconds = time.perf_counter() - t0
-        from ..storage.listing import human_size
-
         text = (f"{line.label().capitalize()} of {len(indices)} frames: "
                 f"{human_size(fetched)} read in {seconds:.1f} s. Click it to show a frame.")
         self.tasks.post(self._ended, generation, (image, indices), text, False)

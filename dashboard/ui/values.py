@@ -10,7 +10,11 @@ import panel as pn
 
 from ..state.inspect import DatasetValues
 from ..text import neutral, shown
+from .text import plain
 from .widgets import built_when, status_line
+
+#: Characters of a value's text shown at most (a long string is shortened in the middle).
+TEXT_LIMIT = 5000
 
 VALUE_CSS = """
 pre { white-space: pre-wrap; word-break: break-word; max-height: 14em; overflow: auto;
@@ -50,10 +54,9 @@ def _value_view(value):
 
 
 def _text(text: str, css_class: str) -> pn.pane.HTML:
-    """Data shown as text: escaped, control and bidi characters made visible."""
-    import html
-
-    return pn.pane.HTML(f"<pre>{html.escape(neutral(text))}</pre>", stylesheets=[VALUE_CSS],
+    """Data shown as text (:func:`~dashboard.ui.text.plain`: escaped, control and bidi
+    characters made visible)."""
+    return pn.pane.HTML(f"<pre>{plain(text, TEXT_LIMIT)}</pre>", stylesheets=[VALUE_CSS],
                         css_classes=[css_class], sizing_mode="stretch_width", margin=(0, 10))
 
 
