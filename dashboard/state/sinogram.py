@@ -46,6 +46,7 @@ class SinogramState(param.Parameterized):
         self._generation = 0
         self._forecaster = LatestOnly(self.tasks, self._forecast)
         self.viewer.param.watch(self._on_stack, "stack")
+        self.viewer.param.watch(self._first_frame, "shown_index")
         analysis.param.watch(self._say_cost, ["first", "last", "step"])
         self._on_stack()
 
@@ -76,12 +77,22 @@ class SinogramState(param.Parameterized):
         if problem:
             self.param.update(status=problem, failed=True)
             return
+        if self.viewer.shown_index < 0:
+            # The file's first frame comes first; the forecast (the chunk index) follows it.
+            self.param.update(status="What a sinogram costs is said once the first frame is "
+                                     "shown.", failed=False)
+            return
         self.param.update(status=f"Forecasting what {self.line().label()} costs…", failed=False)
         self._forecaster.request((stack, self.line(), self.indices()))
+
+    def _first_frame(self, event) -> None:
+        if event.old < 0 <= event.new:
+            self._say_cost()
 
     def _forecast(self, request) -> None:
         stack, line, indices = request
         try:
+            stack.wait_index(120)  # the stack's own chunk-index build, if it began: not a second
             text = forecast(stack, line, indices)
         except Exception as exc:  # noqa: BLE001 - the forecast is a courtesy; say why not
             text = user_message(exc, "forecast the sinogram's cost")
